@@ -1,0 +1,115 @@
+# gocd - get-or-create daemon.  Plain make: all, check, demo, bench, install, clean.
+#
+# Sanitizer builds live in their own output directory:  make SAN=asan check
+# (build-asan/); objects never mix between configurations.
+
+VERSION  := 0.1.0
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= cc
+
+SAN ?=
+ifeq ($(SAN),asan)
+BUILD    ?= build-asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      := -O1 -g
+else
+BUILD    ?= build
+SANFLAGS :=
+OPT      := -O2 -g
+endif
+
+PKGS     := libevent jansson libpq
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ifeq ($(PKG_LIBS),)
+PKG_LIBS := -levent -ljansson -lpq
+PKG_CFLAGS := -I/usr/include/postgresql
+endif
+
+WARN     := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+            -Wshadow -Wpointer-arith -Wno-unused-parameter
+CFLAGS   ?= $(OPT)
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -DGOCD_VERSION='"$(VERSION)"' $(WARN) $(CFLAGS) \
+              $(SANFLAGS) $(PKG_CFLAGS) -Iproto -MMD -MP
+LDLIBS   := $(PKG_LIBS) -lm
+ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
+
+PROTO_SRC  := $(wildcard proto/*.c)
+DAEMON_SRC := $(wildcard daemon/*.c)
+CLI_SRC    := client/goc.c
+BENCH_SRC  := $(filter-out $(CLI_SRC),$(wildcard client/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+INTEG_SRC  := $(wildcard tests/integration/test_*.c)
+HARNESS_SRC := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+PROTO_LIB  := $(BUILD)/libgocproto.a
+DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
+DAEMON_LIBOBJ := $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJ))
+
+UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+INTEG_BIN  := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRC))
+
+PROGRAMS := $(BUILD)/gocd $(BUILD)/goc $(if $(BENCH_SRC),$(BUILD)/goc-bench)
+
+.PHONY: all check check-asan unit integration demo bench deps install clean
+all: $(PROGRAMS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(PROTO_LIB): $(call obj,$(PROTO_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/gocd: $(DAEMON_OBJ) $(PROTO_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/goc: $(call obj,$(CLI_SRC)) $(PROTO_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/goc-bench: $(call obj,$(BENCH_SRC)) $(PROTO_LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests may link any daemon object except main.o.
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(DAEMON_LIBOBJ) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(INTEG_BIN): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(call obj,$(HARNESS_SRC)) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	@sh tests/deps.sh
+
+# Every suite runs even when an earlier one fails; the last line is the
+# total that CI reads: "N passed, N failed".
+check: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(INTEG_BIN)
+	@GOCD_BUILD=$(BUILD) sh tests/run-suites.sh $(UNIT_BIN) $(INTEG_BIN)
+
+check-asan:
+	@$(MAKE) --no-print-directory SAN=asan check
+
+demo: deps all
+	@sh tests/demo.sh $(BUILD)
+
+bench: deps all
+	@GOCD_BUILD=$(BUILD) sh client/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(BUILD)/gocd $(DESTDIR)$(PREFIX)/sbin/gocd
+	install -m 0755 $(BUILD)/goc $(DESTDIR)$(PREFIX)/bin/goc
+	$(if $(BENCH_SRC),install -m 0755 $(BUILD)/goc-bench $(DESTDIR)$(PREFIX)/bin/goc-bench)
+	install -d $(DESTDIR)/etc/gocd
+	[ -e $(DESTDIR)/etc/gocd/gocd.conf ] || install -m 0644 conf/gocd.conf $(DESTDIR)/etc/gocd/gocd.conf
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

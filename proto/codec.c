@@ -1,0 +1,407 @@
+/*
+ * codec.c - request parsing, value text and response rendering.
+ *
+ * Owns: the request schema and the bytes of every response.
+ * Must never: touch sockets, tables or PostgreSQL; reparse PostgreSQL's row
+ * text (that would route numbers through a C double).
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "codec.h"
+
+static const char *const op_names[GOC_OP__COUNT] = {
+	[GOC_OP_GET_OR_CREATE] = "get_or_create",
+	[GOC_OP_GET] = "get",
+	[GOC_OP_PING] = "ping",
+	[GOC_OP_STATS] = "stats",
+};
+
+const char *codec_op_name(enum goc_op op)
+{
+	return (unsigned)op < GOC_OP__COUNT ? op_names[op] : "?";
+}
+
+void codec_error_set(struct codec_error *err, enum goc_err code,
+		     const char *fmt, ...)
+{
+	va_list ap;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	va_end(ap);
+}
+
+void codec_request_free(struct goc_request *req)
+{
+	if (req->root)
+		json_decref(req->root);
+	memset(req, 0, sizeof *req);
+}
+
+static const char *json_type_name(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "object";
+	case JSON_ARRAY: return "array";
+	case JSON_STRING: return "string";
+	case JSON_INTEGER:
+	case JSON_REAL: return "number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "boolean";
+	case JSON_NULL: return "null";
+	}
+	return "?";
+}
+
+int codec_parse_request(const char *line, size_t len, struct goc_request *req,
+			struct codec_error *err)
+{
+	json_error_t jerr;
+
+	memset(req, 0, sizeof *req);
+	/* Duplicate keys are rejected: with two "key" members the request
+	 * would mean whatever the parser happened to keep. */
+	json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (root == NULL) {
+		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %d: %s%s",
+				jerr.position, jerr.text,
+				strstr(jerr.text, "too big") ?
+				"; send numbers beyond 64-bit integers or double precision as strings" : "");
+		return -1;
+	}
+	req->root = root;
+	if (!json_is_object(root)) {
+		codec_error_set(err, GOC_E_BAD_REQUEST,
+				"request must be a JSON object, got %s",
+				json_type_name(root));
+		return -1;
+	}
+	req->id = json_object_get(root, "id");
+
+	const char *name;
+	json_t *v;
+	json_t *op = NULL, *table = NULL;
+	json_object_foreach(root, name, v) {
+		if (strcmp(name, "id") == 0)
+			continue;
+		else if (strcmp(name, "op") == 0)
+			op = v;
+		else if (strcmp(name, "table") == 0)
+			table = v;
+		else if (strcmp(name, "key") == 0)
+			req->key = v;
+		else if (strcmp(name, "defaults") == 0)
+			req->defaults = v;
+		else {
+			codec_error_set(err, GOC_E_BAD_REQUEST,
+					"unknown field \"%.64s\" (expected op, id, table, key, defaults)",
+					name);
+			return -1;
+		}
+	}
+	if (op == NULL) {
+		codec_error_set(err, GOC_E_BAD_REQUEST, "missing field \"op\"");
+		return -1;
+	}
+	if (!json_is_string(op)) {
+		codec_error_set(err, GOC_E_BAD_REQUEST,
+				"field \"op\" must be a string, got %s", json_type_name(op));
+		return -1;
+	}
+	const char *ops = json_string_value(op);
+	req->op = GOC_OP__COUNT;
+	for (int i = 0; i < GOC_OP__COUNT; i++)
+		if (strcmp(ops, op_names[i]) == 0)
+			req->op = (enum goc_op)i;
+	if (req->op == GOC_OP__COUNT) {
+		codec_error_set(err, GOC_E_UNKNOWN_OP,
+				"unknown op \"%.64s\" (expected get_or_create, get, ping, stats)",
+				ops);
+		return -1;
+	}
+
+	if (req->op == GOC_OP_PING || req->op == GOC_OP_STATS) {
+		if (table || req->key || req->defaults) {
+			codec_error_set(err, GOC_E_BAD_REQUEST,
+					"op \"%s\" takes no table, key or defaults", ops);
+			return -1;
+		}
+		return 0;
+	}
+
+	if (table == NULL || !json_is_string(table) || json_string_length(table) == 0) {
+		codec_error_set(err, GOC_E_BAD_REQUEST,
+				table ? "field \"table\" must be a non-empty string"
+				      : "missing field \"table\"");
+		return -1;
+	}
+	req->table = json_string_value(table);
+	if (req->key == NULL) {
+		codec_error_set(err, GOC_E_BAD_REQUEST, "missing field \"key\"");
+		return -1;
+	}
+	if (!json_is_object(req->key) || json_object_size(req->key) == 0) {
+		codec_error_set(err, GOC_E_BAD_REQUEST,
+				"field \"key\" must be a non-empty object of column: value, got %s",
+				json_is_object(req->key) ? "an empty object"
+							 : json_type_name(req->key));
+		return -1;
+	}
+	if (req->defaults != NULL) {
+		if (req->op != GOC_OP_GET_OR_CREATE) {
+			codec_error_set(err, GOC_E_BAD_REQUEST,
+					"field \"defaults\" is only for get_or_create");
+			return -1;
+		}
+		if (json_is_null(req->defaults)) {
+			req->defaults = NULL;
+		} else if (!json_is_object(req->defaults)) {
+			codec_error_set(err, GOC_E_BAD_REQUEST,
+					"field \"defaults\" must be an object of column: value, got %s",
+					json_type_name(req->defaults));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int dump_to_evbuffer(const char *buf, size_t size, void *data)
+{
+	return evbuffer_add((struct evbuffer *)data, buf, size);
+}
+
+/* Shortest %.*g that reads back as the same double, so 0.1 stays "0.1". */
+static void format_real(double d, char *buf, size_t size)
+{
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, size, "%.*g", prec, d);
+		if (strtod(buf, NULL) == d)
+			return;
+	}
+}
+
+int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
+		     const char **why)
+{
+	char num[40];
+
+	if (json_is_null(v)) {
+		*why = "null";
+		return -1;
+	}
+	if (as_json) {
+		/* Reals go through the same shortest formatting as elsewhere. */
+		if (json_is_real(v)) {
+			format_real(json_real_value(v), num, sizeof num);
+			evbuffer_add(out, num, strlen(num));
+		} else if (json_dump_callback(v, dump_to_evbuffer, out,
+					      JSON_COMPACT | JSON_ENCODE_ANY |
+					      JSON_REAL_PRECISION(17)) != 0) {
+			*why = "cannot encode value";
+			return -1;
+		}
+		evbuffer_add(out, "", 1);
+		return 0;
+	}
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		evbuffer_add(out, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_INTEGER:
+		snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		evbuffer_add(out, num, strlen(num));
+		break;
+	case JSON_REAL:
+		format_real(json_real_value(v), num, sizeof num);
+		evbuffer_add(out, num, strlen(num));
+		break;
+	case JSON_TRUE:
+		evbuffer_add(out, "true", 4);
+		break;
+	case JSON_FALSE:
+		evbuffer_add(out, "false", 5);
+		break;
+	default:
+		*why = "objects and arrays are accepted only for json and jsonb columns";
+		return -1;
+	}
+	evbuffer_add(out, "", 1);
+	return 0;
+}
+
+/* JSON string escaping that survives any bytes: invalid UTF-8 becomes '?'. */
+static void add_json_string(struct evbuffer *out, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	evbuffer_add(out, "\"", 1);
+	while (*p) {
+		unsigned char c = *p;
+		if (c == '"' || c == '\\') {
+			char esc[2] = {'\\', (char)c};
+			evbuffer_add(out, esc, 2);
+			p++;
+		} else if (c < 0x20) {
+			evbuffer_add_printf(out, "\\u%04x", c);
+			p++;
+		} else if (c < 0x80) {
+			evbuffer_add(out, p, 1);
+			p++;
+		} else {
+			int n = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 :
+				(c & 0xF8) == 0xF0 ? 4 : 0;
+			int ok = n > 0 && !(n == 2 && c < 0xC2);
+			for (int i = 1; ok && i < n; i++)
+				if ((p[i] & 0xC0) != 0x80)
+					ok = 0;
+			if (ok) {
+				evbuffer_add(out, p, (size_t)n);
+				p += n;
+			} else {
+				evbuffer_add(out, "?", 1);
+				p++;
+			}
+		}
+	}
+	evbuffer_add(out, "\"", 1);
+}
+
+static void add_head(struct evbuffer *out, const json_t *id, bool ok)
+{
+	evbuffer_add(out, "{", 1);
+	if (id != NULL) {
+		evbuffer_add(out, "\"id\":", 5);
+		json_dump_callback(id, dump_to_evbuffer, out,
+				   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+		evbuffer_add(out, ",", 1);
+	}
+	if (ok)
+		evbuffer_add(out, "\"ok\":true", 9);
+	else
+		evbuffer_add(out, "\"ok\":false", 10);
+}
+
+void codec_render_row(struct evbuffer *out, const json_t *id, bool created,
+		      const char *row, size_t row_len)
+{
+	add_head(out, id, true);
+	if (created)
+		evbuffer_add(out, ",\"created\":true,\"row\":", 22);
+	else
+		evbuffer_add(out, ",\"created\":false,\"row\":", 23);
+	if (row == NULL) {
+		evbuffer_add(out, "null", 4);
+	} else {
+		/* Raw CR/LF can only be insignificant whitespace in valid JSON
+		 * (a json column keeps its input text); blank them. */
+		const char *p = row, *end = row + row_len;
+		while (p < end) {
+			const char *q = p;
+			while (q < end && *q != '\n' && *q != '\r')
+				q++;
+			evbuffer_add(out, p, (size_t)(q - p));
+			if (q < end) {
+				evbuffer_add(out, " ", 1);
+				q++;
+			}
+			p = q;
+		}
+	}
+	evbuffer_add(out, "}\n", 2);
+}
+
+void codec_render_error(struct evbuffer *out, const json_t *id,
+			enum goc_err code, const char *message)
+{
+	add_head(out, id, false);
+	evbuffer_add(out, ",\"error\":{\"code\":", 17);
+	add_json_string(out, goc_err_name(code));
+	evbuffer_add(out, ",\"message\":", 11);
+	add_json_string(out, message ? message : "");
+	evbuffer_add(out, "}}\n", 3);
+}
+
+void codec_render_ok(struct evbuffer *out, const json_t *id, const char *fields)
+{
+	add_head(out, id, true);
+	if (fields && *fields) {
+		evbuffer_add(out, ",", 1);
+		evbuffer_add(out, fields, strlen(fields));
+	}
+	evbuffer_add(out, "}\n", 2);
+}
+
+int codec_parse_response(const char *line, size_t len, struct goc_response *resp)
+{
+	memset(resp, 0, sizeof *resp);
+	resp->message = "";
+	/* Responses may carry 64-bit and wider numbers in rows; jansson keeps
+	 * 64-bit integers exactly, which is what clients compare on. */
+	json_t *root = json_loadb(line, len, 0, NULL);
+	if (root == NULL)
+		return -1;
+	resp->root = root;
+	if (!json_is_object(root))
+		return -1;
+	resp->id = json_object_get(root, "id");
+	json_t *ok = json_object_get(root, "ok");
+	if (!json_is_boolean(ok))
+		return -1;
+	resp->ok = json_is_true(ok);
+	resp->created = json_is_true(json_object_get(root, "created"));
+	json_t *row = json_object_get(root, "row");
+	resp->row = json_is_object(row) ? row : NULL;
+	resp->code = GOC_OK;
+	if (!resp->ok) {
+		json_t *e = json_object_get(root, "error");
+		const char *c = json_string_value(json_object_get(e, "code"));
+		const char *m = json_string_value(json_object_get(e, "message"));
+		if (c == NULL)
+			return -1;
+		resp->code = goc_err_from_name(c);
+		if (resp->code == GOC_E__COUNT)
+			resp->code = GOC_E_INTERNAL;
+		resp->message = m ? m : "";
+	}
+	return 0;
+}
+
+void codec_response_free(struct goc_response *resp)
+{
+	if (resp->root)
+		json_decref(resp->root);
+	memset(resp, 0, sizeof *resp);
+}
+
+void codec_render_request(struct evbuffer *out, enum goc_op op, const json_t *id,
+			  const char *table, const json_t *key,
+			  const json_t *defaults)
+{
+	evbuffer_add(out, "{\"op\":", 6);
+	add_json_string(out, codec_op_name(op));
+	if (id) {
+		evbuffer_add(out, ",\"id\":", 6);
+		json_dump_callback(id, dump_to_evbuffer, out,
+				   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+	}
+	if (table) {
+		evbuffer_add(out, ",\"table\":", 9);
+		add_json_string(out, table);
+	}
+	if (key) {
+		evbuffer_add(out, ",\"key\":", 7);
+		json_dump_callback(key, dump_to_evbuffer, out,
+				   JSON_COMPACT | JSON_REAL_PRECISION(17));
+	}
+	if (defaults) {
+		evbuffer_add(out, ",\"defaults\":", 12);
+		json_dump_callback(defaults, dump_to_evbuffer, out,
+				   JSON_COMPACT | JSON_REAL_PRECISION(17));
+	}
+	evbuffer_add(out, "}\n", 2);
+}

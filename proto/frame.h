@@ -1,0 +1,33 @@
+/*
+ * frame.h - newline framing of the gocd wire protocol, with a hard line limit.
+ *
+ * Owns: finding one request/response line in an input buffer.
+ * Must never: buffer more than max_line bytes waiting for a newline (the
+ * caller learns FRAME_TOO_LARGE instead), or know what a line means.
+ */
+#ifndef GOC_PROTO_FRAME_H
+#define GOC_PROTO_FRAME_H
+
+#include <stddef.h>
+
+struct evbuffer;
+
+enum frame_rc {
+	FRAME_LINE,      /* line and len describe one line, without its LF (and CR) */
+	FRAME_NEED_MORE, /* no complete line yet and the buffer is under the limit */
+	FRAME_TOO_LARGE, /* no LF within max_line bytes: the stream cannot be resynced */
+};
+
+/*
+ * Look for the next line in `in`.  On FRAME_LINE, *line points into the
+ * buffer (made contiguous) and stays valid until the caller calls
+ * evbuffer_drain(in, *consumed); *len excludes the LF and a trailing CR.
+ * A line of exactly max_line bytes (not counting LF/CR) is accepted.
+ */
+enum frame_rc frame_next(struct evbuffer *in, size_t max_line,
+			 const char **line, size_t *len, size_t *consumed);
+
+/* True when the line is empty or only spaces/tabs: such lines are ignored. */
+int frame_is_blank(const char *line, size_t len);
+
+#endif
