@@ -65,6 +65,7 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 	json_error_t jerr;
 
 	memset(req, 0, sizeof *req);
+	req->op = GOC_OP__COUNT; /* until "op" is known */
 	/* Duplicate keys are rejected: with two "key" members the request
 	 * would mean whatever the parser happened to keep. */
 	json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -115,7 +116,6 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 		return -1;
 	}
 	const char *ops = json_string_value(op);
-	req->op = GOC_OP__COUNT;
 	for (int i = 0; i < GOC_OP__COUNT; i++)
 		if (strcmp(ops, op_names[i]) == 0)
 			req->op = (enum goc_op)i;

@@ -1,0 +1,485 @@
+/*
+ * config.c - the option table and its two parsers (file and flags).
+ *
+ * Owns: every option's declaration.  --help and conf/gocd.conf are checked
+ * against this table (tests/unit), so docs cannot drift from code.
+ * Must never: touch the network or the event loop.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+enum opt_type { OPT_STR, OPT_INT, OPT_OCTAL, OPT_TABLE, OPT_LEVEL };
+
+struct option_def {
+	const char *name;
+	enum opt_type type;
+	size_t offset;
+	const char *def;
+	long min, max;
+	const char *unit;
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct option_def options[] = {
+	{"listen", OPT_STR, OFF(listen), "127.0.0.1:7432", 0, 0, "HOST:PORT",
+	 "TCP address to listen on; empty for none"},
+	{"unix", OPT_STR, OFF(unix_path), "", 0, 0, "PATH",
+	 "Unix socket path; empty for none"},
+	{"unix_mode", OPT_OCTAL, OFF(unix_mode), "0660", 0, 0777, "octal",
+	 "permissions of the Unix socket"},
+	{"postgres", OPT_STR, OFF(postgres), "", 0, 0, "CONNINFO",
+	 "libpq connection string (empty: PGHOST, PGDATABASE... environment)"},
+	{"table", OPT_TABLE, OFF(tables), NULL, 0, 0, "NAME=COL[,COL]",
+	 "serve table NAME keyed by its unique index on COLs; repeatable"},
+	{"pool_size", OPT_INT, OFF(pool_size), "4", 1, 256, "connections",
+	 "PostgreSQL connections in the pool"},
+	{"max_clients", OPT_INT, OFF(max_clients), "10000", 1, 1000000, "connections",
+	 "client connections; one more gets 'overloaded' and is closed"},
+	{"max_line", OPT_INT, OFF(max_line), "65536", 64, 16777216, "bytes",
+	 "longest request line; longer gets 'too_large' and a close"},
+	{"max_pending", OPT_INT, OFF(max_pending), "1024", 1, 1000000, "requests",
+	 "unanswered requests per connection before gocd stops reading it"},
+	{"max_output", OPT_INT, OFF(max_output), "16777216", 4096, 1073741824, "bytes",
+	 "unsent response bytes per connection before it is dropped"},
+	{"max_waiters", OPT_INT, OFF(max_waiters), "10000", 1, 10000000, "requests",
+	 "requests queued behind one key; more get 'overloaded'"},
+	{"request_timeout", OPT_INT, OFF(request_timeout), "5000", 10, 3600000, "ms",
+	 "a request unanswered this long gets 'timeout'"},
+	{"connect_timeout", OPT_INT, OFF(connect_timeout), "5000", 10, 600000, "ms",
+	 "give up on one PostgreSQL connection attempt after this long"},
+	{"shutdown_timeout", OPT_INT, OFF(shutdown_timeout), "10000", 0, 3600000, "ms",
+	 "on SIGTERM, wait this long for in-flight requests"},
+	{"retry_limit", OPT_INT, OFF(retry_limit), "5", 0, 100, "retries",
+	 "re-runs of a request after serialization failure, deadlock or lost connection"},
+	{"log_level", OPT_LEVEL, OFF(log_level), "info", 0, 0, "level",
+	 "debug, info, warn or error"},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (p == NULL) {
+		fputs("gocd: out of memory\n", stderr);
+		abort();
+	}
+	return p;
+}
+
+static void free_tables(struct config *cfg)
+{
+	for (int i = 0; i < cfg->ntables; i++) {
+		free(cfg->tables[i].name);
+		for (int j = 0; j < cfg->tables[i].ncols; j++)
+			free(cfg->tables[i].cols[j]);
+		free(cfg->tables[i].cols);
+	}
+	free(cfg->tables);
+	cfg->tables = NULL;
+	cfg->ntables = 0;
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* NAME=COL[,COL...]; the '=' that splits is the first one outside quotes. */
+static int add_table(struct config *cfg, const char *value, char *err, size_t errlen)
+{
+	char *buf = xstrdup(value);
+	char *split = NULL;
+	int inq = 0;
+	for (char *p = buf; *p; p++) {
+		if (*p == '"')
+			inq = !inq;
+		else if (*p == '=' && !inq) {
+			split = p;
+			break;
+		}
+	}
+	if (split == NULL) {
+		errf(err, errlen, "table \"%s\": expected NAME=COL[,COL...]", value);
+		free(buf);
+		return -1;
+	}
+	*split = '\0';
+	char *name = trim(buf);
+	if (*name == '\0') {
+		errf(err, errlen, "table \"%s\": empty table name", value);
+		free(buf);
+		return -1;
+	}
+	for (int i = 0; i < cfg->ntables; i++)
+		if (strcmp(cfg->tables[i].name, name) == 0) {
+			errf(err, errlen, "table \"%s\" is configured twice", name);
+			free(buf);
+			return -1;
+		}
+	struct table_conf tc = {xstrdup(name), NULL, 0};
+	char *save = NULL;
+	for (char *tok = strtok_r(split + 1, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *c = trim(tok);
+		if (*c == '\0')
+			continue;
+		for (int j = 0; j < tc.ncols; j++)
+			if (strcmp(tc.cols[j], c) == 0) {
+				errf(err, errlen, "table \"%s\": key column \"%s\" given twice", name, c);
+				goto fail;
+			}
+		char **n = realloc(tc.cols, sizeof *n * (size_t)(tc.ncols + 1));
+		if (n == NULL)
+			abort();
+		tc.cols = n;
+		tc.cols[tc.ncols++] = xstrdup(c);
+	}
+	if (tc.ncols == 0) {
+		errf(err, errlen, "table \"%s\": no key columns (expected NAME=COL[,COL...])", name);
+		goto fail;
+	}
+	if (tc.ncols > 32) {
+		errf(err, errlen, "table \"%s\": at most 32 key columns", name);
+		goto fail;
+	}
+	struct table_conf *t = realloc(cfg->tables, sizeof *t * (size_t)(cfg->ntables + 1));
+	if (t == NULL)
+		abort();
+	cfg->tables = t;
+	cfg->tables[cfg->ntables++] = tc;
+	free(buf);
+	return 0;
+fail:
+	for (int j = 0; j < tc.ncols; j++)
+		free(tc.cols[j]);
+	free(tc.cols);
+	free(tc.name);
+	free(buf);
+	return -1;
+}
+
+static const struct option_def *find_option(const char *name, size_t len)
+{
+	char norm[64];
+	if (len >= sizeof norm)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		norm[i] = name[i] == '-' ? '_' : name[i];
+	norm[len] = '\0';
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (strcmp(options[i].name, norm) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static int set_option(struct config *cfg, const struct option_def *o,
+		      const char *value, char *err, size_t errlen)
+{
+	char *base = (char *)cfg;
+	switch (o->type) {
+	case OPT_STR: {
+		char **p = (char **)(base + o->offset);
+		free(*p);
+		*p = xstrdup(value);
+		return 0;
+	}
+	case OPT_LEVEL: {
+		if (log_level_parse(value) < 0) {
+			errf(err, errlen, "%s: \"%s\" is not one of debug, info, warn, error",
+			     o->name, value);
+			return -1;
+		}
+		char **p = (char **)(base + o->offset);
+		free(*p);
+		*p = xstrdup(value);
+		return 0;
+	}
+	case OPT_INT:
+	case OPT_OCTAL: {
+		char *end;
+		errno = 0;
+		long v = strtol(value, &end, o->type == OPT_OCTAL ? 8 : 10);
+		if (errno || end == value || *end != '\0') {
+			errf(err, errlen, "%s: \"%s\" is not %s", o->name, value,
+			     o->type == OPT_OCTAL ? "an octal number" : "a whole number");
+			return -1;
+		}
+		if (v < o->min || v > o->max) {
+			errf(err, errlen, "%s: %ld is out of range %ld..%ld %s", o->name, v,
+			     o->min, o->max, o->unit);
+			return -1;
+		}
+		*(int *)(base + o->offset) = (int)v;
+		return 0;
+	}
+	case OPT_TABLE:
+		return add_table(cfg, value, err, errlen);
+	}
+	return -1;
+}
+
+void config_defaults(struct config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		char e[8];
+		if (options[i].def && set_option(cfg, &options[i], options[i].def, e, sizeof e) != 0)
+			abort(); /* a bad default is a programming error */
+	}
+}
+
+void config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (options[i].type == OPT_STR || options[i].type == OPT_LEVEL)
+			free(*(char **)((char *)cfg + options[i].offset));
+	free_tables(cfg);
+	memset(cfg, 0, sizeof *cfg);
+}
+
+int config_parse_text(struct config *cfg, const char *text, const char *origin,
+		      char *err, size_t errlen)
+{
+	char *copy = xstrdup(text);
+	char *save = NULL;
+	int lineno = 0, rc = 0;
+	char *p = copy;
+	while (p && rc == 0) {
+		char *nl = strchr(p, '\n');
+		if (nl)
+			*nl = '\0';
+		lineno++;
+		char *line = trim(p);
+		p = nl ? nl + 1 : NULL;
+		if (*line == '\0' || *line == '#')
+			continue;
+		char *eq = strchr(line, '=');
+		if (eq == NULL) {
+			errf(err, errlen, "%s:%d: expected \"name = value\"", origin, lineno);
+			rc = -1;
+			break;
+		}
+		*eq = '\0';
+		char *name = trim(line);
+		char *value = trim(eq + 1);
+		/* Values may be quoted to keep leading/trailing spaces or '#'. */
+		size_t vl = strlen(value);
+		if (vl >= 2 && value[0] == '\'' && value[vl - 1] == '\'') {
+			value[vl - 1] = '\0';
+			value++;
+		}
+		const struct option_def *o = find_option(name, strlen(name));
+		if (o == NULL) {
+			errf(err, errlen, "%s:%d: unknown option \"%s\"", origin, lineno, name);
+			rc = -1;
+			break;
+		}
+		char sub[512];
+		if (set_option(cfg, o, value, sub, sizeof sub) != 0) {
+			errf(err, errlen, "%s:%d: %s", origin, lineno, sub);
+			rc = -1;
+		}
+	}
+	(void)save;
+	free(copy);
+	return rc;
+}
+
+static int load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		errf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	size_t n;
+	while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+		len += n;
+		if (len + 1 == cap) {
+			if (cap > (1u << 24)) {
+				errf(err, errlen, "config file %s is too large", path);
+				free(buf);
+				fclose(f);
+				return -1;
+			}
+			char *nb = realloc(buf, cap *= 2);
+			if (nb == NULL)
+				abort();
+			buf = nb;
+		}
+	}
+	fclose(f);
+	if (buf == NULL)
+		abort();
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		errf(err, errlen, "config file %s contains a NUL byte", path);
+		free(buf);
+		return -1;
+	}
+	int rc = config_parse_text(cfg, buf, path, err, errlen);
+	free(buf);
+	return rc;
+}
+
+/* Split argv[i] into name/value: --name=value, --name value, -c FILE. */
+int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv,
+		char *err, size_t errlen)
+{
+	memset(cli, 0, sizeof *cli);
+	config_defaults(cfg);
+
+	/* First pass: find --config and the action flags. */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+			cli->help = 1;
+		else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0)
+			cli->version = 1;
+		else if (strcmp(a, "-t") == 0 || strcmp(a, "--test") == 0)
+			cli->test_only = 1;
+		else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			if (i + 1 >= argc) {
+				errf(err, errlen, "%s needs a file name", a);
+				return -1;
+			}
+			cli->config_path = argv[++i];
+		} else if (strncmp(a, "--config=", 9) == 0)
+			cli->config_path = a + 9;
+	}
+	if (cli->help || cli->version)
+		return 0;
+	if (cli->config_path && load_file(cfg, cli->config_path, err, errlen) != 0)
+		return -1;
+
+	/* Second pass: flags override the file; any --table replaces the
+	 * file's table list rather than appending to it. */
+	int tables_from_flags = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
+		    strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0 ||
+		    strcmp(a, "-t") == 0 || strcmp(a, "--test") == 0 ||
+		    strncmp(a, "--config=", 9) == 0)
+			continue;
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0) {
+			errf(err, errlen, "unexpected argument \"%s\" (see --help)", a);
+			return -1;
+		}
+		const char *name = a + 2;
+		const char *eq = strchr(name, '=');
+		size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+		const struct option_def *o = find_option(name, nlen);
+		if (o == NULL) {
+			errf(err, errlen, "unknown option \"%.*s\" (see --help)", (int)nlen + 2, a);
+			return -1;
+		}
+		const char *value;
+		if (eq)
+			value = eq + 1;
+		else if (i + 1 < argc)
+			value = argv[++i];
+		else {
+			errf(err, errlen, "option --%.*s needs a value", (int)nlen, name);
+			return -1;
+		}
+		if (o->type == OPT_TABLE && !tables_from_flags) {
+			free_tables(cfg);
+			tables_from_flags = 1;
+		}
+		char sub[512];
+		if (set_option(cfg, o, value, sub, sizeof sub) != 0) {
+			errf(err, errlen, "--%s", sub);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void config_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: gocd [-c FILE] [-t] [--OPTION=VALUE ...]\n"
+		"\n"
+		"gocd answers get-or-create requests (NDJSON over TCP or a Unix socket) with\n"
+		"exactly one row per key, backed by PostgreSQL's unique index.\n"
+		"\n"
+		"  -c, --config=FILE   read options from FILE (\"name = value\" lines)\n"
+		"  -t, --test          check the configuration and the tables, then exit\n"
+		"  -h, --help          this text\n"
+		"  -V, --version       print the version\n"
+		"\n"
+		"Options (file name, or as --flag with '-' or '_'; flags override the file):\n");
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		char flag[64];
+		snprintf(flag, sizeof flag, "--%s=%s", options[i].name, options[i].unit);
+		for (char *p = flag + 2; *p && *p != '='; p++)
+			if (*p == '_')
+				*p = '-';
+		fprintf(out, "  %-30s %s", flag, options[i].help);
+		if (options[i].def)
+			fprintf(out, " (default: %s)", *options[i].def ? options[i].def : "empty");
+		if (options[i].type == OPT_INT)
+			fprintf(out, " [%ld..%ld]", options[i].min, options[i].max);
+		fputc('\n', out);
+	}
+}
+
+void config_dump(const struct config *cfg, FILE *out)
+{
+	const char *base = (const char *)cfg;
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct option_def *o = &options[i];
+		switch (o->type) {
+		case OPT_STR:
+		case OPT_LEVEL:
+			fprintf(out, "%s = %s\n", o->name, *(char *const *)(base + o->offset));
+			break;
+		case OPT_INT:
+			fprintf(out, "%s = %d\n", o->name, *(const int *)(base + o->offset));
+			break;
+		case OPT_OCTAL:
+			fprintf(out, "%s = %04o\n", o->name, *(const int *)(base + o->offset));
+			break;
+		case OPT_TABLE:
+			for (int t = 0; t < cfg->ntables; t++) {
+				fprintf(out, "table = %s=", cfg->tables[t].name);
+				for (int c = 0; c < cfg->tables[t].ncols; c++)
+					fprintf(out, "%s%s", c ? "," : "", cfg->tables[t].cols[c]);
+				fputc('\n', out);
+			}
+			break;
+		}
+	}
+}

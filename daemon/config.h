@@ -1,0 +1,65 @@
+/*
+ * config.h - gocd's options: one table declares every option once.
+ *
+ * Owns: option names, types, defaults, bounds and help; parsing of the
+ * config file and of command-line flags (flags override the file).
+ * Must never: act on an option (open sockets, connect); it only fills
+ * struct config, so a configuration can be checked without side effects.
+ */
+#ifndef GOCD_CONFIG_H
+#define GOCD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct table_conf {
+	char *name;   /* as clients name it; passed to to_regclass() */
+	char **cols;  /* key columns, exactly as pg_attribute.attname */
+	int ncols;
+};
+
+struct config {
+	char *listen;       /* HOST:PORT, "" = no TCP listener */
+	char *unix_path;    /* "" = no Unix socket */
+	int unix_mode;
+	char *postgres;     /* libpq conninfo */
+	struct table_conf *tables;
+	int ntables;
+	int pool_size;
+	int max_clients;
+	int max_line;
+	int max_pending;
+	int max_output;
+	int max_waiters;
+	int request_timeout;  /* ms */
+	int connect_timeout;  /* ms */
+	int shutdown_timeout; /* ms */
+	int retry_limit;
+	char *log_level;
+};
+
+struct cli_flags {
+	int test_only; /* -t */
+	int help;
+	int version;
+	const char *config_path;
+};
+
+/*
+ * Build a configuration: defaults, then the file (--config), then flags.
+ * Returns 0, or -1 with a message naming the option, file and line in err.
+ */
+int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv,
+		char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Parse a config file's text onto cfg (used by config_load and the fuzzer). */
+int config_parse_text(struct config *cfg, const char *text, const char *origin,
+		      char *err, size_t errlen) __attribute__((warn_unused_result));
+
+void config_defaults(struct config *cfg);
+void config_free(struct config *cfg);
+void config_usage(FILE *out);
+/* Print the effective configuration in config-file syntax (for -t -v). */
+void config_dump(const struct config *cfg, FILE *out);
+
+#endif

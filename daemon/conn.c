@@ -1,0 +1,260 @@
+/*
+ * conn.c - client connections: framing, ordering, backpressure, closing.
+ *
+ * Owns: struct conn and its states:
+ *   OPEN      reading requests and answering them;
+ *   DRAINING  no more reading (peer half-closed, too_large, shutdown):
+ *             answer what was read, flush, then close;
+ *   CLOSED    socket gone; the struct is freed at the next safe point.
+ * conn_set_state() is the only place that changes state.
+ * Must never: buffer more than max_line bytes of an unfinished line, or
+ * more than max_pending unanswered requests (it stops reading instead, so
+ * TCP pushes back on the client), or free a running request.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "conn.h"
+#include "dispatch.h"
+#include "frame.h"
+#include "gocd.h"
+#include "log.h"
+#include "req.h"
+#include "stats.h"
+
+enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_CLOSED };
+static const char *const conn_state_names[] = {"open", "draining", "closed"};
+
+struct conn {
+	struct bufferevent *bev;
+	enum conn_state state;
+	TAILQ_HEAD(, req) reqs; /* arrival order; answers leave from the head */
+	int npending;           /* unanswered or unflushed requests */
+	bool reading;           /* EV_READ enabled */
+	int in_callback;        /* >0 while a callback of ours is on the stack */
+	char peer[64];
+	LIST_ENTRY(conn) link;
+};
+
+static LIST_HEAD(, conn) conns = LIST_HEAD_INITIALIZER(conns);
+static int nconns;
+
+static void conn_reap(struct conn *c);
+
+int conn_count(void)
+{
+	return nconns;
+}
+
+static void conn_set_state(struct conn *c, enum conn_state s)
+{
+	if (c->state == s)
+		return;
+	log_debug("client %s: %s -> %s", c->peer, conn_state_names[c->state], conn_state_names[s]);
+	c->state = s;
+	if (s != CONN_OPEN && c->bev && c->reading) {
+		bufferevent_disable(c->bev, EV_READ);
+		c->reading = false;
+	}
+}
+
+/* Drop the socket now; running requests carry on detached. */
+static void conn_close(struct conn *c)
+{
+	struct req *r;
+	if (c->state == CONN_CLOSED)
+		return;
+	conn_set_state(c, CONN_CLOSED);
+	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
+		TAILQ_REMOVE(&c->reqs, r, conn_link);
+		req_detach(r);
+	}
+	c->npending = 0;
+	if (c->bev) {
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+}
+
+static void set_reading(struct conn *c, bool on)
+{
+	if (c->reading == on || c->state != CONN_OPEN)
+		return;
+	c->reading = on;
+	if (on)
+		bufferevent_enable(c->bev, EV_READ);
+	else
+		bufferevent_disable(c->bev, EV_READ);
+}
+
+/* Frame and dispatch buffered lines while under max_pending. */
+static void conn_process_input(struct conn *c)
+{
+	const struct config *cfg = srv.cfg;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+
+	while (c->state == CONN_OPEN) {
+		if (c->npending >= cfg->max_pending) {
+			set_reading(c, false); /* TCP backpressure until answers leave */
+			stats.backpressure++;
+			return;
+		}
+		const char *line;
+		size_t len, used;
+		enum frame_rc rc = frame_next(in, (size_t)cfg->max_line, &line, &len, &used);
+		if (rc == FRAME_NEED_MORE)
+			break;
+		if (rc == FRAME_TOO_LARGE) {
+			struct req *r = req_new(c);
+			conn_set_state(c, CONN_DRAINING);
+			evbuffer_drain(in, evbuffer_get_length(in));
+			log_info("client %s: request line over max_line (%d bytes); closing",
+				 c->peer, cfg->max_line);
+			req_answer_error(r, GOC_E_TOO_LARGE,
+					 "request line longer than max_line (%d bytes); closing the connection",
+					 cfg->max_line);
+			return;
+		}
+		if (!frame_is_blank(line, len))
+			dispatch_line(c, line, len);
+		if (c->state == CONN_CLOSED)
+			return; /* dropped while answering (max_output); in is gone */
+		evbuffer_drain(in, used);
+	}
+	set_reading(c, c->state == CONN_OPEN);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	c->in_callback++;
+	conn_process_input(c);
+	c->in_callback--;
+	conn_reap(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	/* Output drained below the limit: we may read again. */
+	if (c->state == CONN_OPEN && !c->reading && c->npending < srv.cfg->max_pending) {
+		c->in_callback++;
+		conn_process_input(c);
+		c->in_callback--;
+	}
+	conn_reap(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	if (what & BEV_EVENT_EOF) {
+		/* Half-close: answer everything already read, then close. */
+		c->in_callback++;
+		conn_process_input(c);
+		c->in_callback--;
+		conn_set_state(c, CONN_DRAINING);
+		log_debug("client %s: end of input", c->peer);
+	} else if (what & BEV_EVENT_ERROR) {
+		log_debug("client %s: %s", c->peer, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		conn_close(c);
+	}
+	conn_reap(c);
+}
+
+void conn_add_req(struct conn *c, struct req *r)
+{
+	TAILQ_INSERT_TAIL(&c->reqs, r, conn_link);
+	c->npending++;
+}
+
+void conn_flush(struct conn *c)
+{
+	struct req *r;
+	if (c->state == CONN_CLOSED)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	while ((r = TAILQ_FIRST(&c->reqs)) != NULL && r->answered) {
+		TAILQ_REMOVE(&c->reqs, r, conn_link);
+		c->npending--;
+		evbuffer_add_buffer(out, r->out);
+		req_detach(r);
+	}
+	if (evbuffer_get_length(out) > (size_t)srv.cfg->max_output) {
+		log_warn("client %s: %zu bytes of answers unread (max_output %d); dropping the client",
+			 c->peer, evbuffer_get_length(out), srv.cfg->max_output);
+		stats.dropped_slow++;
+		conn_close(c);
+	} else if (c->state == CONN_OPEN && !c->reading && c->npending < srv.cfg->max_pending &&
+		   c->in_callback == 0) {
+		/* Room again: resume reading; buffered lines first. */
+		c->in_callback++;
+		conn_process_input(c);
+		c->in_callback--;
+	}
+	conn_reap(c);
+}
+
+/* The safe point: close a drained connection, free a closed one. */
+static void conn_reap(struct conn *c)
+{
+	if (c->in_callback)
+		return;
+	if (c->state == CONN_DRAINING && TAILQ_EMPTY(&c->reqs) &&
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_close(c);
+	if (c->state == CONN_CLOSED) {
+		LIST_REMOVE(c, link);
+		nconns--;
+		stats.clients_closed++;
+		free(c);
+	}
+}
+
+void conn_accept(evutil_socket_t fd, const char *peer)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	c->bev = bufferevent_socket_new(srv.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		free(c);
+		evutil_closesocket(fd);
+		return;
+	}
+	TAILQ_INIT(&c->reqs);
+	snprintf(c->peer, sizeof c->peer, "%s", peer);
+	c->state = CONN_OPEN;
+	LIST_INSERT_HEAD(&conns, c, link);
+	nconns++;
+	stats.clients_accepted++;
+	bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+	c->reading = true;
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	log_debug("client %s: connected", c->peer);
+}
+
+void conn_shutdown_all(void)
+{
+	struct conn *c, *next;
+	for (c = LIST_FIRST(&conns); c; c = next) {
+		next = LIST_NEXT(c, link);
+		if (c->state == CONN_OPEN)
+			conn_set_state(c, CONN_DRAINING);
+		conn_reap(c);
+	}
+}

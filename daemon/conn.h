@@ -1,0 +1,32 @@
+/*
+ * conn.h - a client connection.
+ *
+ * Owns: the socket (a bufferevent), line framing and its limits, the FIFO
+ * that keeps answers in request order, read backpressure, and closing.
+ * Must never: free itself inside a callback that is still using it (it is
+ * marked and reaped at the end of the callback), or free a request that
+ * is still running (requests are detached and outlive their client).
+ */
+#ifndef GOCD_CONN_H
+#define GOCD_CONN_H
+
+#include <event2/util.h>
+
+struct conn;
+struct req;
+
+/* Take ownership of an accepted socket.  peer is for log lines. */
+void conn_accept(evutil_socket_t fd, const char *peer);
+
+/* Append r to c's FIFO (called by req_new). */
+void conn_add_req(struct conn *c, struct req *r);
+
+/* Move answered requests at the head of the FIFO to the socket. */
+void conn_flush(struct conn *c);
+
+/* Begin graceful shutdown: stop reading; close each once it has answered. */
+void conn_shutdown_all(void);
+
+int conn_count(void);
+
+#endif

@@ -1,0 +1,487 @@
+/*
+ * goc.c - get-or-create, one request at a time.
+ *
+ * The flow, each statement its own transaction at READ COMMITTED (so each
+ * sees every row committed before it started):
+ *
+ *   SELECT   row found            -> created:false  (a hit writes nothing:
+ *                                                    no sequence value, no dead tuple)
+ *            none, op get         -> row:null
+ *            none                 -> INSERT
+ *   INSERT ... ON CONFLICT (key) DO NOTHING RETURNING row
+ *            a row                -> created:true   (only the inserter sees RETURNING,
+ *                                                    so exactly one caller is told created)
+ *            nothing (lost race)  -> RESELECT
+ *   RESELECT row found            -> created:false
+ *            none (deleted since) -> INSERT again, at most MAX_ROUNDS times
+ *
+ * The lock table in front of this keeps same-key requests of this gocd off
+ * the database; other gocd instances and applications are covered by the
+ * unique index, which is why the flow never trusts memory for "exists".
+ *
+ * Owns: request validation against the table, parameter texts, the lock
+ * key, statement sequencing, retries and SQLSTATE -> error code mapping.
+ * Must never: retry a constraint violation (it is that request's error), or
+ * let one request's failure answer another request.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "goc.h"
+#include "gocd.h"
+#include "log.h"
+#include "req.h"
+#include "stats.h"
+#include "table.h"
+
+#define MAX_ROUNDS 8 /* insert/reselect loops when rows vanish under us */
+
+#define REQ_OF(ptr, member) ((struct req *)((char *)(ptr) - offsetof(struct req, member)))
+
+static void on_result(struct pgjob *job, const PGresult *res,
+		      enum pgjob_outcome outcome, const char *msg);
+
+void goc_release(struct req *r)
+{
+	if (r->params_buf)
+		evbuffer_free(r->params_buf);
+	free(r->params);
+	free(r->select_sql);
+	free(r->insert_sql);
+	free(r->lockkey);
+	r->params_buf = NULL;
+	r->params = NULL;
+	r->select_sql = r->insert_sql = NULL;
+	r->lockkey = NULL;
+}
+
+/* The key columns of t, for messages: "a, b". */
+static void key_list(const struct table *t, char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < t->conf->ncols && n < len; i++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", i ? ", " : "", t->conf->cols[i]);
+}
+
+static int key_index(const struct table *t, const char *name)
+{
+	for (int i = 0; i < t->conf->ncols; i++)
+		if (strcmp(t->conf->cols[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * Validate r against its table and build its parameters and lock key.
+ * Returns 0, or answers r with the error and returns -1.
+ */
+static int prepare(struct req *r, struct table *t)
+{
+	const struct table_conf *tc = t->conf;
+	json_t *key = r->in.key, *defs = r->in.defaults, *v;
+	const char *name, *why;
+	char keys[256];
+	int ndefs = defs ? (int)json_object_size(defs) : 0;
+	int cols[32 + 1024];
+	size_t offs[32 + 1024];
+	bool isnull[32 + 1024];
+
+	if (ndefs > 1024) {
+		req_answer_error(r, GOC_E_BAD_REQUEST, "defaults has %d columns; at most 1024", ndefs);
+		return -1;
+	}
+	json_object_foreach(key, name, v) {
+		if (table_column(t, name) < 0) {
+			req_answer_error(r, GOC_E_UNKNOWN_COLUMN, "table \"%s\" has no column \"%.64s\"",
+					 tc->name, name);
+			return -1;
+		}
+		if (key_index(t, name) < 0) {
+			key_list(t, keys, sizeof keys);
+			req_answer_error(r, GOC_E_BAD_REQUEST,
+					 "column \"%.64s\" is not part of the key of table \"%s\" "
+					 "(key: %s); put other columns in defaults", name, tc->name, keys);
+			return -1;
+		}
+	}
+	for (int i = 0; i < tc->ncols; i++) {
+		if (json_object_get(key, tc->cols[i]) == NULL) {
+			key_list(t, keys, sizeof keys);
+			req_answer_error(r, GOC_E_BAD_REQUEST,
+					 "key is missing column \"%s\" (key of table \"%s\": %s)",
+					 tc->cols[i], tc->name, keys);
+			return -1;
+		}
+	}
+
+	r->params_buf = evbuffer_new();
+	int n = 0;
+	for (int i = 0; i < tc->ncols; i++, n++) {
+		const struct column *col = &t->cols[t->key_col[i]];
+		v = json_object_get(key, tc->cols[i]);
+		cols[n] = t->key_col[i];
+		offs[n] = evbuffer_get_length(r->params_buf);
+		isnull[n] = json_is_null(v);
+		if (isnull[n]) {
+			if (!t->nulls_not_distinct) {
+				req_answer_error(r, GOC_E_NULL_KEY,
+						 "key column \"%s\" is null; NULLs never conflict in unique index %s, "
+						 "so every call would create a new row (make the index NULLS NOT DISTINCT to allow it)",
+						 col->name, t->index_name);
+				return -1;
+			}
+			continue;
+		}
+		if (codec_value_text(v, col->is_json, r->params_buf, &why) != 0) {
+			req_answer_error(r, GOC_E_INVALID_VALUE, "key column \"%s\" (%s): %s",
+					 col->name, col->type, why);
+			return -1;
+		}
+	}
+	if (defs) {
+		json_object_foreach(defs, name, v) {
+			int ci = table_column(t, name);
+			if (ci < 0) {
+				req_answer_error(r, GOC_E_UNKNOWN_COLUMN,
+						 "table \"%s\" has no column \"%.64s\" (in defaults)", tc->name, name);
+				return -1;
+			}
+			if (key_index(t, name) >= 0) {
+				req_answer_error(r, GOC_E_BAD_REQUEST,
+						 "defaults sets key column \"%.64s\"; key values belong in key", name);
+				return -1;
+			}
+			cols[n] = ci;
+			offs[n] = evbuffer_get_length(r->params_buf);
+			isnull[n] = json_is_null(v);
+			if (!isnull[n] && codec_value_text(v, t->cols[ci].is_json, r->params_buf, &why) != 0) {
+				req_answer_error(r, GOC_E_INVALID_VALUE, "column \"%s\" (%s): %s",
+						 t->cols[ci].name, t->cols[ci].type, why);
+				return -1;
+			}
+			n++;
+		}
+	}
+
+	/* Texts are final: now point into the (now contiguous) buffer. */
+	const char *base = (const char *)evbuffer_pullup(r->params_buf, -1);
+	r->params = malloc(sizeof *r->params * (size_t)(2 * n));
+	if (r->params == NULL)
+		abort();
+	r->select_params = r->params + n;
+	r->nparams = n;
+	r->nkey_params = 0;
+	bool anynull = false;
+	for (int i = 0; i < n; i++) {
+		r->params[i] = isnull[i] ? NULL : base + offs[i];
+		if (i < tc->ncols) {
+			if (isnull[i])
+				anynull = true;
+			else
+				r->select_params[r->nkey_params++] = r->params[i];
+		}
+	}
+	if (anynull)
+		r->select_sql = table_sql_select_nulls(t, isnull);
+	if (ndefs > 0)
+		r->insert_sql = table_sql_insert(t, cols, n);
+
+	/* Lock key: table id, then each key text with its length (or a NULL
+	 * marker), so ("ab","c") and ("a","bc") differ. */
+	size_t klen = 4;
+	for (int i = 0; i < tc->ncols; i++)
+		klen += 4 + (isnull[i] ? 0 : strlen(r->params[i]));
+	r->lockkey = malloc(klen);
+	if (r->lockkey == NULL)
+		abort();
+	unsigned char *p = r->lockkey;
+	uint32_t u = (uint32_t)t->idx;
+	memcpy(p, &u, 4);
+	p += 4;
+	for (int i = 0; i < tc->ncols; i++) {
+		size_t l = isnull[i] ? 0 : strlen(r->params[i]);
+		u = isnull[i] ? UINT32_MAX : (uint32_t)l;
+		memcpy(p, &u, 4);
+		p += 4;
+		if (l)
+			memcpy(p, r->params[i], l);
+		p += l;
+	}
+	r->lockkey_len = klen;
+	return 0;
+}
+
+/* Send the statement for step; -1 when no connection can be had. */
+static int submit(struct req *r, enum req_step step, bool urgent)
+{
+	struct pgjob *j = &r->job;
+	struct table *t = r->table;
+
+	r->step = step;
+	j->done = on_result;
+	if (step == STEP_INSERT) {
+		j->stmt = r->insert_sql ? -1 : t->stmt_insert_key;
+		j->sql = r->insert_sql;
+		j->params = r->params;
+		j->nparams = r->nparams;
+	} else {
+		j->stmt = r->select_sql ? -1 : t->stmt_select;
+		j->sql = r->select_sql;
+		j->params = r->select_params;
+		j->nparams = r->nkey_params;
+	}
+	return pgpool_submit(j, urgent);
+}
+
+/*
+ * r failed on its own account.  Answer it, then let the next waiter for
+ * the key (if any) run with its own request.  Waiters whose statement
+ * cannot even be queued are answered 'unavailable' in turn; a loop, not
+ * recursion, because a key may have thousands of waiters.
+ */
+static void finish_error(struct req *r, enum goc_err code, const char *msg)
+{
+	req_answer_error(r, code, "%s", msg);
+	struct lockwaiter *next = r->lock.ent ? locktab_release(&r->lock) : NULL;
+	r->step = STEP_NONE;
+	req_idle(r);
+	while (next) {
+		struct req *nr = REQ_OF(next, lock);
+		if (submit(nr, STEP_SELECT, false) == 0)
+			break;
+		req_answer_error(nr, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		next = locktab_release(&nr->lock);
+		nr->step = STEP_NONE;
+		req_idle(nr);
+	}
+}
+
+static void finish_row(struct req *r, const char *row, size_t len, bool created)
+{
+	if (!r->answered) {
+		if (row == NULL)
+			stats.not_found++;
+		else if (created)
+			stats.created++;
+		else
+			stats.found++;
+		codec_render_row(r->out, r->in.id, created, row, len);
+		req_answered(r);
+	}
+	if (r->lock.ent) {
+		struct lockwaiter *w;
+		while ((w = locktab_pop_waiter(&r->lock)) != NULL) {
+			struct req *wr = REQ_OF(w, lock);
+			wr->step = STEP_NONE;
+			stats.coalesced++;
+			stats.found++;
+			codec_render_row(wr->out, wr->in.id, false, row, len);
+			req_answered(wr);
+			req_idle(wr);
+		}
+		locktab_release(&r->lock);
+	}
+	r->step = STEP_NONE;
+	req_idle(r);
+}
+
+/* Re-run the whole flow from the lookup, if retries remain. */
+static void retry(struct req *r, const char *why)
+{
+	char msg[CODEC_MSG_MAX];
+	if (r->attempts++ < srv.cfg->retry_limit) {
+		stats.retries++;
+		log_debug("retrying request (attempt %d): %s", r->attempts, why);
+		if (submit(r, STEP_SELECT, true) == 0)
+			return;
+		snprintf(msg, sizeof msg, "PostgreSQL is unavailable: %s", why);
+		finish_error(r, GOC_E_UNAVAILABLE, msg);
+		return;
+	}
+	snprintf(msg, sizeof msg, "gave up after %d retries: %s", srv.cfg->retry_limit, why);
+	finish_error(r, GOC_E_UNAVAILABLE, msg);
+}
+
+static void on_sql_error(struct req *r, const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+	const char *column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME);
+	char msg[CODEC_MSG_MAX];
+
+	if (state == NULL)
+		state = "";
+	if (primary == NULL)
+		primary = PQresultErrorMessage(res);
+
+	if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+	    strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+	    strcmp(state, "57P03") == 0 || strncmp(state, "08", 2) == 0) {
+		snprintf(msg, sizeof msg, "%s (SQLSTATE %s)", primary, state);
+		retry(r, msg);
+		return;
+	}
+	if (strncmp(state, "23", 2) == 0) {
+		/* PostgreSQL's text usually names the constraint already. */
+		bool named = constraint && strstr(primary, constraint) != NULL;
+		snprintf(msg, sizeof msg, "%s%s%s%s", primary,
+			 constraint && !named ? " (constraint " : "",
+			 constraint && !named ? constraint : "", constraint && !named ? ")" : "");
+		if (detail)
+			snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ": %s", detail);
+		finish_error(r, GOC_E_CONSTRAINT_VIOLATION, msg);
+		return;
+	}
+	if (strncmp(state, "22", 2) == 0 || strcmp(state, "428C9") == 0 ||
+	    strcmp(state, "42804") == 0) {
+		snprintf(msg, sizeof msg, "%s%s%s%s", primary, column ? " (column \"" : "",
+			 column ? column : "", column ? "\")" : "");
+		finish_error(r, GOC_E_INVALID_VALUE, msg);
+		return;
+	}
+	if (strcmp(state, "57014") == 0) {
+		snprintf(msg, sizeof msg, "statement cancelled by statement_timeout: %s", primary);
+		finish_error(r, GOC_E_TIMEOUT, msg);
+		return;
+	}
+	if (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0 ||
+	    strcmp(state, "42P10") == 0) {
+		/* The schema changed under us (table dropped, column gone, key
+		 * index dropped): stop serving the table rather than run without
+		 * the guarantee.  A reconnect re-checks the catalog. */
+		snprintf(msg, sizeof msg, "table \"%s\" changed under gocd and is not served until it "
+			 "checks out again: %s (SQLSTATE %s)", r->table->conf->name, primary, state);
+		table_invalidate(r->table, msg);
+		finish_error(r, GOC_E_UNAVAILABLE, msg);
+		return;
+	}
+	if (strncmp(state, "53", 2) == 0) {
+		snprintf(msg, sizeof msg, "PostgreSQL is out of resources: %s (SQLSTATE %s)", primary, state);
+		finish_error(r, GOC_E_UNAVAILABLE, msg);
+		return;
+	}
+	log_warn("table \"%s\": PostgreSQL error %s: %s", r->table->conf->name, state, primary);
+	snprintf(msg, sizeof msg, "PostgreSQL error %s: %s", state, primary);
+	finish_error(r, GOC_E_INTERNAL, msg);
+}
+
+static void on_result(struct pgjob *job, const PGresult *res,
+		      enum pgjob_outcome outcome, const char *msg)
+{
+	struct req *r = REQ_OF(job, job);
+	char buf[CODEC_MSG_MAX];
+
+	switch (outcome) {
+	case PGJOB_UNAVAILABLE:
+		snprintf(buf, sizeof buf, "PostgreSQL is unavailable: %s", msg);
+		finish_error(r, GOC_E_UNAVAILABLE, buf);
+		return;
+	case PGJOB_CONN_LOST:
+		/* Every step is safe to re-run: a lookup is read-only, and an
+		 * insert that did commit is found by the re-run's lookup. */
+		retry(r, msg);
+		return;
+	case PGJOB_SQL_ERROR:
+		on_sql_error(r, res);
+		return;
+	case PGJOB_OK:
+		break;
+	}
+
+	bool have = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0);
+	const char *row = have ? PQgetvalue(res, 0, 0) : NULL;
+	size_t len = have ? (size_t)PQgetlength(res, 0, 0) : 0;
+
+	switch (r->step) {
+	case STEP_SELECT:
+		if (have)
+			finish_row(r, row, len, false);
+		else if (r->in.op == GOC_OP_GET)
+			finish_row(r, NULL, 0, false);
+		else if (submit(r, STEP_INSERT, true) != 0)
+			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		return;
+	case STEP_INSERT:
+		if (have)
+			finish_row(r, row, len, true);
+		else if (submit(r, STEP_RESELECT, true) != 0)
+			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		return;
+	case STEP_RESELECT:
+		if (have)
+			finish_row(r, row, len, false);
+		else if (++r->rounds >= MAX_ROUNDS)
+			finish_error(r, GOC_E_INTERNAL,
+				     "the row for this key disappeared between insert and read "
+				     "repeatedly (deleted concurrently?)");
+		else if (submit(r, STEP_INSERT, true) != 0)
+			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		return;
+	default:
+		log_error("result for a request in step %d", (int)r->step);
+		finish_error(r, GOC_E_INTERNAL, "internal state error");
+		return;
+	}
+}
+
+void goc_start(struct req *r)
+{
+	struct table *t = table_find(r->in.table);
+	if (t == NULL) {
+		req_answer_error(r, GOC_E_UNKNOWN_TABLE,
+				 "table \"%.64s\" is not served by this gocd", r->in.table);
+		return;
+	}
+	if (!t->ready) {
+		req_answer_error(r, GOC_E_UNAVAILABLE, "%s", t->error);
+		return;
+	}
+	r->table = t;
+	if (prepare(r, t) != 0)
+		return;
+
+	r->busy = true;
+	if (r->in.op == GOC_OP_GET_OR_CREATE) {
+		switch (locktab_acquire(&r->lock, r->lockkey, r->lockkey_len, srv.cfg->max_waiters)) {
+		case LOCK_OWNED:
+			break;
+		case LOCK_QUEUED:
+			r->step = STEP_WAITING;
+			return;
+		case LOCK_FULL:
+			r->busy = false;
+			req_answer_error(r, GOC_E_OVERLOADED,
+					 "%d requests already wait on this key (max_waiters)",
+					 srv.cfg->max_waiters);
+			return;
+		}
+	}
+	if (submit(r, STEP_SELECT, false) != 0)
+		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
+}
+
+void goc_on_timeout(struct req *r)
+{
+	if (r->step == STEP_WAITING) {
+		locktab_cancel(&r->lock);
+		r->step = STEP_NONE;
+		r->busy = false;
+		return;
+	}
+	/* Still queued for a connection and nobody waits on its result: the
+	 * work is pointless now, drop it rather than add to an overload. */
+	if (r->busy && r->job.queued && locktab_nwaiters(&r->lock) == 0 &&
+	    pgpool_cancel(&r->job)) {
+		if (r->lock.ent)
+			locktab_release(&r->lock);
+		r->step = STEP_NONE;
+		r->busy = false;
+	}
+}

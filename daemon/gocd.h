@@ -1,0 +1,28 @@
+/*
+ * gocd.h - the few process-wide facts every module may read.
+ *
+ * Owns: nothing but their declaration (main.c sets them).
+ * Must never: grow into a grab bag; a fact belongs here only if most
+ * modules need it.
+ */
+#ifndef GOCD_GOCD_H
+#define GOCD_GOCD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct config;
+
+struct gocd {
+	struct event_base *base;
+	const struct config *cfg;
+	bool shutting_down;
+};
+
+extern struct gocd srv;
+
+/* Monotonic milliseconds, cached per loop iteration by libevent. */
+uint64_t gocd_now_ms(void);
+
+#endif

@@ -1,0 +1,563 @@
+/*
+ * pgpool.c - PostgreSQL connections as explicit state machines on the loop.
+ *
+ * Owns: every PGconn.  Each connection is DOWN -> CONNECTING -> SETUP ->
+ * IDLE <-> BUSY, and back to DOWN on any failure; pgc_set_state() is the
+ * only place that changes state.  Must never: call a blocking libpq
+ * function (PQexec, PQconnectdb, PQcancel), or touch a job after handing
+ * it back through its done callback.
+ *
+ * libpq rules followed here (see shared NOTES): the socket may change during
+ * PQconnectPoll, so the event is re-armed after every poll; connect_timeout
+ * does not apply to async connects, so a timer of our own bounds them;
+ * after sending, PQflush until 0, waiting for read *or* write readiness;
+ * on readable, PQconsumeInput, then PQgetResult while !PQisBusy.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "log.h"
+#include "pgpool.h"
+
+enum pgc_state {
+	PGC_DOWN,       /* no PGconn; the timer is the reconnect backoff */
+	PGC_CONNECTING, /* PQconnectPoll in progress; timer = connect deadline */
+	PGC_SETUP,      /* session settings and setup steps; timer = deadline */
+	PGC_IDLE,       /* ready, on the idle list, no job */
+	PGC_BUSY,       /* one job sent, result being read */
+};
+static const char *const pgc_state_names[] = {"down", "connecting", "setup", "idle", "busy"};
+
+struct stmt {
+	char *sql;
+	char name[24];
+};
+
+struct pgconn {
+	int idx;
+	PGconn *pg;
+	enum pgc_state state;
+	struct event ev;       /* socket readiness */
+	int ev_fd;
+	short ev_what;         /* 0 when not armed */
+	struct event timer;
+	int backoff_ms;
+	struct pgjob *job;     /* in flight: a caller's job or &setup_job */
+	struct pgjob setup_job;
+	int setup_step;        /* -1 = session settings, then caller's steps */
+	bool preparing;        /* the command in flight is PREPARE for job->stmt */
+	PGresult *res;         /* result kept while the rest is drained */
+	bool *prepared;        /* per registered statement */
+	int prepared_cap;
+	TAILQ_ENTRY(pgconn) idle_link;
+};
+
+static struct {
+	struct event_base *base;
+	struct pgpool_config cfg;
+	char *conninfo;
+	char session_sql[160];
+	struct pgconn *conns;
+	TAILQ_HEAD(, pgjob) queue;
+	int nqueued;
+	TAILQ_HEAD(, pgconn) idle;
+	struct stmt *stmts;
+	int nstmts;
+	bool ever_ready;
+	unsigned long long round_trips, connects, connect_failures, lost;
+} pool;
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+
+static void pgc_on_event(evutil_socket_t fd, short what, void *arg);
+static void pgc_on_timer(evutil_socket_t fd, short what, void *arg);
+static void pgc_send(struct pgconn *c, struct pgjob *job);
+static void pgc_down(struct pgconn *c, const char *why, bool was_connected);
+static void pump(void);
+
+static void pgc_set_state(struct pgconn *c, enum pgc_state s)
+{
+	log_debug("pg[%d]: %s -> %s", c->idx, pgc_state_names[c->state], pgc_state_names[s]);
+	if (c->state == PGC_IDLE)
+		TAILQ_REMOVE(&pool.idle, c, idle_link);
+	if (s == PGC_IDLE)
+		TAILQ_INSERT_HEAD(&pool.idle, c, idle_link); /* LIFO keeps hot connections hot */
+	c->state = s;
+}
+
+static void pgc_arm(struct pgconn *c, short what)
+{
+	int fd = c->pg ? PQsocket(c->pg) : -1;
+	if (c->ev_what == what && c->ev_fd == fd)
+		return;
+	if (c->ev_what)
+		event_del(&c->ev);
+	c->ev_what = 0;
+	if (fd < 0 || what == 0)
+		return;
+	event_assign(&c->ev, pool.base, fd, what | EV_PERSIST, pgc_on_event, c);
+	event_add(&c->ev, NULL);
+	c->ev_fd = fd;
+	c->ev_what = what;
+}
+
+static void pgc_timer(struct pgconn *c, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(&c->timer, &tv);
+}
+
+static void notice_processor(void *arg, const char *message)
+{
+	struct pgconn *c = arg;
+	log_info("pg[%d]: postgres: %s", c->idx, message);
+}
+
+/* Make the conninfo tell us who we are and speak UTF-8, whatever it says. */
+static void pgc_connect(struct pgconn *c)
+{
+	const char *keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
+	const char *vals[] = {pool.conninfo, "UTF8", "gocd", NULL};
+
+	pool.connects++;
+	c->pg = PQconnectStartParams(keys, vals, 1);
+	if (c->pg == NULL) {
+		pgc_down(c, "out of memory", false);
+		return;
+	}
+	if (PQstatus(c->pg) == CONNECTION_BAD) {
+		pgc_down(c, PQerrorMessage(c->pg), false);
+		return;
+	}
+	PQsetNoticeProcessor(c->pg, notice_processor, c);
+	pgc_set_state(c, PGC_CONNECTING);
+	c->ev_fd = -1;
+	pgc_arm(c, EV_WRITE);
+	pgc_timer(c, pool.cfg.connect_timeout_ms);
+}
+
+static void setup_next(struct pgconn *c)
+{
+	struct pgjob *j = &c->setup_job;
+	memset(j, 0, sizeof *j);
+	j->stmt = -1;
+	if (c->setup_step == -1) {
+		j->sql = pool.session_sql;
+	} else if (pool.cfg.setup == NULL || !pool.cfg.setup(c->setup_step, j)) {
+		evtimer_del(&c->timer);
+		c->backoff_ms = 0;
+		if (!pool.ever_ready || c->idx == 0)
+			log_info("pg[%d]: connected and ready", c->idx);
+		pool.ever_ready = true;
+		pgc_set_state(c, PGC_IDLE);
+		pump();
+		return;
+	}
+	j->stmt = -1;
+	pgc_send(c, j);
+}
+
+static void fail_queue(const char *why)
+{
+	struct pgjob *j;
+	while ((j = TAILQ_FIRST(&pool.queue)) != NULL) {
+		TAILQ_REMOVE(&pool.queue, j, link);
+		pool.nqueued--;
+		j->queued = false;
+		j->done(j, NULL, PGJOB_UNAVAILABLE, why);
+	}
+}
+
+static bool all_down(void)
+{
+	for (int i = 0; i < pool.cfg.size; i++)
+		if (pool.conns[i].state != PGC_DOWN)
+			return false;
+	return true;
+}
+
+/*
+ * Drop the connection and schedule a reconnect.  A caller's job in flight
+ * is handed back as CONN_LOST only after the connection is consistently
+ * DOWN, because its callback may submit again.
+ */
+static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
+{
+	struct pgjob *job = c->job;
+	char msg[512];
+
+	snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
+	size_t n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+		msg[--n] = '\0';
+
+	if (was_connected) {
+		pool.lost++;
+		log_warn("pg[%d]: connection lost: %s", c->idx, msg);
+	} else {
+		pool.connect_failures++;
+		if (c->backoff_ms <= BACKOFF_MIN_MS)
+			log_warn("pg[%d]: cannot connect: %s", c->idx, msg);
+		else
+			log_debug("pg[%d]: cannot connect: %s", c->idx, msg);
+	}
+	pgc_arm(c, 0);
+	evtimer_del(&c->timer);
+	if (c->res) {
+		PQclear(c->res);
+		c->res = NULL;
+	}
+	if (c->pg) {
+		PQfinish(c->pg);
+		c->pg = NULL;
+	}
+	memset(c->prepared, 0, sizeof(bool) * (size_t)c->prepared_cap);
+	c->job = NULL;
+	c->preparing = false;
+	pgc_set_state(c, PGC_DOWN);
+	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (c->backoff_ms > BACKOFF_MAX_MS)
+		c->backoff_ms = BACKOFF_MAX_MS;
+	pgc_timer(c, c->backoff_ms);
+
+	if (job && job != &c->setup_job)
+		job->done(job, NULL, PGJOB_CONN_LOST, msg);
+	if (all_down())
+		fail_queue(msg);
+}
+
+static void pgc_send(struct pgconn *c, struct pgjob *job)
+{
+	int ok;
+
+	c->job = job;
+	if (c->state == PGC_IDLE)
+		pgc_set_state(c, PGC_BUSY);
+	pool.round_trips++;
+	if (job->stmt >= 0) {
+		const struct stmt *s = &pool.stmts[job->stmt];
+		if (job->stmt >= c->prepared_cap || !c->prepared[job->stmt]) {
+			c->preparing = true;
+			ok = PQsendPrepare(c->pg, s->name, s->sql, 0, NULL);
+		} else {
+			ok = PQsendQueryPrepared(c->pg, s->name, job->nparams, job->params,
+						 NULL, NULL, 0);
+		}
+	} else if (job->nparams == 0) {
+		ok = PQsendQuery(c->pg, job->sql); /* setup may send several statements */
+	} else {
+		ok = PQsendQueryParams(c->pg, job->sql, job->nparams, NULL, job->params,
+				       NULL, NULL, 0);
+	}
+	if (!ok) {
+		pgc_down(c, PQerrorMessage(c->pg), true);
+		return;
+	}
+	int f = PQflush(c->pg);
+	if (f < 0) {
+		pgc_down(c, PQerrorMessage(c->pg), true);
+		return;
+	}
+	pgc_arm(c, f ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void mark_prepared(struct pgconn *c, int stmt)
+{
+	if (stmt >= c->prepared_cap) {
+		int cap = stmt + 16;
+		bool *p = realloc(c->prepared, sizeof *p * (size_t)cap);
+		if (p == NULL)
+			abort();
+		memset(p + c->prepared_cap, 0, sizeof *p * (size_t)(cap - c->prepared_cap));
+		c->prepared = p;
+		c->prepared_cap = cap;
+	}
+	c->prepared[stmt] = true;
+}
+
+/* Every result of the command has been read (PQgetResult returned NULL). */
+static void pgc_finish(struct pgconn *c)
+{
+	struct pgjob *job = c->job;
+	PGresult *res = c->res;
+	c->res = NULL;
+
+	if (PQstatus(c->pg) == CONNECTION_BAD) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+		PQclear(res);
+		pgc_down(c, msg, true);
+		return;
+	}
+	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+
+	if (c->preparing) {
+		c->preparing = false;
+		if (ok) {
+			mark_prepared(c, job->stmt);
+			PQclear(res);
+			pgc_send(c, job);
+			return;
+		}
+		/* A failed PREPARE (e.g. table dropped) is the job's error. */
+	}
+
+	if (job == &c->setup_job) {
+		if (job->done)
+			job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
+		if (!ok && c->setup_step == -1) {
+			char msg[512];
+			snprintf(msg, sizeof msg, "session setup failed: %s",
+				 res ? PQresultErrorMessage(res) : "no result");
+			PQclear(res);
+			c->job = NULL;
+			pgc_down(c, msg, true);
+			return;
+		}
+		PQclear(res);
+		c->job = NULL;
+		c->setup_step++;
+		setup_next(c);
+		return;
+	}
+
+	c->job = NULL;
+	pgc_set_state(c, PGC_IDLE);
+	job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
+	PQclear(res);
+	pump();
+}
+
+static void pgc_io(struct pgconn *c, short what)
+{
+	if ((what & EV_READ) && !PQconsumeInput(c->pg)) {
+		pgc_down(c, PQerrorMessage(c->pg), true);
+		return;
+	}
+	if (c->ev_what & EV_WRITE) {
+		int f = PQflush(c->pg);
+		if (f < 0) {
+			pgc_down(c, PQerrorMessage(c->pg), true);
+			return;
+		}
+		pgc_arm(c, f ? EV_READ | EV_WRITE : EV_READ);
+	}
+	while (!PQisBusy(c->pg)) {
+		PGresult *r = PQgetResult(c->pg);
+		if (r == NULL) {
+			pgc_finish(c);
+			return;
+		}
+		/* Keep the first result, unless a later one is an error. */
+		if (c->res == NULL) {
+			c->res = r;
+		} else if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+			PQclear(c->res);
+			c->res = r;
+		} else {
+			PQclear(r);
+		}
+	}
+	if (PQstatus(c->pg) == CONNECTION_BAD)
+		pgc_down(c, PQerrorMessage(c->pg), true);
+}
+
+static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgconn *c = arg;
+	(void)fd;
+
+	switch (c->state) {
+	case PGC_CONNECTING:
+		switch (PQconnectPoll(c->pg)) {
+		case PGRES_POLLING_FAILED:
+			pgc_down(c, PQerrorMessage(c->pg), false);
+			return;
+		case PGRES_POLLING_READING:
+			pgc_arm(c, EV_READ);
+			return;
+		case PGRES_POLLING_WRITING:
+			pgc_arm(c, EV_WRITE);
+			return;
+		case PGRES_POLLING_OK:
+			if (PQsetnonblocking(c->pg, 1) != 0) {
+				pgc_down(c, PQerrorMessage(c->pg), false);
+				return;
+			}
+			pgc_set_state(c, PGC_SETUP);
+			c->setup_step = -1;
+			setup_next(c);
+			return;
+		default:
+			return;
+		}
+	case PGC_SETUP:
+	case PGC_BUSY:
+		pgc_io(c, what);
+		return;
+	case PGC_IDLE:
+		/* Nothing is expected: this is the server going away (or a
+		 * notice).  Reading it now means the next job won't be sent
+		 * into a dead socket. */
+		if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
+			pgc_down(c, PQerrorMessage(c->pg), true);
+			return;
+		}
+		while (!PQisBusy(c->pg)) {
+			PGresult *r = PQgetResult(c->pg);
+			if (r == NULL)
+				break;
+			PQclear(r);
+		}
+		return;
+	case PGC_DOWN:
+		return;
+	}
+}
+
+static void pgc_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct pgconn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->state == PGC_DOWN) {
+		pgc_connect(c);
+	} else if (c->state == PGC_CONNECTING || c->state == PGC_SETUP) {
+		char msg[64];
+		snprintf(msg, sizeof msg, "no connection within connect_timeout (%d ms)",
+			 pool.cfg.connect_timeout_ms);
+		pgc_down(c, msg, false);
+	}
+}
+
+static void pump(void)
+{
+	struct pgconn *c;
+	struct pgjob *j;
+	while ((j = TAILQ_FIRST(&pool.queue)) != NULL &&
+	       (c = TAILQ_FIRST(&pool.idle)) != NULL) {
+		TAILQ_REMOVE(&pool.queue, j, link);
+		pool.nqueued--;
+		j->queued = false;
+		pgc_send(c, j);
+	}
+}
+
+int pgpool_submit(struct pgjob *job, bool urgent)
+{
+	if (all_down())
+		return -1;
+	if (urgent)
+		TAILQ_INSERT_HEAD(&pool.queue, job, link);
+	else
+		TAILQ_INSERT_TAIL(&pool.queue, job, link);
+	job->queued = true;
+	pool.nqueued++;
+	pump();
+	return 0;
+}
+
+bool pgpool_cancel(struct pgjob *job)
+{
+	if (!job->queued)
+		return false;
+	TAILQ_REMOVE(&pool.queue, job, link);
+	pool.nqueued--;
+	job->queued = false;
+	return true;
+}
+
+int pgpool_statement(const char *sql)
+{
+	for (int i = 0; i < pool.nstmts; i++)
+		if (strcmp(pool.stmts[i].sql, sql) == 0)
+			return i;
+	struct stmt *s = realloc(pool.stmts, sizeof *s * (size_t)(pool.nstmts + 1));
+	if (s == NULL)
+		abort();
+	pool.stmts = s;
+	s = &pool.stmts[pool.nstmts];
+	s->sql = strdup(sql);
+	if (s->sql == NULL)
+		abort();
+	snprintf(s->name, sizeof s->name, "gocd_%d", pool.nstmts);
+	return pool.nstmts++;
+}
+
+int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
+{
+	pool.base = base;
+	pool.cfg = *cfg;
+	pool.conninfo = strdup(cfg->conninfo ? cfg->conninfo : "");
+	/* gocd's correctness argument is made for READ COMMITTED: each
+	 * statement gets a fresh snapshot, so the re-read after a lost
+	 * ON CONFLICT sees the winner's row.  Force it whatever the role's
+	 * default is. */
+	snprintf(pool.session_sql, sizeof pool.session_sql,
+		 "SET default_transaction_isolation TO 'read committed'; "
+		 "SET statement_timeout TO %d", cfg->statement_timeout_ms);
+	TAILQ_INIT(&pool.queue);
+	TAILQ_INIT(&pool.idle);
+	pool.conns = calloc((size_t)cfg->size, sizeof *pool.conns);
+	if (pool.conns == NULL || pool.conninfo == NULL)
+		return -1;
+	for (int i = 0; i < cfg->size; i++) {
+		struct pgconn *c = &pool.conns[i];
+		c->idx = i;
+		c->state = PGC_DOWN;
+		c->ev_fd = -1;
+		evtimer_assign(&c->timer, base, pgc_on_timer, c);
+		pgc_connect(c);
+	}
+	return 0;
+}
+
+void pgpool_shutdown(void)
+{
+	for (int i = 0; i < pool.cfg.size; i++) {
+		struct pgconn *c = &pool.conns[i];
+		pgc_arm(c, 0);
+		evtimer_del(&c->timer);
+		if (c->res)
+			PQclear(c->res);
+		if (c->pg)
+			PQfinish(c->pg);
+		free(c->prepared);
+	}
+	free(pool.conns);
+	for (int i = 0; i < pool.nstmts; i++)
+		free(pool.stmts[i].sql);
+	free(pool.stmts);
+	free(pool.conninfo);
+	memset(&pool, 0, sizeof pool);
+}
+
+void pgpool_get_stats(struct pgpool_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	out->size = pool.cfg.size;
+	for (int i = 0; i < pool.cfg.size; i++) {
+		switch (pool.conns[i].state) {
+		case PGC_IDLE: out->idle++; break;
+		case PGC_BUSY: out->busy++; break;
+		case PGC_DOWN: out->down++; break;
+		default: out->connecting++; break;
+		}
+	}
+	out->queued = pool.nqueued;
+	out->round_trips = pool.round_trips;
+	out->connects = pool.connects;
+	out->connect_failures = pool.connect_failures;
+	out->lost = pool.lost;
+}
+
+bool pgpool_ever_ready(void)
+{
+	return pool.ever_ready;
+}

@@ -1,0 +1,89 @@
+/*
+ * pgpool.h - a pool of PostgreSQL connections driven by libpq's
+ * non-blocking API inside the libevent loop.
+ *
+ * Owns: connecting (with its own timeout and backoff), the per-connection
+ * setup (session settings, then the caller's setup steps such as catalog
+ * checks), lazy preparation of registered statements, a FIFO of jobs, and
+ * noticing dead connections.
+ * Must never: block the loop, interpret results (callers do), or retry a
+ * job on its own: whether a statement may be re-run is the caller's call.
+ */
+#ifndef GOCD_PGPOOL_H
+#define GOCD_PGPOOL_H
+
+#include <stdbool.h>
+#include <sys/queue.h>
+
+#include <libpq-fe.h>
+
+struct event_base;
+
+enum pgjob_outcome {
+	PGJOB_OK,          /* res is the statement's result (tuples or command) */
+	PGJOB_SQL_ERROR,   /* res is PostgreSQL's error result */
+	PGJOB_CONN_LOST,   /* the connection died with the job sent or about to be: outcome unknown */
+	PGJOB_UNAVAILABLE, /* no connection could be had; the job was never sent */
+};
+
+struct pgjob;
+/*
+ * Called exactly once per submitted job, from the event loop.  res is valid
+ * only during the call (the pool clears it afterwards); msg explains
+ * CONN_LOST/UNAVAILABLE.  The callback may submit jobs, including this one.
+ */
+typedef void pgjob_fn(struct pgjob *job, const PGresult *res,
+		      enum pgjob_outcome outcome, const char *msg);
+
+struct pgjob {
+	TAILQ_ENTRY(pgjob) link;
+	int stmt;                  /* registered statement id, or -1 to send sql */
+	const char *sql;           /* text when stmt < 0; owned by the submitter */
+	int nparams;
+	const char *const *params; /* owned by the submitter until done runs */
+	pgjob_fn *done;
+	bool queued;               /* in the pool's wait queue (not yet sent) */
+};
+
+/* Setup step n for a fresh connection: fill job (sql, params, done) and
+ * return true, or return false when setup is complete. */
+typedef bool pgpool_setup_fn(int step, struct pgjob *job);
+
+struct pgpool_config {
+	const char *conninfo;
+	int size;
+	int connect_timeout_ms;
+	int statement_timeout_ms; /* server-side; 0 = leave as is */
+	pgpool_setup_fn *setup;
+};
+
+int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
+	__attribute__((warn_unused_result));
+void pgpool_shutdown(void);
+
+/*
+ * Queue a job (urgent: at the head, for follow-up statements of a request
+ * already running).  Returns 0 when queued or sent; -1 when every
+ * connection is down, in which case done is NOT called and the caller
+ * answers 'unavailable' itself.
+ */
+int pgpool_submit(struct pgjob *job, bool urgent) __attribute__((warn_unused_result));
+
+/* Remove a job that is still queued (not sent); returns true if removed. */
+bool pgpool_cancel(struct pgjob *job);
+
+/* Register statement text once; every connection prepares it on first use. */
+int pgpool_statement(const char *sql);
+
+/* Gauges for stats. */
+struct pgpool_stats {
+	int size, idle, busy, connecting, down;
+	int queued;
+	unsigned long long round_trips, connects, connect_failures, lost;
+};
+void pgpool_get_stats(struct pgpool_stats *out);
+
+/* True once any connection has completed setup since start. */
+bool pgpool_ever_ready(void);
+
+#endif

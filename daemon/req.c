@@ -1,0 +1,128 @@
+/*
+ * req.c - request lifetime.
+ *
+ * Owns: allocation, the answered/busy/attached rule for freeing, and the
+ * global timeout list.  Requests enter that list in arrival order with the
+ * same request_timeout, so the list is sorted by deadline and expiry only
+ * ever looks at its head.
+ * Must never: free a request that a pool job or the lock table still
+ * points at, or one its connection has not let go of.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "conn.h"
+#include "goc.h"
+#include "gocd.h"
+#include "req.h"
+#include "stats.h"
+
+static TAILQ_HEAD(, req) pending = TAILQ_HEAD_INITIALIZER(pending);
+static int npending, nallocated;
+
+struct req *req_new(struct conn *conn)
+{
+	struct req *r = calloc(1, sizeof *r);
+	if (r == NULL)
+		abort();
+	r->out = evbuffer_new();
+	if (r->out == NULL)
+		abort();
+	r->conn = conn;
+	r->started_ms = gocd_now_ms();
+	r->deadline_ms = r->started_ms + (uint64_t)srv.cfg->request_timeout;
+	TAILQ_INSERT_TAIL(&pending, r, timer_link);
+	npending++;
+	nallocated++;
+	if (conn)
+		conn_add_req(conn, r);
+	return r;
+}
+
+static void req_free(struct req *r)
+{
+	goc_release(r);
+	codec_request_free(&r->in);
+	evbuffer_free(r->out);
+	nallocated--;
+	free(r);
+}
+
+static void maybe_free(struct req *r)
+{
+	if (r->answered && r->conn == NULL && !r->busy)
+		req_free(r);
+}
+
+void req_answered(struct req *r)
+{
+	if (r->answered)
+		return;
+	r->answered = true;
+	TAILQ_REMOVE(&pending, r, timer_link);
+	npending--;
+	stats_request_done(r);
+	if (r->conn)
+		conn_flush(r->conn); /* may detach r */
+	else
+		maybe_free(r);
+}
+
+void req_answer_error(struct req *r, enum goc_err code, const char *fmt, ...)
+{
+	char msg[CODEC_MSG_MAX];
+	va_list ap;
+
+	if (r->answered)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	stats_error(code);
+	codec_render_error(r->out, r->in.id, code, msg);
+	req_answered(r);
+}
+
+void req_detach(struct req *r)
+{
+	r->conn = NULL;
+	if (!r->answered)
+		return; /* still in the timeout list; freed once answered */
+	maybe_free(r);
+}
+
+void req_idle(struct req *r)
+{
+	r->busy = false;
+	maybe_free(r);
+}
+
+int req_expire(uint64_t now_ms)
+{
+	int n = 0;
+	struct req *r;
+	while ((r = TAILQ_FIRST(&pending)) != NULL && r->deadline_ms <= now_ms) {
+		goc_on_timeout(r);
+		req_answer_error(r, GOC_E_TIMEOUT,
+				 "no answer within request_timeout (%d ms); the row may or may not "
+				 "have been created, calling again is safe",
+				 srv.cfg->request_timeout);
+		n++;
+	}
+	return n;
+}
+
+int req_inflight(void)
+{
+	return npending;
+}
+
+int req_allocated(void)
+{
+	return nallocated;
+}

@@ -1,0 +1,85 @@
+/*
+ * req.h - one client request, from its line to its answer.
+ *
+ * Owns: a request's memory, its answer buffer, its place in the timeout
+ * list, and the rule for when it may be freed: only when it has been
+ * answered, handed to (or abandoned by) its connection, and nothing in
+ * flight (pool job, lock table) still points at it.
+ * Must never: write to a socket itself (conn.c flushes answers in order).
+ */
+#ifndef GOCD_REQ_H
+#define GOCD_REQ_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "codec.h"
+#include "locktab.h"
+#include "pgpool.h"
+
+struct conn;
+struct table;
+
+enum req_step {
+	STEP_NONE,     /* not running SQL */
+	STEP_WAITING,  /* behind another request for the same key */
+	STEP_SELECT,   /* looking the key up */
+	STEP_INSERT,   /* INSERT ... ON CONFLICT DO NOTHING RETURNING */
+	STEP_RESELECT, /* the insert lost to another writer: read the winner's row */
+};
+
+struct req {
+	struct conn *conn;            /* NULL once answered-and-flushed or the client left */
+	TAILQ_ENTRY(req) conn_link;   /* the connection's FIFO, arrival order */
+	TAILQ_ENTRY(req) timer_link;  /* the global timeout list while unanswered */
+	struct goc_request in;        /* owns the parsed JSON */
+	struct evbuffer *out;         /* the answer line once answered */
+	uint64_t started_ms;
+	uint64_t deadline_ms;
+	bool answered;
+	bool busy;                    /* a pool job or the lock table refers to it */
+
+	/* get-or-create state, see goc.c */
+	struct table *table;
+	enum req_step step;
+	int attempts;                 /* re-runs after retryable failures */
+	int rounds;                   /* insert/reselect loops */
+	struct evbuffer *params_buf;  /* texts of params, NUL-separated */
+	const char **params;          /* key params first, then defaults */
+	int nkey_params;              /* non-null key params (for the select) */
+	int nparams;                  /* all insert params */
+	const char **select_params;
+	char *select_sql;             /* NULL: the table's prepared lookup */
+	char *insert_sql;             /* NULL: the table's prepared key-only insert */
+	unsigned char *lockkey;
+	size_t lockkey_len;
+	struct lockwaiter lock;
+	struct pgjob job;             /* at most one statement in flight */
+};
+
+/* A new request, appended to conn's FIFO (conn may be NULL in tests). */
+struct req *req_new(struct conn *conn);
+
+/*
+ * Render nothing, but mark r answered with what is in r->out, remove it
+ * from the timeout list and let its connection flush.  Answering twice is
+ * a no-op, so a late database result after a timeout is simply dropped.
+ */
+void req_answered(struct req *r);
+void req_answer_error(struct req *r, enum goc_err code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The connection no longer refers to r (flushed, or client gone). */
+void req_detach(struct req *r);
+/* Nothing in flight refers to r any more. */
+void req_idle(struct req *r);
+
+/* Answer every request whose deadline passed; returns how many. */
+int req_expire(uint64_t now_ms);
+
+/* Requests not yet answered (in-flight gauge). */
+int req_inflight(void);
+int req_allocated(void);
+
+#endif

@@ -1,0 +1,375 @@
+/*
+ * table.c - served tables: catalog validation and statement text.
+ *
+ * Owns: what makes a table safe to serve, and the exact SQL gocd runs.
+ * Every identifier in that SQL comes from the catalog and is quoted; every
+ * value is a parameter.  Must never: talk to PostgreSQL or keep pointers
+ * into requests; a catalog reload may replace any field here at any time.
+ *
+ * The statements (the heart of the design, see README "How it works"):
+ *   select: SELECT row_to_json(t.*)::text FROM tbl AS t WHERE k1 = $1 AND ...
+ *   insert: INSERT INTO tbl AS t (k1, .., d1, ..) VALUES ($1, ..)
+ *           ON CONFLICT (k1, ..) DO NOTHING RETURNING row_to_json(t.*)::text
+ * "t.*" rather than "t" so a column that happens to be named t is not
+ * picked up instead of the whole row.  ON CONFLICT names the key columns,
+ * so only the key's unique index is an arbiter; any other unique index
+ * still raises 23505 and becomes that request's constraint_violation.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "log.h"
+#include "pgpool.h"
+#include "table.h"
+
+struct table *tables;
+int ntables;
+
+const char table_catalog_sql[] =
+	"SELECT n.nspname, c.relname, c.relkind::text,"
+	" (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod),"
+	"                  a.atttypid IN ('json'::regtype, 'jsonb'::regtype)) ORDER BY a.attnum)"
+	"    FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
+	" (SELECT json_agg(json_build_array(i.indexrelid::regclass::text, i.indnullsnotdistinct,"
+	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
+	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey))))"
+	"    FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid"
+	"     AND i.indisready AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL)::text"
+	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+	" WHERE c.oid = to_regclass($1)";
+
+static void *xmalloc(size_t n)
+{
+	void *p = malloc(n);
+	if (p == NULL) {
+		log_error("out of memory");
+		abort();
+	}
+	return p;
+}
+
+char *table_quote_ident(const char *name)
+{
+	size_t n = strlen(name);
+	char *q = xmalloc(2 * n + 3), *p = q;
+	*p++ = '"';
+	for (const char *s = name; *s; s++) {
+		if (*s == '"')
+			*p++ = '"';
+		*p++ = *s;
+	}
+	*p++ = '"';
+	*p = '\0';
+	return q;
+}
+
+/* A tiny growable string for building SQL. */
+struct sb {
+	char *s;
+	size_t len, cap;
+};
+
+static void sb_add(struct sb *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		char *p = realloc(b->s, b->cap);
+		if (p == NULL)
+			abort();
+		b->s = p;
+	}
+	memcpy(b->s + b->len, s, n + 1);
+	b->len += n;
+}
+
+static void sb_ident(struct sb *b, const char *name)
+{
+	char *q = table_quote_ident(name);
+	sb_add(b, q);
+	free(q);
+}
+
+static void sb_param(struct sb *b, int n)
+{
+	char num[16];
+	snprintf(num, sizeof num, "$%d", n);
+	sb_add(b, num);
+}
+
+static void clear_catalog(struct table *t)
+{
+	for (int i = 0; i < t->ncols; i++) {
+		free(t->cols[i].name);
+		free(t->cols[i].type);
+	}
+	free(t->cols);
+	free(t->qname);
+	free(t->index_name);
+	free(t->sql_select);
+	free(t->sql_insert_key);
+	free(t->conflict_target);
+	t->cols = NULL;
+	t->ncols = 0;
+	t->qname = t->index_name = t->sql_select = t->sql_insert_key = NULL;
+	t->conflict_target = NULL;
+}
+
+void table_init_all(const struct config *cfg)
+{
+	ntables = cfg->ntables;
+	tables = calloc((size_t)(ntables ? ntables : 1), sizeof *tables);
+	if (tables == NULL)
+		abort();
+	for (int i = 0; i < ntables; i++) {
+		tables[i].idx = i;
+		tables[i].conf = &cfg->tables[i];
+		tables[i].stmt_select = tables[i].stmt_insert_key = -1;
+		snprintf(tables[i].error, sizeof tables[i].error,
+			 "table \"%s\" has not been checked against PostgreSQL yet",
+			 cfg->tables[i].name);
+	}
+}
+
+void table_free_all(void)
+{
+	for (int i = 0; i < ntables; i++)
+		clear_catalog(&tables[i]);
+	free(tables);
+	tables = NULL;
+	ntables = 0;
+}
+
+struct table *table_find(const char *name)
+{
+	for (int i = 0; i < ntables; i++)
+		if (strcmp(tables[i].conf->name, name) == 0)
+			return &tables[i];
+	return NULL;
+}
+
+int table_column(const struct table *t, const char *name)
+{
+	for (int i = 0; i < t->ncols; i++)
+		if (strcmp(t->cols[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+void table_invalidate(struct table *t, const char *why)
+{
+	if (t->ready)
+		log_error("table \"%s\" is no longer served: %s", t->conf->name, why);
+	t->ready = false;
+	snprintf(t->error, sizeof t->error, "%s", why);
+}
+
+static int fail(struct table *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int fail(struct table *t, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(t->error, sizeof t->error, fmt, ap);
+	va_end(ap);
+	t->ready = false;
+	return -1;
+}
+
+/* The CREATE UNIQUE INDEX that would make the table servable. */
+static void fix_hint(const struct table *t, char *buf, size_t len)
+{
+	struct sb b = {0};
+	sb_add(&b, "CREATE UNIQUE INDEX ON ");
+	sb_add(&b, t->qname ? t->qname : t->conf->name);
+	sb_add(&b, " (");
+	for (int i = 0; i < t->conf->ncols; i++) {
+		if (i)
+			sb_add(&b, ", ");
+		sb_ident(&b, t->conf->cols[i]);
+	}
+	sb_add(&b, ");");
+	snprintf(buf, len, "%s", b.s);
+	free(b.s);
+}
+
+static void build_sql(struct table *t)
+{
+	struct sb b = {0};
+	const struct table_conf *tc = t->conf;
+
+	sb_add(&b, "SELECT row_to_json(t.*)::text FROM ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t WHERE ");
+	for (int i = 0; i < tc->ncols; i++) {
+		if (i)
+			sb_add(&b, " AND ");
+		sb_ident(&b, tc->cols[i]);
+		sb_add(&b, " = ");
+		sb_param(&b, i + 1);
+	}
+	t->sql_select = b.s;
+
+	b = (struct sb){0};
+	sb_add(&b, "(");
+	for (int i = 0; i < tc->ncols; i++) {
+		if (i)
+			sb_add(&b, ", ");
+		sb_ident(&b, tc->cols[i]);
+	}
+	sb_add(&b, ")");
+	t->conflict_target = b.s;
+
+	int cols[32];
+	for (int i = 0; i < tc->ncols; i++)
+		cols[i] = t->key_col[i];
+	t->sql_insert_key = table_sql_insert(t, cols, tc->ncols);
+}
+
+char *table_sql_insert(const struct table *t, const int *cols, int ncols)
+{
+	struct sb b = {0};
+	sb_add(&b, "INSERT INTO ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t (");
+	for (int i = 0; i < ncols; i++) {
+		if (i)
+			sb_add(&b, ", ");
+		sb_ident(&b, t->cols[cols[i]].name);
+	}
+	sb_add(&b, ") VALUES (");
+	for (int i = 0; i < ncols; i++) {
+		if (i)
+			sb_add(&b, ", ");
+		sb_param(&b, i + 1);
+	}
+	sb_add(&b, ") ON CONFLICT ");
+	sb_add(&b, t->conflict_target);
+	sb_add(&b, " DO NOTHING RETURNING row_to_json(t.*)::text");
+	return b.s;
+}
+
+char *table_sql_select_nulls(const struct table *t, const bool *isnull)
+{
+	struct sb b = {0};
+	const struct table_conf *tc = t->conf;
+	int p = 1;
+	sb_add(&b, "SELECT row_to_json(t.*)::text FROM ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t WHERE ");
+	for (int i = 0; i < tc->ncols; i++) {
+		if (i)
+			sb_add(&b, " AND ");
+		sb_ident(&b, tc->cols[i]);
+		if (isnull[i]) {
+			sb_add(&b, " IS NULL");
+		} else {
+			sb_add(&b, " = ");
+			sb_param(&b, p++);
+		}
+	}
+	return b.s;
+}
+
+int table_apply_catalog(struct table *t, const PGresult *res)
+{
+	const struct table_conf *tc = t->conf;
+	char hint[600];
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		return fail(t, "table \"%s\": catalog lookup failed: %s (SQLSTATE %s)",
+			    tc->name, msg ? msg : PQresultErrorMessage(res), st ? st : "?");
+	}
+	if (PQntuples(res) == 0)
+		return fail(t, "table \"%s\" does not exist (or is not visible on the search_path)",
+			    tc->name);
+
+	clear_catalog(t);
+	char *nsp = table_quote_ident(PQgetvalue(res, 0, 0));
+	char *rel = table_quote_ident(PQgetvalue(res, 0, 1));
+	t->qname = xmalloc(strlen(nsp) + strlen(rel) + 2);
+	sprintf(t->qname, "%s.%s", nsp, rel);
+	free(nsp);
+	free(rel);
+
+	const char *kind = PQgetvalue(res, 0, 2);
+	if (strcmp(kind, "r") != 0 && strcmp(kind, "p") != 0)
+		return fail(t, "table \"%s\" is not a table (relkind %s)", tc->name, kind);
+
+	json_t *cols = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
+	size_t ncols = json_array_size(cols);
+	t->cols = calloc(ncols ? ncols : 1, sizeof *t->cols);
+	if (t->cols == NULL)
+		abort();
+	for (size_t i = 0; i < ncols; i++) {
+		json_t *c = json_array_get(cols, i);
+		t->cols[i].name = strdup(json_string_value(json_array_get(c, 0)));
+		t->cols[i].type = strdup(json_string_value(json_array_get(c, 1)));
+		t->cols[i].is_json = json_is_true(json_array_get(c, 2));
+	}
+	t->ncols = (int)ncols;
+	json_decref(cols);
+
+	for (int k = 0; k < tc->ncols; k++) {
+		t->key_col[k] = table_column(t, tc->cols[k]);
+		if (t->key_col[k] < 0)
+			return fail(t, "table \"%s\" has no column \"%s\" (configured as a key column)",
+				    tc->name, tc->cols[k]);
+	}
+
+	/* Find a unique index whose column set is exactly the key. */
+	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
+	const char *found = NULL;
+	bool nnd = false;
+	for (size_t i = 0; i < json_array_size(idx); i++) {
+		json_t *ix = json_array_get(idx, i);
+		json_t *icols = json_array_get(ix, 2);
+		if (json_array_size(icols) != (size_t)tc->ncols)
+			continue;
+		int all = 1;
+		for (size_t j = 0; j < json_array_size(icols) && all; j++) {
+			const char *name = json_string_value(json_array_get(icols, j));
+			int hit = 0;
+			for (int k = 0; k < tc->ncols; k++)
+				if (name && strcmp(name, tc->cols[k]) == 0)
+					hit = 1;
+			all = hit;
+		}
+		if (!all)
+			continue;
+		if (found == NULL)
+			found = json_string_value(json_array_get(ix, 0));
+		/* Any NULLS NOT DISTINCT arbiter makes a NULL key conflict. */
+		if (json_is_true(json_array_get(ix, 1))) {
+			nnd = true;
+			found = json_string_value(json_array_get(ix, 0));
+		}
+	}
+	if (found == NULL) {
+		json_decref(idx);
+		fix_hint(t, hint, sizeof hint);
+		return fail(t, "table \"%s\" has no unique index or constraint on exactly (%s%s%s%s); "
+			    "without one the database cannot guarantee one row per key. Fix: %s",
+			    tc->name, tc->cols[0], tc->ncols > 1 ? ", " : "",
+			    tc->ncols > 1 ? tc->cols[1] : "", tc->ncols > 2 ? ", ..." : "", hint);
+	}
+	t->index_name = strdup(found);
+	t->nulls_not_distinct = nnd;
+	json_decref(idx);
+
+	build_sql(t);
+	t->stmt_select = pgpool_statement(t->sql_select);
+	t->stmt_insert_key = pgpool_statement(t->sql_insert_key);
+	if (!t->ready)
+		log_info("table \"%s\": serving %s keyed by unique index %s%s", tc->name,
+			 t->qname, t->index_name, nnd ? " (NULLS NOT DISTINCT)" : "");
+	t->ready = true;
+	t->error[0] = '\0';
+	return 0;
+}

@@ -1,0 +1,82 @@
+/*
+ * table.h - the tables gocd serves, as validated against PostgreSQL's catalog.
+ *
+ * Owns: the catalog query, the rule "a served table has a valid, immediate,
+ * non-partial unique index on exactly its key columns", the column list and
+ * types, and the SQL text of the get-or-create statements.
+ * Must never: send anything to PostgreSQL itself (pgpool or the startup
+ * check does) or hold pointers into requests.
+ */
+#ifndef GOCD_TABLE_H
+#define GOCD_TABLE_H
+
+#include <stdbool.h>
+
+#include <libpq-fe.h>
+
+#include "config.h"
+
+struct column {
+	char *name;  /* attname, unquoted */
+	char *type;  /* format_type() text, for messages */
+	bool is_json;/* json/jsonb: values are sent as JSON text */
+};
+
+struct table {
+	int idx;
+	const struct table_conf *conf; /* name and key columns, owned by config */
+	bool ready;                    /* catalog validated: requests may run */
+	char error[512];               /* why not ready, for 'unavailable' messages */
+	char *qname;                   /* "schema"."relname" from the catalog */
+	struct column *cols;
+	int ncols;
+	int key_col[32];               /* index into cols, per conf->cols order */
+	bool nulls_not_distinct;
+	char *index_name;
+	char *sql_select;              /* all-non-null key lookup, for preparing */
+	char *sql_insert_key;          /* insert of key columns only, for preparing */
+	char *conflict_target;         /* ("k1","k2") */
+	int stmt_select;               /* pgpool statement ids, -1 until ready */
+	int stmt_insert_key;
+};
+
+extern struct table *tables;
+extern int ntables;
+
+/* Create one struct table per configured table (not ready yet). */
+void table_init_all(const struct config *cfg);
+void table_free_all(void);
+
+/* Lookup by the name clients use; NULL if not served.  */
+struct table *table_find(const char *name);
+
+/* Column index by name, or -1. */
+int table_column(const struct table *t, const char *name);
+
+/* The catalog query; one parameter: the configured table name. */
+extern const char table_catalog_sql[];
+
+/*
+ * Apply a catalog query result.  On success the table becomes ready and
+ * 0 is returned; on failure it becomes unready, t->error says why (with
+ * the CREATE UNIQUE INDEX that would fix a missing index) and -1 is returned.
+ * res may be an error result (e.g. bad name syntax).
+ */
+int table_apply_catalog(struct table *t, const PGresult *res);
+
+/* SQL for an insert of the given columns (indexes into t->cols), and a
+ * lookup where the flagged key columns are NULL (NULLS NOT DISTINCT only).
+ * Both malloc'd; the caller frees. */
+char *table_sql_insert(const struct table *t, const int *cols, int ncols);
+char *table_sql_select_nulls(const struct table *t, const bool *isnull);
+
+/* Mark not ready with a reason (schema changed under us, etc.). */
+void table_invalidate(struct table *t, const char *why);
+
+/*
+ * Quote an identifier the way PostgreSQL's quote_ident would always do it
+ * (always double-quoted), appended to a malloc'd string builder.
+ */
+char *table_quote_ident(const char *name);
+
+#endif
