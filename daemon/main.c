@@ -24,19 +24,10 @@
 #include "req.h"
 #include "table.h"
 
-struct gocd srv;
-
 #define JANITOR_MS 20
 
 static struct config cfg;
 static uint64_t shutdown_deadline;
-
-uint64_t gocd_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /*
  * Check every table with a blocking connection.  Returns 0 when all are

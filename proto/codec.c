@@ -68,7 +68,7 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 	req->op = GOC_OP__COUNT; /* until "op" is known */
 	/* Duplicate keys are rejected: with two "key" members the request
 	 * would mean whatever the parser happened to keep. */
-	json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (root == NULL) {
 		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %d: %s%s",
 				jerr.position, jerr.text,
@@ -186,6 +186,64 @@ static void format_real(double d, char *buf, size_t size)
 	}
 }
 
+static void add_json_string(struct evbuffer *out, const char *s);
+
+/* Compact JSON of v with every real in shortest round-trip form (jansson's
+ * own dump prints 0.1 as 0.10000000000000001).  Depth is bounded by the
+ * parser's JSON_PARSER_MAX_DEPTH. */
+static void add_json_value(struct evbuffer *out, const json_t *v)
+{
+	char num[40];
+	const char *k;
+	json_t *m;
+	size_t i;
+	int first = 1;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		evbuffer_add(out, "{", 1);
+		json_object_foreach((json_t *)v, k, m) {
+			if (!first)
+				evbuffer_add(out, ",", 1);
+			first = 0;
+			add_json_string(out, k);
+			evbuffer_add(out, ":", 1);
+			add_json_value(out, m);
+		}
+		evbuffer_add(out, "}", 1);
+		break;
+	case JSON_ARRAY:
+		evbuffer_add(out, "[", 1);
+		json_array_foreach(v, i, m) {
+			if (i)
+				evbuffer_add(out, ",", 1);
+			add_json_value(out, m);
+		}
+		evbuffer_add(out, "]", 1);
+		break;
+	case JSON_STRING:
+		add_json_string(out, json_string_value(v));
+		break;
+	case JSON_INTEGER:
+		snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		evbuffer_add(out, num, strlen(num));
+		break;
+	case JSON_REAL:
+		format_real(json_real_value(v), num, sizeof num);
+		evbuffer_add(out, num, strlen(num));
+		break;
+	case JSON_TRUE:
+		evbuffer_add(out, "true", 4);
+		break;
+	case JSON_FALSE:
+		evbuffer_add(out, "false", 5);
+		break;
+	case JSON_NULL:
+		evbuffer_add(out, "null", 4);
+		break;
+	}
+}
+
 int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 		     const char **why)
 {
@@ -196,16 +254,7 @@ int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 		return -1;
 	}
 	if (as_json) {
-		/* Reals go through the same shortest formatting as elsewhere. */
-		if (json_is_real(v)) {
-			format_real(json_real_value(v), num, sizeof num);
-			evbuffer_add(out, num, strlen(num));
-		} else if (json_dump_callback(v, dump_to_evbuffer, out,
-					      JSON_COMPACT | JSON_ENCODE_ANY |
-					      JSON_REAL_PRECISION(17)) != 0) {
-			*why = "cannot encode value";
-			return -1;
-		}
+		add_json_value(out, v);
 		evbuffer_add(out, "", 1);
 		return 0;
 	}
@@ -235,6 +284,37 @@ int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 	return 0;
 }
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF), or 0. */
+static int utf8_seq_len(const unsigned char *p)
+{
+	unsigned char c = p[0];
+	int n;
+	unsigned lo = 0x80, hi = 0xBF;
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2;
+	else if (c >= 0xE0 && c <= 0xEF) {
+		n = 3;
+		if (c == 0xE0)
+			lo = 0xA0;
+		else if (c == 0xED)
+			hi = 0x9F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		n = 4;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F;
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (int i = 2; i < n; i++)
+		if ((p[i] & 0xC0) != 0x80)
+			return 0;
+	return n;
+}
+
 /* JSON string escaping that survives any bytes: invalid UTF-8 becomes '?'. */
 static void add_json_string(struct evbuffer *out, const char *s)
 {
@@ -253,13 +333,8 @@ static void add_json_string(struct evbuffer *out, const char *s)
 			evbuffer_add(out, p, 1);
 			p++;
 		} else {
-			int n = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 :
-				(c & 0xF8) == 0xF0 ? 4 : 0;
-			int ok = n > 0 && !(n == 2 && c < 0xC2);
-			for (int i = 1; ok && i < n; i++)
-				if ((p[i] & 0xC0) != 0x80)
-					ok = 0;
-			if (ok) {
+			int n = utf8_seq_len(p);
+			if (n > 0) {
 				evbuffer_add(out, p, (size_t)n);
 				p += n;
 			} else {
