@@ -833,7 +833,6 @@ struct cli_session {
 	struct evbuffer *out;    /* request bytes not yet sent; owned */
 	struct evbuffer *in;     /* response bytes not yet framed; owned */
 	long due;                /* requests queued or sent, minus responses */
-	long responses;
 	long errors;
 	enum goc_err last_error; /* code of the latest error response */
 	const json_t *expect_id; /* command mode: the id we sent, or NULL */
@@ -947,7 +946,6 @@ static void cli_session_response(struct cli_session *s, const char *line, size_t
 				 "(is it gocd?)", s->name);
 		return;
 	}
-	s->responses++;
 	s->due--;
 	if (!ok) {
 		s->errors++;
@@ -1033,10 +1031,12 @@ static void cli_session_send(struct cli_session *s)
 		 * before gocd closed) may already be waiting in our socket. */
 		int err = errno;
 		evbuffer_drain(s->out, evbuffer_get_length(s->out));
-		if (s->phase == CLI_PHASE_SENDING)
+		bool unread = s->phase == CLI_PHASE_SENDING;
+		if (unread)
 			cli_session_phase(s, CLI_PHASE_FLUSHING);
 		cli_session_phase(s, CLI_PHASE_HALF_CLOSED);
-		fprintf(stderr, "goc: cannot send to %s: %s\n", s->name, strerror(err));
+		fprintf(stderr, "goc: cannot send to %s: %s%s\n", s->name, strerror(err),
+			unread ? "; the rest of stdin is not sent" : "");
 		return;
 	}
 	evbuffer_drain(s->out, (size_t)w);
@@ -1087,7 +1087,9 @@ static void cli_session_run(struct cli_session *s)
 		if (s->phase == CLI_PHASE_FLUSHING && evbuffer_get_length(s->out) == 0) {
 			/* Half-close: gocd answers everything it has read, then
 			 * closes; and goc never leaves it waiting for more. */
-			if (shutdown(s->fd, SHUT_WR) != 0 && !s->failed)
+			/* ENOTCONN: gocd already closed (overloaded); the read
+			 * side reports that with the reason. */
+			if (shutdown(s->fd, SHUT_WR) != 0 && errno != ENOTCONN && !s->failed)
 				fprintf(stderr, "goc: shutdown of %s: %s\n", s->name, strerror(errno));
 			cli_session_phase(s, CLI_PHASE_HALF_CLOSED);
 		}
