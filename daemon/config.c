@@ -243,6 +243,16 @@ static int set_option(struct config *cfg, const struct option_def *o,
 	return -1;
 }
 
+int config_option_count(void)
+{
+	return (int)NOPTIONS;
+}
+
+const char *config_option_name(int i)
+{
+	return i >= 0 && i < (int)NOPTIONS ? options[i].name : NULL;
+}
+
 void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);

@@ -57,6 +57,9 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 		      char *err, size_t errlen) __attribute__((warn_unused_result));
 
 void config_defaults(struct config *cfg);
+/* The option table, for tests that check docs against it. */
+int config_option_count(void);
+const char *config_option_name(int i);
 void config_free(struct config *cfg);
 void config_usage(FILE *out);
 /* Print the effective configuration in config-file syntax (for -t -v). */

@@ -191,28 +191,7 @@ static int prepare(struct req *r, struct table *t)
 	if (ndefs > 0)
 		r->insert_sql = table_sql_insert(t, cols, n);
 
-	/* Lock key: table id, then each key text with its length (or a NULL
-	 * marker), so ("ab","c") and ("a","bc") differ. */
-	size_t klen = 4;
-	for (int i = 0; i < tc->ncols; i++)
-		klen += 4 + (isnull[i] ? 0 : strlen(r->params[i]));
-	r->lockkey = malloc(klen);
-	if (r->lockkey == NULL)
-		abort();
-	unsigned char *p = r->lockkey;
-	uint32_t u = (uint32_t)t->idx;
-	memcpy(p, &u, 4);
-	p += 4;
-	for (int i = 0; i < tc->ncols; i++) {
-		size_t l = isnull[i] ? 0 : strlen(r->params[i]);
-		u = isnull[i] ? UINT32_MAX : (uint32_t)l;
-		memcpy(p, &u, 4);
-		p += 4;
-		if (l)
-			memcpy(p, r->params[i], l);
-		p += l;
-	}
-	r->lockkey_len = klen;
+	r->lockkey = locktab_key(t->idx, r->params, tc->ncols, &r->lockkey_len);
 	return 0;
 }
 

@@ -56,6 +56,29 @@ static uint64_t hash_key(const unsigned char *p, size_t n)
 	return h;
 }
 
+unsigned char *locktab_key(int table, const char *const *texts, int n, size_t *len)
+{
+	size_t klen = 4;
+	for (int i = 0; i < n; i++)
+		klen += 4 + (texts[i] ? strlen(texts[i]) : 0);
+	unsigned char *key = malloc(klen), *p = key;
+	if (key == NULL)
+		abort();
+	uint32_t u = (uint32_t)table;
+	memcpy(p, &u, 4);
+	p += 4;
+	for (int i = 0; i < n; i++) {
+		size_t l = texts[i] ? strlen(texts[i]) : 0;
+		u = texts[i] ? (uint32_t)l : UINT32_MAX;
+		memcpy(p, &u, 4);
+		p += 4;
+		memcpy(p, texts[i] ? texts[i] : "", l);
+		p += l;
+	}
+	*len = klen;
+	return key;
+}
+
 int locktab_init(void)
 {
 	lt.nbuckets = 1024;

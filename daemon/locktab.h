@@ -32,6 +32,14 @@ struct locktab_stats {
 	size_t buckets;
 };
 
+/*
+ * The canonical key of a request: table id, then each key column's
+ * parameter text in configured order with its length (NULL has its own
+ * marker), so ("ab","c") and ("a","bc") differ and equal values spelled
+ * differently in JSON are equal.  Returns a malloc'd buffer; *len is set.
+ */
+unsigned char *locktab_key(int table, const char *const *texts, int n, size_t *len);
+
 int locktab_init(void) __attribute__((warn_unused_result));
 void locktab_free(void);
 

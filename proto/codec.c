@@ -470,13 +470,11 @@ void codec_render_request(struct evbuffer *out, enum goc_op op, const json_t *id
 	}
 	if (key) {
 		evbuffer_add(out, ",\"key\":", 7);
-		json_dump_callback(key, dump_to_evbuffer, out,
-				   JSON_COMPACT | JSON_REAL_PRECISION(17));
+		add_json_value(out, key);
 	}
 	if (defaults) {
 		evbuffer_add(out, ",\"defaults\":", 12);
-		json_dump_callback(defaults, dump_to_evbuffer, out,
-				   JSON_COMPACT | JSON_REAL_PRECISION(17));
+		add_json_value(out, defaults);
 	}
 	evbuffer_add(out, "}\n", 2);
 }
