@@ -1,0 +1,159 @@
+/*
+ * harness.h - what an integration test needs around a real gocd: a private
+ * PostgreSQL, gocd child processes and a small blocking client.
+ *
+ * Owns: the lifetime of every process and socket a test creates, so that a
+ * failing assertion (cmocka longjmps out of the test) leaves nothing behind.
+ * Must never: touch a PostgreSQL or gocd it did not start, listen on anything
+ * but loopback, or block without a timeout.
+ *
+ * Prefixes: tpg_ (the test PostgreSQL), tgocd_ (a gocd child), tclient_ (a
+ * client connection), harness_ (per-test bookkeeping).
+ */
+#ifndef GOC_TESTS_HARNESS_H
+#define GOC_TESTS_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "codec.h"
+
+/* Default wait for one response line; generous because CI machines stall. */
+#define HARNESS_IO_TIMEOUT_MS 15000
+
+/* ---- per-test bookkeeping (cmocka setup/teardown) ------------------------ */
+
+/* Use as the per-test setup and teardown of every integration test. */
+int harness_test_setup(void **state);
+/* Closes leftover clients and kills leftover gocds; when the test did not
+ * call harness_pass(), prints the log of every gocd the test started. */
+int harness_test_teardown(void **state);
+/* The last statement of a test: the test got to its end, so gocd logs need
+ * not be shown.  (cmocka gives a teardown no way to know the outcome.) */
+void harness_pass(void);
+
+/* ---- the private PostgreSQL ---------------------------------------------- */
+
+/*
+ * initdb a fresh cluster in a temporary directory and start it on a free
+ * loopback port.  Once per test binary (group setup).  Returns 0, or -1 after
+ * printing the initdb/server log and removing everything.
+ * Environment: PG_BINDIR (default /usr/lib/postgresql/15/bin).
+ */
+int tpg_start(void) __attribute__((warn_unused_result));
+/* Stop immediately and remove the directory; safe to call twice. */
+void tpg_destroy(void);
+/* Fast shutdown keeping the data (to provoke `unavailable`). */
+int tpg_stop(void) __attribute__((warn_unused_result));
+/* Start the stopped cluster again on the same port. */
+int tpg_resume(void) __attribute__((warn_unused_result));
+int tpg_port(void);
+/* "host=127.0.0.1 port=P user=postgres dbname=postgres" */
+const char *tpg_conninfo(void);
+void tpg_print_log(void);
+
+/* Run SQL (one or more statements); 0, or -1 after printing the error. */
+int tpg_exec(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* First column of the first row as a malloc'd string; NULL on error, no
+ * rows or SQL NULL (an error is printed). */
+char *tpg_value(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The result of a query returning one integer (e.g. count(*)); -1 on error. */
+long long tpg_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The harness's scratch directory (logs, unix sockets); created on demand. */
+const char *harness_dir(void);
+
+/* ---- gocd child processes ------------------------------------------------ */
+
+struct tgocd {
+	pid_t pid;         /* 0 once reaped */
+	int port;          /* TCP port it listens on (127.0.0.1) */
+	int exit_status;   /* after tgocd_stop: exit code, or -1 (signal/hang) */
+	char log_path[256];
+	struct tgocd *next;
+};
+
+/* Free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
+int harness_free_port(void);
+
+/*
+ * Start $GOCD_BUILD/gocd (default build/gocd) with
+ * --listen=127.0.0.1:PORT --postgres=<tpg_conninfo()> and the given extra
+ * arguments (NULL-terminated), and wait until the port accepts.  Its stdout
+ * and stderr go to a log file.  A kill timer and PR_SET_PDEATHSIG make sure
+ * it cannot outlive the test.  Returns NULL (after printing the log) when it
+ * exits or does not listen within 20 s.  The harness owns the result; it is
+ * freed at test teardown.
+ */
+struct tgocd *tgocd_start(const char *arg, ...) __attribute__((sentinel));
+/* Same, with an argument vector (NULL-terminated). */
+struct tgocd *tgocd_startv(const char *const *args);
+/* SIGTERM, wait up to 15 s; returns the exit code (0 expected), or -1 when
+ * it died of a signal or had to be killed.  Prints the log unless 0. */
+int tgocd_stop(struct tgocd *g);
+/* SIGKILL and reap (for tests that do not care about the exit). */
+void tgocd_kill(struct tgocd *g);
+/* True while the process has not exited. */
+bool tgocd_alive(struct tgocd *g);
+void tgocd_print_log(const struct tgocd *g);
+/* The log so far as a malloc'd string. */
+char *tgocd_log(const struct tgocd *g);
+
+/*
+ * Run gocd with exactly these arguments (no --listen/--postgres added) to
+ * completion, at most timeout_ms.  *output (malloc'd, may be NULL) receives
+ * stdout+stderr.  Returns the exit code, or -1 on signal/timeout.
+ */
+int tgocd_run(char **output, int timeout_ms, const char *const *args);
+
+/* ---- the client ---------------------------------------------------------- */
+
+struct tclient;
+
+/* Connect (blocking, 5 s at most); NULL after printing why.  The harness
+ * closes any client left open at test teardown. */
+struct tclient *tclient_tcp(int port);
+struct tclient *tclient_unix(const char *path);
+void tclient_close(struct tclient *c);
+int tclient_fd(const struct tclient *c);
+
+/* Send all bytes (timeout HARNESS_IO_TIMEOUT_MS); 0 or -1. */
+int tclient_send(struct tclient *c, const void *data, size_t len);
+int tclient_sendf(struct tclient *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * Read one response line (without LF).  Returns 1 with the line in
+ * *line and *len (valid until the next read on c), 0 at EOF or connection reset
+ * with nothing buffered, -1 on timeout (prints what was read so far).
+ */
+int tclient_line(struct tclient *c, const char **line, size_t *len, int timeout_ms);
+/* The last line read (NUL-terminated), for raw-text checks. */
+const char *tclient_last(const struct tclient *c);
+
+/* Read one line and decode it with codec_parse_response; 0 or -1 (timeout,
+ * EOF or a line that is not a response: printed).  Free with
+ * codec_response_free. */
+int tclient_recv(struct tclient *c, struct goc_response *resp, int timeout_ms);
+/* Send `request` (LF appended when missing) and receive its response. */
+int tclient_call(struct tclient *c, const char *request, struct goc_response *resp);
+
+/*
+ * Send `len` bytes while reading responses at the same time (so neither side
+ * blocks on a full socket buffer), until `nlines` lines arrived.  *lines is a
+ * malloc'd array of malloc'd strings (free with harness_free_lines).  Returns
+ * the number of lines read (fewer on timeout/EOF).
+ */
+size_t tclient_exchange(struct tclient *c, const char *data, size_t len,
+			size_t nlines, char ***lines, int timeout_ms);
+void harness_free_lines(char **lines, size_t n);
+
+/* Expect the peer to close: 0 when EOF/reset comes within timeout with no
+ * further data, -1 otherwise (prints the unexpected data). */
+int tclient_expect_eof(struct tclient *c, int timeout_ms);
+
+/* Sleep for ms milliseconds. */
+void harness_sleep_ms(int ms);
+
+#endif

@@ -1,0 +1,1108 @@
+/*
+ * test_e2e_core.c - gocd's core promises, proven against a real gocd and a real
+ * PostgreSQL: one row and one created:true per key under concurrency (one and
+ * two daemons), ordered pipelining, no sequence values burnt on hits, every
+ * error code a request can cause, exact round-trips of wide values, and the
+ * connection lifecycle (disconnects, half-close, SIGTERM, refusing to start).
+ *
+ * Owns: these end-to-end checks and the schema they run on.
+ * Must never: look inside the daemon (only the wire, the exit status, the log
+ * and the database are evidence), or depend on another test's rows: each test
+ * uses its own tables or key prefix.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "codec.h"
+#include "errors.h"
+#include "harness.h"
+
+/* Tables must exist before gocd starts: it reads the catalog at connect. */
+static const char SCHEMA[] =
+	"CREATE TABLE users(id bigserial primary key, email text not null unique, name text,"
+	"  age int check (age >= 0), nick text unique, status text not null default 'new');"
+	"CREATE TABLE race1(id bigserial primary key, k text not null unique, n int);"
+	"CREATE TABLE race2(id bigserial primary key, k text not null unique, n int);"
+	"CREATE TABLE pipe(id bigserial primary key, k text not null unique, n int);"
+	"CREATE TABLE seqt(id bigserial primary key, k text not null unique, n int);"
+	"CREATE TABLE pairs(id bigserial primary key, tenant int not null, ext text not null,"
+	"  payload jsonb, unique (tenant, ext));"
+	"CREATE TABLE docs(id bigserial primary key, k text not null unique, big bigint,"
+	"  num numeric, ts timestamptz, flag boolean, score double precision, note text, doc jsonb);"
+	"CREATE TABLE ints(id bigserial primary key, n bigint not null unique, label text);"
+	"CREATE SCHEMA app;"
+	"CREATE TABLE app.items(id bigserial primary key, sku text not null unique, qty int);"
+	/* tables gocd must refuse to serve with key email / k / a */
+	"CREATE TABLE noidx(id bigserial primary key, email text);"
+	"CREATE TABLE partialidx(id bigserial primary key, k text);"
+	"CREATE UNIQUE INDEX partialidx_k ON partialidx(k) WHERE k <> '';"
+	"CREATE TABLE wideidx(id bigserial primary key, a text, b text, unique (a, b));";
+
+/* The tables every standard gocd serves. */
+#define STD_ARGS \
+	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
+	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
+	"--table=app.items=sku", "--pool-size=8", "--request-timeout=10000", \
+	"--max-line=8192", "--log-level=info"
+#define STD_MAX_LINE 8192
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, harness_test_setup, harness_test_teardown)
+
+static int group_setup(void **state)
+{
+	if (tpg_start() != 0)
+		return -1;
+	if (tpg_exec("%s", SCHEMA) != 0) {
+		tpg_destroy();
+		return -1;
+	}
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	tpg_destroy();
+	return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static struct tgocd *start_std(void)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, NULL);
+	assert_non_null(g);
+	return g;
+}
+
+static struct tclient *connect_to(const struct tgocd *g)
+{
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	return c;
+}
+
+/* Send `req`, expect ok; the response stays in *r for further checks. */
+static void call_ok(struct tclient *c, const char *req, struct goc_response *r)
+{
+	assert_int_equal(tclient_call(c, req, r), 0);
+	if (!r->ok)
+		print_error("request %s\n  expected ok, got %s\n", req, tclient_last(c));
+	assert_true(r->ok);
+}
+
+/* Send `req`, expect error `code` (and the id echoed when want_id). */
+static void call_error(struct tclient *c, const char *req, enum goc_err code)
+{
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, req, &r), 0);
+	if (r.ok || r.code != code)
+		print_error("request %s\n  expected %s, got %s\n", req, goc_err_name(code),
+			    tclient_last(c));
+	assert_false(r.ok);
+	assert_int_equal(r.code, code);
+	/* Errors name what is wrong. */
+	assert_true(strlen(r.message) > 0);
+	codec_response_free(&r);
+}
+
+static long long row_int(const struct goc_response *r, const char *col)
+{
+	assert_non_null(r->row);
+	json_t *v = json_object_get(r->row, col);
+	if (!json_is_integer(v))
+		print_error("row has no integer column %s\n", col);
+	assert_true(json_is_integer(v));
+	return json_integer_value(v);
+}
+
+static const char *row_str(const struct goc_response *r, const char *col)
+{
+	assert_non_null(r->row);
+	const char *s = json_string_value(json_object_get(r->row, col));
+	if (s == NULL)
+		print_error("row has no string column %s\n", col);
+	assert_non_null(s);
+	return s;
+}
+
+/* Both the connection that saw an error (when it stays open) and a
+ * bystander connection must still be served. */
+static void check_still_serving(struct tclient *same, struct tclient *bystander, const char *tag)
+{
+	struct goc_response r;
+	char req[256];
+	if (same) {
+		call_ok(same, "{\"op\":\"ping\",\"id\":\"after\"}", &r);
+		assert_string_equal(json_string_value(r.id), "after");
+		codec_response_free(&r);
+	}
+	snprintf(req, sizeof req,
+		 "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"bystander-%s\"}}",
+		 tag);
+	call_ok(bystander, req, &r);
+	assert_non_null(r.row);
+	assert_string_equal(row_str(&r, "email") + strlen("bystander-"), tag);
+	codec_response_free(&r);
+}
+
+/* ---- 1, 2: one row and one created:true per key under a thundering herd --- */
+
+#define HERD_CONNS 64
+#define HERD_KEYS 50
+
+/*
+ * For each key: write the same get_or_create (ids and defaults differ per
+ * connection) to every connection back to back, then read all answers.
+ * Each connection's index goes into defaults.n, so the row tells which
+ * request created it, and that must be the one answered created:true.
+ */
+static void herd(struct tclient **cl, const char *table, const char *prefix)
+{
+	static char req[HERD_CONNS][256];
+	for (int k = 0; k < HERD_KEYS; k++) {
+		for (int i = 0; i < HERD_CONNS; i++)
+			snprintf(req[i], sizeof req[i],
+				 "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"%s\","
+				 "\"key\":{\"k\":\"%s-%d\"},\"defaults\":{\"n\":%d}}\n",
+				 i, table, prefix, k, i);
+		for (int i = 0; i < HERD_CONNS; i++)
+			assert_int_equal(tclient_send(cl[i], req[i], strlen(req[i])), 0);
+
+		long long id = -1, n[HERD_CONNS];
+		int created = 0, creator = -1;
+		char key[64];
+		snprintf(key, sizeof key, "%s-%d", prefix, k);
+		for (int i = 0; i < HERD_CONNS; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok)
+				print_error("key %s conn %d: %s\n", key, i, tclient_last(cl[i]));
+			assert_true(r.ok);
+			assert_int_equal(json_integer_value(r.id), i);
+			assert_string_equal(row_str(&r, "k"), key);
+			long long rid = row_int(&r, "id");
+			if (id == -1)
+				id = rid;
+			if (rid != id)
+				print_error("key %s: conn %d got row id %lld, others %lld\n", key, i, rid, id);
+			assert_int_equal(rid, id);
+			if (r.created) {
+				created++;
+				creator = i;
+			}
+			n[i] = row_int(&r, "n");
+			codec_response_free(&r);
+		}
+		if (created != 1)
+			print_error("key %s: %d responses said created:true, expected exactly 1\n",
+				    key, created);
+		assert_int_equal(created, 1);
+		/* every answer carries the creator's defaults: the same row */
+		for (int i = 0; i < HERD_CONNS; i++)
+			assert_int_equal(n[i], creator);
+		assert_int_equal(tpg_count("SELECT count(*) FROM %s WHERE k = '%s'", table, key), 1);
+		assert_int_equal(tpg_count("SELECT n FROM %s WHERE k = '%s'", table, key), creator);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM %s WHERE k LIKE '%s-%%'", table, prefix),
+			 HERD_KEYS);
+}
+
+static void test_herd_one_gocd_one_row_per_key(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *cl[HERD_CONNS];
+	for (int i = 0; i < HERD_CONNS; i++)
+		cl[i] = connect_to(g);
+	herd(cl, "race1", "one");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* Two daemons share nothing but the database: only PostgreSQL's unique
+ * index can keep one row per key, and only the INSERT's RETURNING can say
+ * which caller created it. */
+static void test_herd_two_gocds_one_row_per_key(void **state)
+{
+	struct tgocd *g[2] = { start_std(), start_std() };
+	struct tclient *cl[HERD_CONNS];
+	for (int i = 0; i < HERD_CONNS; i++)
+		cl[i] = connect_to(g[i % 2]);
+	herd(cl, "race2", "two");
+	assert_int_equal(tgocd_stop(g[0]), 0);
+	assert_int_equal(tgocd_stop(g[1]), 0);
+	harness_pass();
+}
+
+/* ---- 3: pipelining --------------------------------------------------------- */
+
+#define PIPE_N 1000
+#define PIPE_KEYS 37
+
+/*
+ * 1000 requests written in one go: get_or_create over 37 keys (creates and
+ * hits, several per key in flight at once), pings, unknown tables and gets
+ * of missing keys, whose answers take different paths through gocd.  The
+ * answers must come back complete and in request order.
+ */
+static void test_pipeline_1000_in_order(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+
+	size_t cap = PIPE_N * 200, len = 0;
+	char *buf = malloc(cap);
+	assert_non_null(buf);
+	for (int i = 0; i < PIPE_N; i++) {
+		switch (i % 10) {
+		case 3:
+			len += (size_t)snprintf(buf + len, cap - len, "{\"op\":\"ping\",\"id\":%d}\n", i);
+			break;
+		case 7:
+			len += (size_t)snprintf(buf + len, cap - len,
+						"{\"id\":%d,\"op\":\"get\",\"table\":\"nosuch\",\"key\":{\"k\":1}}\n", i);
+			break;
+		case 9:
+			len += (size_t)snprintf(buf + len, cap - len,
+						"{\"id\":%d,\"op\":\"get\",\"table\":\"pipe\",\"key\":{\"k\":\"missing-%d\"}}\n",
+						i, i);
+			break;
+		default:
+			len += (size_t)snprintf(buf + len, cap - len,
+						"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"pipe\","
+						"\"key\":{\"k\":\"p-%d\"},\"defaults\":{\"n\":%d}}\n",
+						i, i % PIPE_KEYS, i);
+		}
+	}
+	char **lines;
+	size_t got = tclient_exchange(c, buf, len, PIPE_N, &lines, 60000);
+	free(buf);
+	assert_int_equal(got, PIPE_N);
+
+	long long ids[PIPE_KEYS];
+	int created[PIPE_KEYS] = { 0 };
+	for (int k = 0; k < PIPE_KEYS; k++)
+		ids[k] = -1;
+	for (int i = 0; i < PIPE_N; i++) {
+		struct goc_response r;
+		if (codec_parse_response(lines[i], strlen(lines[i]), &r) != 0)
+			print_error("response %d is not a response: %s\n", i, lines[i]);
+		assert_non_null(r.root);
+		if (!json_is_integer(r.id) || json_integer_value(r.id) != i)
+			print_error("response %d out of order: %s\n", i, lines[i]);
+		assert_int_equal(json_integer_value(r.id), i);
+		switch (i % 10) {
+		case 3:
+			assert_true(r.ok);
+			assert_true(json_is_true(json_object_get(r.root, "pong")));
+			break;
+		case 7:
+			assert_false(r.ok);
+			assert_int_equal(r.code, GOC_E_UNKNOWN_TABLE);
+			break;
+		case 9:
+			assert_true(r.ok);
+			assert_false(r.created);
+			assert_null(r.row);
+			assert_true(json_is_null(json_object_get(r.root, "row")));
+			break;
+		default: {
+			if (!r.ok)
+				print_error("response %d: %s\n", i, lines[i]);
+			assert_true(r.ok);
+			int k = i % PIPE_KEYS;
+			long long rid = row_int(&r, "id");
+			if (ids[k] == -1)
+				ids[k] = rid;
+			assert_int_equal(rid, ids[k]);
+			if (r.created)
+				created[k]++;
+		}
+		}
+		codec_response_free(&r);
+	}
+	harness_free_lines(lines, got);
+	for (int k = 0; k < PIPE_KEYS; k++)
+		assert_int_equal(created[k], 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM pipe"), PIPE_KEYS);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* ---- 4: hits burn no sequence values --------------------------------------- */
+
+#define SEQ_KEYS 20
+#define SEQ_CONNS 8
+#define SEQ_HITS_PER_CONN 100
+
+/* INSERT ... ON CONFLICT DO NOTHING evaluates nextval() before it finds the
+ * conflict; a get_or_create that finds the row must not get that far. */
+static void test_hits_consume_no_sequence_values(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	char req[256];
+	for (int k = 0; k < SEQ_KEYS; k++) {
+		struct goc_response r;
+		snprintf(req, sizeof req,
+			 "{\"op\":\"get_or_create\",\"table\":\"seqt\",\"key\":{\"k\":\"s-%d\"}}", k);
+		call_ok(c, req, &r);
+		assert_true(r.created);
+		codec_response_free(&r);
+	}
+	long long before = tpg_count("SELECT last_value FROM seqt_id_seq");
+	long long before_fn = tpg_count("SELECT pg_sequence_last_value('seqt_id_seq')");
+	assert_true(before >= SEQ_KEYS);
+	assert_int_equal(before_fn, before);
+
+	/* Concurrent hits from several connections, pipelined, with defaults. */
+	struct tclient *cl[SEQ_CONNS];
+	for (int i = 0; i < SEQ_CONNS; i++) {
+		cl[i] = connect_to(g);
+		for (int j = 0; j < SEQ_HITS_PER_CONN; j++) {
+			snprintf(req, sizeof req,
+				 "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"seqt\","
+				 "\"key\":{\"k\":\"s-%d\"},\"defaults\":{\"n\":%d}}\n",
+				 j, (i + j) % SEQ_KEYS, j);
+			assert_int_equal(tclient_send(cl[i], req, strlen(req)), 0);
+		}
+	}
+	for (int i = 0; i < SEQ_CONNS; i++)
+		for (int j = 0; j < SEQ_HITS_PER_CONN; j++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			assert_true(r.ok);
+			assert_false(r.created);
+			assert_int_equal(json_integer_value(r.id), j);
+			codec_response_free(&r);
+		}
+
+	long long after = tpg_count("SELECT last_value FROM seqt_id_seq");
+	if (after != before)
+		print_error("%d hits moved seqt_id_seq from %lld to %lld\n",
+			    SEQ_CONNS * SEQ_HITS_PER_CONN, before, after);
+	assert_int_equal(after, before);
+	assert_int_equal(tpg_count("SELECT count(*) FROM seqt"), SEQ_KEYS);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* ---- 5: every error code a request can cause -------------------------------- */
+
+/* Lines that are not JSON: answered with bad_json and no id (there is none
+ * to echo); the connection stays open. */
+static void test_error_bad_json(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	static const char *const lines[] = {
+		"{\"op\":",
+		"{\"op\":\"ping\",\"id\":\"\xff\xfe\"}",
+		"{\"op\":\"get\",\"table\":\"users\",\"key\":{\"email\":\"a\\u0000b\"}}",
+		"{\"op\":\"ping\",\"op\":\"ping\"}",
+		"{\"op\":\"get\",\"table\":\"ints\",\"key\":{\"n\":123456789012345678901234567890}}",
+		"not json at all",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_call(c, lines[i], &r), 0);
+		if (r.ok || r.code != GOC_E_BAD_JSON)
+			print_error("line %zu: %s\n  expected bad_json, got %s\n", i, lines[i],
+				    tclient_last(c));
+		assert_false(r.ok);
+		assert_int_equal(r.code, GOC_E_BAD_JSON);
+		codec_response_free(&r);
+		check_still_serving(c, by, "bad_json");
+	}
+	/* The first line had no complete JSON, so no id may be invented. */
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"id\":5,", &r), 0);
+	assert_int_equal(r.code, GOC_E_BAD_JSON);
+	assert_null(r.id);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_error_bad_request(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	static const char *const lines[] = {
+		"[1,2]",
+		"{\"id\":1}",
+		"{\"id\":2,\"op\":\"get\",\"table\":\"users\",\"key\":{\"email\":\"a\"},\"extra\":1}",
+		"{\"id\":3,\"op\":\"get\",\"table\":\"users\"}",
+		"{\"id\":4,\"op\":\"get_or_create\",\"table\":\"users\",\"key\":\"a@x\"}",
+		"{\"id\":5,\"op\":\"get\",\"table\":\"users\",\"key\":{\"email\":\"a\"},\"defaults\":{}}",
+		/* key naming columns that are not exactly the key */
+		"{\"id\":6,\"op\":\"get\",\"table\":\"users\",\"key\":{\"name\":\"x\"}}",
+		"{\"id\":7,\"op\":\"get\",\"table\":\"users\",\"key\":{\"email\":\"a\",\"name\":\"x\"}}",
+		"{\"id\":8,\"op\":\"get_or_create\",\"table\":\"pairs\",\"key\":{\"tenant\":1}}",
+		"{\"id\":9,\"op\":\"ping\",\"table\":\"users\"}",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+		call_error(c, lines[i], GOC_E_BAD_REQUEST);
+		check_still_serving(c, by, "bad_request");
+	}
+	/* the id is echoed on errors */
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, lines[6], &r), 0);
+	assert_int_equal(json_integer_value(r.id), 6);
+	codec_response_free(&r);
+	/* nothing was created by any of these */
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'a'"), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM pairs WHERE tenant = 1"), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_error_unknown_op(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	call_error(c, "{\"op\":\"frobnicate\",\"id\":\"x\"}", GOC_E_UNKNOWN_OP);
+	assert_non_null(strstr(tclient_last(c), "\"id\":\"x\""));
+	check_still_serving(c, by, "unknown_op");
+	call_error(c, "{\"op\":\"create\",\"table\":\"users\",\"key\":{\"email\":\"a\"}}",
+		   GOC_E_UNKNOWN_OP);
+	check_still_serving(c, by, "unknown_op2");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_error_unknown_table(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"nosuch\",\"key\":{\"k\":1}}",
+		   GOC_E_UNKNOWN_TABLE);
+	/* exists in PostgreSQL but is not served by this gocd */
+	call_error(c, "{\"op\":\"get\",\"table\":\"noidx\",\"key\":{\"email\":\"a\"}}",
+		   GOC_E_UNKNOWN_TABLE);
+	check_still_serving(c, by, "unknown_table");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_error_unknown_column(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	call_error(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
+		      "\"key\":{\"email\":\"uc@x\"},\"defaults\":{\"nosuch\":1}}",
+		   GOC_E_UNKNOWN_COLUMN);
+	/* the message names the column at fault */
+	assert_non_null(strstr(tclient_last(c), "nosuch"));
+	check_still_serving(c, by, "unknown_column");
+	/* the example of PROTOCOL.md: a typo in the key */
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"emial\":\"uc@x\"}}",
+		   GOC_E_UNKNOWN_COLUMN);
+	check_still_serving(c, by, "unknown_column2");
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'uc@x'"), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* NULLs never conflict in a unique index: every call would create a row. */
+static void test_error_null_key(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	long long before = tpg_count("SELECT count(*) FROM users");
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":null}}",
+		   GOC_E_NULL_KEY);
+	check_still_serving(c, by, "null_key");
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"pairs\",\"key\":{\"tenant\":1,\"ext\":null}}",
+		   GOC_E_NULL_KEY);
+	call_error(c, "{\"op\":\"get\",\"table\":\"users\",\"key\":{\"email\":null}}", GOC_E_NULL_KEY);
+	check_still_serving(c, by, "null_key2");
+	/* only the two bystander rows were added */
+	assert_int_equal(tpg_count("SELECT count(*) FROM users"), before + 2);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_error_invalid_value(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	call_error(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
+		      "\"key\":{\"email\":\"iv@x\"},\"defaults\":{\"age\":\"abc\"}}",
+		   GOC_E_INVALID_VALUE);
+	/* PostgreSQL's own message, which quotes the value */
+	assert_non_null(strstr(tclient_last(c), "abc"));
+	check_still_serving(c, by, "invalid_value");
+	/* in the key, for get and get_or_create */
+	call_error(c, "{\"op\":\"get\",\"table\":\"ints\",\"key\":{\"n\":\"abc\"}}", GOC_E_INVALID_VALUE);
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":\"abc\"}}",
+		   GOC_E_INVALID_VALUE);
+	check_still_serving(c, by, "invalid_value2");
+	/* out of range for int (22003) and a bad timestamp (22007) */
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"iv@x\"},"
+		      "\"defaults\":{\"age\":99999999999}}",
+		   GOC_E_INVALID_VALUE);
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"docs\",\"key\":{\"k\":\"iv\"},"
+		      "\"defaults\":{\"ts\":\"not a time\"}}",
+		   GOC_E_INVALID_VALUE);
+	/* an object for a text column */
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"iv@x\"},"
+		      "\"defaults\":{\"name\":{\"a\":1}}}",
+		   GOC_E_INVALID_VALUE);
+	check_still_serving(c, by, "invalid_value3");
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'iv@x'"), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM docs WHERE k = 'iv'"), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* CHECK, NOT NULL and a unique index other than the key's are the request's
+ * fault and must not be hidden by a re-read (the Django mistake). */
+static void test_error_constraint_violation(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	struct goc_response r;
+
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"cv1@x\"},"
+		      "\"defaults\":{\"age\":-1}}",
+		   GOC_E_CONSTRAINT_VIOLATION);
+	check_still_serving(c, by, "check");
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"cv2@x\"},"
+		      "\"defaults\":{\"status\":null}}",
+		   GOC_E_CONSTRAINT_VIOLATION);
+	check_still_serving(c, by, "not_null");
+
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"cv3@x\"},"
+		   "\"defaults\":{\"nick\":\"dup\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"cv4@x\"},"
+		      "\"defaults\":{\"nick\":\"dup\"}}",
+		   GOC_E_CONSTRAINT_VIOLATION);
+	check_still_serving(c, by, "unique");
+
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email IN ('cv1@x','cv2@x','cv4@x')"), 0);
+	/* the same key with valid defaults works afterwards */
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"cv4@x\"},"
+		   "\"defaults\":{\"nick\":\"other\",\"age\":3}}", &r);
+	assert_true(r.created);
+	assert_int_equal(row_int(&r, "age"), 3);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* A ping whose line is exactly `len` bytes long (without the LF). */
+static char *ping_of_length(size_t len, int id)
+{
+	/* {"op":"ping","id":N} padded with spaces before the closing brace */
+	char *s = malloc(len + 2);
+	assert_non_null(s);
+	int n = snprintf(s, len + 1, "{\"op\":\"ping\",\"id\":%d", id);
+	assert_true((size_t)n + 1 <= len);
+	memset(s + n, ' ', len - (size_t)n - 1);
+	s[len - 1] = '}';
+	s[len] = '\n';
+	s[len + 1] = '\0';
+	return s;
+}
+
+/* A line over max_line cannot be resynchronised: answers to earlier
+ * requests, then too_large, then close.  Exactly max_line is fine. */
+static void test_error_too_large(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	struct goc_response r;
+
+	char *exact = ping_of_length(STD_MAX_LINE, 1);
+	assert_int_equal(tclient_send(c, exact, strlen(exact)), 0);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok)
+		print_error("a line of exactly max_line bytes was refused: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_int_equal(json_integer_value(r.id), 1);
+	codec_response_free(&r);
+	free(exact);
+
+	/* over the limit, after a normal request on the same connection */
+	char *big = ping_of_length(STD_MAX_LINE + 1, 3);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"ping\",\"id\":2}\n"), 0);
+	tclient_send(c, big, strlen(big)); /* may fail once gocd has closed */
+	free(big);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_true(r.ok);
+	assert_int_equal(json_integer_value(r.id), 2);
+	codec_response_free(&r);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.code != GOC_E_TOO_LARGE)
+		print_error("expected too_large, got %s\n", tclient_last(c));
+	assert_false(r.ok);
+	assert_int_equal(r.code, GOC_E_TOO_LARGE);
+	codec_response_free(&r);
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	tclient_close(c);
+	check_still_serving(NULL, by, "too_large");
+
+	/* a client streaming bytes without any newline is cut off too */
+	c = connect_to(g);
+	size_t n = STD_MAX_LINE * 4;
+	char *junk = malloc(n);
+	assert_non_null(junk);
+	memset(junk, 'x', n);
+	tclient_send(c, junk, n);
+	free(junk);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(r.code, GOC_E_TOO_LARGE);
+	codec_response_free(&r);
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	check_still_serving(NULL, by, "too_large2");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* PostgreSQL down: `unavailable`, promptly, nothing written; back up: gocd
+ * serves again on its own within a few seconds. */
+static void test_error_unavailable_and_recovery(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	struct goc_response r;
+
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"before-outage\"}}", &r);
+	codec_response_free(&r);
+
+	assert_int_equal(tpg_stop(), 0);
+	call_error(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\",\"key\":{\"email\":\"outage@x\"}}",
+		   GOC_E_UNAVAILABLE);
+	call_error(by, "{\"op\":\"get\",\"table\":\"users\",\"key\":{\"email\":\"before-outage\"}}",
+		   GOC_E_UNAVAILABLE);
+	/* the daemon itself is still up */
+	call_ok(c, "{\"op\":\"ping\"}", &r);
+	codec_response_free(&r);
+	assert_true(tgocd_alive(g));
+
+	assert_int_equal(tpg_resume(), 0);
+	/* nothing was written while it was down */
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'outage@x'"), 0);
+
+	int waited = 0;
+	for (;;) {
+		assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"users\","
+					     "\"key\":{\"email\":\"outage@x\"}}", &r), 0);
+		bool ok = r.ok;
+		if (!ok && r.code != GOC_E_UNAVAILABLE)
+			print_error("while recovering: %s\n", tclient_last(c));
+		assert_true(ok || r.code == GOC_E_UNAVAILABLE);
+		codec_response_free(&r);
+		if (ok)
+			break;
+		if (waited >= 10000)
+			fail_msg("gocd still unavailable %d ms after PostgreSQL came back", waited);
+		harness_sleep_ms(200);
+		waited += 200;
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'outage@x'"), 1);
+	check_still_serving(c, by, "unavailable");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* ---- 6: exact round-trips --------------------------------------------------- */
+
+static void test_composite_key_and_jsonb_round_trip(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	const char *payload = "{\"s\":\"h\\u00e9llo \\\"q\\\"\\n\",\"n\":[1,2,{\"deep\":null}],"
+			      "\"b\":true,\"i\":-3,\"f\":2.5,\"e\":{}}";
+	char req[512];
+	snprintf(req, sizeof req,
+		 "{\"op\":\"get_or_create\",\"table\":\"pairs\",\"key\":{\"tenant\":7,\"ext\":\"a\"},"
+		 "\"defaults\":{\"payload\":%s}}", payload);
+	call_ok(c, req, &r);
+	assert_true(r.created);
+	long long id = row_int(&r, "id");
+	assert_int_equal(row_int(&r, "tenant"), 7);
+	assert_string_equal(row_str(&r, "ext"), "a");
+	json_t *want = json_loads(payload, 0, NULL);
+	assert_non_null(want);
+	if (!json_equal(json_object_get(r.row, "payload"), want))
+		print_error("payload did not round-trip: %s\n", tclient_last(c));
+	assert_true(json_equal(json_object_get(r.row, "payload"), want));
+	codec_response_free(&r);
+
+	/* column order in key does not matter, and 7 and "7" are the same key */
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"pairs\",\"key\":{\"ext\":\"a\",\"tenant\":\"7\"},"
+		   "\"defaults\":{\"payload\":[1]}}", &r);
+	assert_false(r.created);
+	assert_int_equal(row_int(&r, "id"), id);
+	assert_true(json_equal(json_object_get(r.row, "payload"), want));
+	codec_response_free(&r);
+
+	call_ok(c, "{\"op\":\"get\",\"table\":\"pairs\",\"key\":{\"tenant\":7,\"ext\":\"a\"}}", &r);
+	assert_false(r.created);
+	assert_int_equal(row_int(&r, "id"), id);
+	codec_response_free(&r);
+
+	/* one column differs: another row */
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"pairs\",\"key\":{\"tenant\":8,\"ext\":\"a\"},"
+		   "\"defaults\":{\"payload\":\"abc\"}}", &r);
+	assert_true(r.created);
+	assert_true(row_int(&r, "id") != id);
+	/* in a jsonb column a string is stored as a JSON string */
+	assert_string_equal(row_str(&r, "payload"), "abc");
+	codec_response_free(&r);
+	assert_string_equal(tpg_value("SELECT payload::text FROM pairs WHERE tenant = 8"), "\"abc\"");
+
+	assert_int_equal(tpg_count("SELECT count(*) FROM pairs WHERE ext = 'a'"), 2);
+	json_decref(want);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* Find "col":<value> in a raw row and return the value text (malloc'd). */
+static char *raw_member(const char *line, const char *col)
+{
+	char pat[64];
+	snprintf(pat, sizeof pat, "\"%s\":", col);
+	const char *p = strstr(line, pat);
+	if (p == NULL) {
+		print_error("no %s in %s\n", pat, line);
+		return NULL;
+	}
+	p += strlen(pat);
+	while (*p == ' ')
+		p++;
+	const char *e = p;
+	if (*p == '"') {
+		e = strchr(p + 1, '"');
+		return e ? strndup(p + 1, (size_t)(e - p - 1)) : NULL;
+	}
+	while (*e && *e != ',' && *e != '}')
+		e++;
+	return strndup(p, (size_t)(e - p));
+}
+
+/* Wide values come back with every digit: the row is PostgreSQL's text,
+ * never routed through a C double.  (A 30-digit number is beyond jansson,
+ * so these checks read the raw line.) */
+static void test_wide_values_keep_every_digit(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	const char *line;
+	size_t len;
+
+	assert_int_equal(tclient_sendf(c,
+		"{\"op\":\"get_or_create\",\"table\":\"docs\",\"key\":{\"k\":\"wide\"},"
+		"\"defaults\":{\"big\":9007199254740993,\"num\":\"123456789012345678901234567890\","
+		"\"ts\":\"2026-11-28T10:00:00.123456Z\",\"flag\":true,\"score\":0.1,"
+		"\"note\":\"line1\\nline2\"}}\n"), 0);
+	assert_int_equal(tclient_line(c, &line, &len, HARNESS_IO_TIMEOUT_MS), 1);
+	char *first = strdup(line);
+	if (strstr(first, "\"ok\":true") == NULL)
+		fail_msg("expected ok, got %s", first);
+	assert_non_null(strstr(first, "\"created\":true"));
+
+	char *v = raw_member(first, "big");
+	assert_non_null(v);
+	assert_string_equal(v, "9007199254740993");
+	free(v);
+	v = raw_member(first, "num");
+	assert_non_null(v);
+	assert_string_equal(v, "123456789012345678901234567890");
+	free(v);
+	v = raw_member(first, "flag");
+	assert_non_null(v);
+	assert_string_equal(v, "true");
+	free(v);
+	v = raw_member(first, "score");
+	assert_non_null(v);
+	assert_string_equal(v, "0.1");
+	free(v);
+	v = raw_member(first, "note");
+	assert_non_null(v);
+	assert_string_equal(v, "line1\\nline2");
+	free(v);
+	v = raw_member(first, "ts");
+	assert_non_null(v);
+	/* rendered in the session's time zone, with every fractional digit */
+	assert_non_null(strstr(v, ".123456"));
+	assert_int_equal(tpg_count("SELECT ('%s'::timestamptz = '2026-11-28T10:00:00.123456Z')::int", v), 1);
+	free(v);
+
+	/* and in the database, exactly what was sent */
+	assert_int_equal(tpg_count("SELECT count(*) FROM docs WHERE k = 'wide' AND big = 9007199254740993"
+				   " AND num = 123456789012345678901234567890"), 1);
+
+	/* a hit returns the same row bytes */
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get\",\"table\":\"docs\",\"key\":{\"k\":\"wide\"}}\n"), 0);
+	assert_int_equal(tclient_line(c, &line, &len, HARNESS_IO_TIMEOUT_MS), 1);
+	const char *row1 = strstr(first, "\"row\":"), *row2 = strstr(line, "\"row\":");
+	assert_non_null(row1);
+	assert_non_null(row2);
+	assert_string_equal(row1, row2);
+	free(first);
+
+	/* a bigint key: 2^53+1 as a number and as a string is the same key */
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":9007199254740993}}", &r);
+	assert_true(r.created);
+	assert_int_equal(row_int(&r, "n"), 9007199254740993LL);
+	long long id = row_int(&r, "id");
+	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":\"9007199254740993\"}}", &r);
+	assert_false(r.created);
+	assert_int_equal(row_int(&r, "id"), id);
+	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get\",\"table\":\"ints\",\"key\":{\"n\":9007199254740992}}", &r);
+	assert_null(r.row);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* jsonb stores numbers as numeric, digit for digit: a 0.1 nested in an
+ * object must arrive as 0.1, not 0.10000000000000001. */
+static void test_jsonb_nested_real_exact(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"docs\",\"key\":{\"k\":\"nested-real\"},"
+		   "\"defaults\":{\"doc\":{\"x\":0.1,\"y\":[0.3]}}}", &r);
+	codec_response_free(&r);
+	char *stored = tpg_value("SELECT doc::text FROM docs WHERE k = 'nested-real'");
+	assert_non_null(stored);
+	if (strcmp(stored, "{\"x\": 0.1, \"y\": [0.3]}") != 0)
+		print_error("stored %s, sent {\"x\":0.1,\"y\":[0.3]}\n", stored);
+	assert_string_equal(stored, "{\"x\": 0.1, \"y\": [0.3]}");
+	free(stored);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* ---- connection lifecycle ---------------------------------------------------- */
+
+static void test_get_missing_key_returns_null_row(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get\",\"id\":\"g\",\"table\":\"users\",\"key\":{\"email\":\"nobody@x\"}}", &r);
+	assert_false(r.created);
+	assert_null(r.row);
+	assert_true(json_is_null(json_object_get(r.root, "row")));
+	assert_string_equal(json_string_value(r.id), "g");
+	codec_response_free(&r);
+	/* get never creates */
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'nobody@x'"), 0);
+	/* ping and stats */
+	call_ok(c, "{\"op\":\"stats\"}", &r);
+	assert_true(json_is_object(json_object_get(r.root, "stats")));
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* A client that vanishes (mid-line, or right after a full request, with a
+ * reset) must not disturb anyone else; its complete request still runs. */
+static void test_disconnect_mid_request_does_not_disturb_others(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *by = connect_to(g);
+	struct goc_response r;
+
+	for (int round = 0; round < 20; round++) {
+		struct tclient *half = connect_to(g), *gone = connect_to(g);
+		assert_int_equal(tclient_sendf(half, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"em"), 0);
+		assert_int_equal(tclient_sendf(gone, "{\"op\":\"get_or_create\",\"table\":\"users\","
+						     "\"key\":{\"email\":\"gone-%d@x\"}}\n", round), 0);
+		if (round % 2) {
+			/* reset instead of FIN */
+			struct linger lg = { 1, 0 };
+			setsockopt(tclient_fd(gone), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+		}
+		tclient_close(gone);
+		tclient_close(half);
+		char req[160];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"users\","
+					  "\"key\":{\"email\":\"gone-%d@x\"}}", round);
+		call_ok(by, req, &r);
+		codec_response_free(&r);
+	}
+	/* every full request ran exactly once: one row per key */
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email LIKE 'gone-%%@x'"), 20);
+	check_still_serving(NULL, by, "disconnect");
+	assert_true(tgocd_alive(g));
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* nc -N: the client shuts down its sending side and still reads every
+ * answer, then gocd closes. */
+static void test_half_close_gets_all_answers(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"users\","
+						  "\"key\":{\"email\":\"half-%d@x\"}}\n", i, i % 7), 0);
+	assert_int_equal(shutdown(tclient_fd(c), SHUT_WR), 0);
+	for (int i = 0; i < 20; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok);
+		assert_int_equal(json_integer_value(r.id), i);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email LIKE 'half-%%@x'"), 7);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_sigterm_exits_zero(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *idle = connect_to(g), *busy = connect_to(g);
+	struct goc_response r;
+	call_ok(busy, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"term@x\"}}", &r);
+	codec_response_free(&r);
+	/* with connections open (one idle), SIGTERM means a clean exit 0 */
+	assert_int_equal(tgocd_stop(g), 0);
+	/* and the connections are closed, not left hanging */
+	assert_int_equal(tclient_expect_eof(idle, 5000), 0);
+	harness_pass();
+}
+
+static void test_unix_socket(void **state)
+{
+	char path[300], arg[320];
+	snprintf(path, sizeof path, "%s/gocd.sock", harness_dir());
+	snprintf(arg, sizeof arg, "--unix=%s", path);
+	struct tgocd *g = tgocd_start(STD_ARGS, arg, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_unix(path);
+	assert_non_null(c);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"ping\",\"id\":1}", &r);
+	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"unix@x\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void test_schema_qualified_table(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"app.items\",\"key\":{\"sku\":\"S1\"},"
+		   "\"defaults\":{\"qty\":4}}", &r);
+	assert_true(r.created);
+	assert_int_equal(row_int(&r, "qty"), 4);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT qty FROM app.items WHERE sku = 'S1'"), 4);
+	call_error(c, "{\"op\":\"get\",\"table\":\"items\",\"key\":{\"sku\":\"S1\"}}", GOC_E_UNKNOWN_TABLE);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* ---- startup checks ---------------------------------------------------------- */
+
+/* Run gocd (with -t or for real) against a table and return its exit code;
+ * *out receives its output. */
+static int run_gocd_with_table(const char *table_arg, bool check_only, char **out)
+{
+	char listen[64], pg[200];
+	snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", harness_free_port());
+	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
+	const char *args[] = { listen, pg, table_arg, NULL, NULL };
+	const char *check[] = { "-t", listen, pg, table_arg, NULL };
+	return tgocd_run(out, 20000, check_only ? check : args);
+}
+
+/* Without a unique index on exactly the key columns gocd cannot promise
+ * one row per key: it must refuse to start and say how to fix it. */
+static void test_refuses_table_without_unique_index(void **state)
+{
+	static const char *const tables[] = {
+		"--table=noidx=email",   /* no unique index at all */
+		"--table=partialidx=k",  /* only a partial unique index */
+		"--table=wideidx=a",     /* unique on (a, b), not on a */
+	};
+	for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+		for (int check_only = 0; check_only <= 1; check_only++) {
+			char *out = NULL;
+			int rc = run_gocd_with_table(tables[i], check_only, &out);
+			if (rc == 0 || out == NULL || strstr(out, "CREATE UNIQUE INDEX") == NULL)
+				print_error("%s%s: exit %d, output:\n%s\n", check_only ? "-t " : "",
+					    tables[i], rc, out ? out : "(none)");
+			assert_true(rc > 0);
+			assert_non_null(out);
+			assert_non_null(strstr(out, "CREATE UNIQUE INDEX"));
+			free(out);
+		}
+	}
+	harness_pass();
+}
+
+static void test_check_mode_accepts_good_config(void **state)
+{
+	char pg[200];
+	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
+	const char *args[] = { "-t", pg, STD_ARGS, NULL };
+	char *out = NULL;
+	int rc = tgocd_run(&out, 20000, args);
+	if (rc != 0)
+		print_error("gocd -t: exit %d, output:\n%s\n", rc, out ? out : "");
+	assert_int_equal(rc, 0);
+	free(out);
+	harness_pass();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_herd_one_gocd_one_row_per_key),
+		T(test_herd_two_gocds_one_row_per_key),
+		T(test_pipeline_1000_in_order),
+		T(test_hits_consume_no_sequence_values),
+		T(test_error_bad_json),
+		T(test_error_bad_request),
+		T(test_error_unknown_op),
+		T(test_error_unknown_table),
+		T(test_error_unknown_column),
+		T(test_error_null_key),
+		T(test_error_invalid_value),
+		T(test_error_constraint_violation),
+		T(test_error_too_large),
+		T(test_error_unavailable_and_recovery),
+		T(test_composite_key_and_jsonb_round_trip),
+		T(test_wide_values_keep_every_digit),
+		T(test_jsonb_nested_real_exact),
+		T(test_get_missing_key_returns_null_row),
+		T(test_disconnect_mid_request_does_not_disturb_others),
+		T(test_half_close_gets_all_answers),
+		T(test_sigterm_exits_zero),
+		T(test_unix_socket),
+		T(test_schema_qualified_table),
+		T(test_refuses_table_without_unique_index),
+		T(test_check_mode_accepts_good_config),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
