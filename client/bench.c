@@ -426,6 +426,18 @@ static void bench_check_end(struct bench *b)
 	}
 }
 
+/* Open loop: wake up when the next request is due (precise timer). */
+static void bench_arm_tick(struct bench *b, uint64_t due, uint64_t now)
+{
+	if (b->tick_armed && b->tick_at <= due)
+		return;
+	uint64_t d = due - now;
+	struct timeval tv = { (time_t)(d / 1000000000u), (suseconds_t)(d % 1000000000u / 1000u) };
+	event_add(b->ev_tick, &tv);
+	b->tick_armed = true;
+	b->tick_at = due;
+}
+
 void bench_pump(struct bconn *c)
 {
 	struct bench *b = c->b;
@@ -444,8 +456,10 @@ void bench_pump(struct bconn *c)
 			uint64_t due = b->t_start + (uint64_t)((double)b->issued * 1e9 / cfg->rate);
 			if (now == 0)
 				now = bench_now();
-			if (due > now)
+			if (due > now) {
+				bench_arm_tick(b, due, now);
 				break;
+			}
 			r.t0 = due;
 		} else {
 			r.t0 = bench_now();
@@ -511,7 +525,9 @@ static void bench_pump_all(struct bench *b)
 
 static void bench_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	bench_pump_all(arg);
+	struct bench *b = arg;
+	b->tick_armed = false;
+	bench_pump_all(b);
 }
 
 static void bench_stop_cb(evutil_socket_t fd, short what, void *arg)
@@ -575,10 +591,6 @@ static void bench_start(struct bench *b)
 	if (!cfg->quiet) {
 		struct timeval one = { 1, 0 };
 		event_add(b->ev_progress, &one);
-	}
-	if (cfg->rate > 0) {
-		struct timeval ms1 = { 0, 1000 };
-		event_add(b->ev_tick, &ms1);
 	}
 	if (cfg->requests == UINT64_MAX) {
 		/* --requests 0: nothing to send */
@@ -879,7 +891,9 @@ int main(int argc, char **argv)
 			b->prefix, cfg->connections, cfg->pipeline);
 		if (cfg->rate > 0)
 			fprintf(stderr, "rate %.0f req/s, ", cfg->rate);
-		if (cfg->duration > 0)
+		if (cfg->requests == UINT64_MAX)
+			fprintf(stderr, "no requests");
+		else if (cfg->duration > 0)
 			fprintf(stderr, "duration %.1f s", cfg->duration);
 		if (cfg->requests && cfg->requests != UINT64_MAX)
 			fprintf(stderr, "%s%" PRIu64 " requests", cfg->duration > 0 ? ", at most " : "",
@@ -887,14 +901,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s, seed %" PRIu64 "\n", cfg->verify ? ", verify" : "", cfg->seed);
 	}
 
-	b->base = event_base_new();
+	/* precise timers: open-loop pacing below a millisecond */
+	struct event_config *ec = event_config_new();
+	if (ec) {
+		event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+		b->base = event_base_new_with_config(ec);
+		event_config_free(ec);
+	}
 	b->conns = calloc(cfg->connections, sizeof *b->conns);
 	if (b->base == NULL || b->conns == NULL) {
 		fprintf(stderr, "goc-bench: out of memory\n");
 		rc = 3;
 		goto out;
 	}
-	b->ev_tick = event_new(b->base, -1, EV_PERSIST, bench_tick_cb, b);
+	b->ev_tick = evtimer_new(b->base, bench_tick_cb, b);
 	b->ev_stop = evtimer_new(b->base, bench_stop_cb, b);
 	b->ev_drain = evtimer_new(b->base, bench_drain_cb, b);
 	b->ev_progress = event_new(b->base, -1, EV_PERSIST, bench_progress_cb, b);

@@ -143,6 +143,8 @@ struct bench {
 	struct bench_stats st, st_last; /* st_last: at the previous progress line */
 	struct hist *h_all, *h_int; /* whole run; since the last progress line */
 	struct event *ev_tick, *ev_stop, *ev_drain, *ev_progress, *ev_connect;
+	uint64_t tick_at;    /* open loop: when ev_tick fires */
+	bool tick_armed;
 	unsigned pump_from;  /* open loop: where the next round-robin pump starts */
 	int exit_code;
 };

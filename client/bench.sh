@@ -1,0 +1,177 @@
+#!/bin/sh
+# bench.sh - `make bench`: gocd against its baselines, same tool, same workload.
+#
+# Owns: a private PostgreSQL and gocd for the duration of the benchmark, the
+# workload matrix (hit-heavy, miss-heavy, hot-key, zipf x 1/16/64/256
+# connections x gocd/direct/naive), and the results table written to
+# $GOCD_BUILD/bench/results.md (one JSON line per run in runs.jsonl).
+# Must never: touch a PostgreSQL or gocd it did not start, assert timings
+# (it reports them), or leave a server running: everything it starts it
+# stops by PID on exit.
+#
+# Environment: GOCD_BUILD (default build), BENCH_QUICK=1 (about a minute),
+# BENCH_DURATION (seconds per run), BENCH_CONNS ("1 16 64 256"),
+# PG_BIN (default /usr/lib/postgresql/15/bin).
+set -eu
+
+BUILD=${GOCD_BUILD:-build}
+BENCH=$BUILD/goc-bench
+GOCD=$BUILD/gocd
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+OUT=$BUILD/bench
+QUICK=${BENCH_QUICK:-0}
+
+if [ "$QUICK" = 1 ]; then
+	DURATION=${BENCH_DURATION:-0.6}
+	KEYS=100000
+else
+	DURATION=${BENCH_DURATION:-6}
+	KEYS=1000000
+fi
+CONNS=${BENCH_CONNS:-"1 16 64 256"}
+NPROC=$(nproc)
+POOL=$((NPROC * 2)); [ "$POOL" -lt 4 ] && POOL=4
+
+for f in "$BENCH" "$GOCD" "$PG_BIN/initdb" "$PG_BIN/pg_ctl"; do
+	[ -x "$f" ] || { echo "bench.sh: $f not found (make all; PG_BIN?)" >&2; exit 2; }
+done
+command -v psql >/dev/null || { echo "bench.sh: psql not found" >&2; exit 2; }
+
+free_port() {
+	python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null ||
+		echo $((20000 + $$ % 20000))
+}
+
+# PostgreSQL refuses to run as root: run it as postgres then.
+as_pg() {
+	if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+T0=$(date +%s)
+DIR=$(mktemp -d /tmp/gocd-bench.XXXXXX)
+[ "$(id -u)" = 0 ] && chown postgres "$DIR"
+PGPORT=$(free_port)
+GPORT=$(free_port)
+GOCD_PID=
+
+cleanup() {
+	[ -n "$GOCD_PID" ] && kill "$GOCD_PID" 2>/dev/null && wait "$GOCD_PID" 2>/dev/null
+	if [ -f "$DIR/data/postmaster.pid" ]; then
+		as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+	fi
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "bench.sh: PostgreSQL on 127.0.0.1:$PGPORT, gocd on 127.0.0.1:$GPORT, $NPROC cores, ${DURATION}s per run" >&2
+as_pg "$PG_BIN/initdb" -D "$DIR/data" -A trust --nosync -U postgres >/dev/null
+if ! as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" -w -l "$DIR/log" -o "-p $PGPORT -k $DIR \
+	-c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400 \
+	-c shared_buffers=256MB" start >/dev/null; then
+	echo "bench.sh: PostgreSQL did not start:" >&2; cat "$DIR/log" >&2; exit 3
+fi
+PG="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres"
+psql "$PG" -X -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE bench_kv (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE, v text);
+-- the naive baseline's table: no unique index on k, as in the apps gocd replaces
+CREATE TABLE bench_kv_naive (id bigserial PRIMARY KEY, k text NOT NULL, v text);
+CREATE INDEX bench_kv_naive_k ON bench_kv_naive (k);
+SQL
+
+"$GOCD" --listen=127.0.0.1:$GPORT --postgres="$PG" --table=bench_kv=k \
+	--pool-size=$POOL --log-level=warn >"$DIR/gocd.log" 2>&1 &
+GOCD_PID=$!
+i=0
+until "$BENCH" --addr=127.0.0.1:$GPORT --op=ping --requests=1 --quiet \
+	--connect-timeout=1 >/dev/null 2>&1; do
+	i=$((i + 1))
+	if [ $i -ge 50 ] || ! kill -0 "$GOCD_PID" 2>/dev/null; then
+		echo "bench.sh: gocd did not come up:" >&2; cat "$DIR/gocd.log" >&2; exit 3
+	fi
+	sleep 0.2
+done
+
+DEFAULTS='{"v":"bench"}'
+echo "bench.sh: prepopulating $KEYS keys in both tables" >&2
+"$BENCH" --target=direct --postgres="$PG" --table=bench_kv --requests=0 \
+	--prepopulate=$KEYS --keys=uniform:$KEYS --defaults="$DEFAULTS" --quiet >/dev/null
+"$BENCH" --target=naive --postgres="$PG" --table=bench_kv_naive --requests=0 \
+	--prepopulate=$KEYS --keys=uniform:$KEYS --defaults="$DEFAULTS" --quiet >/dev/null
+psql "$PG" -X -q -c "VACUUM ANALYZE bench_kv" -c "VACUUM ANALYZE bench_kv_naive"
+
+mkdir -p "$OUT"
+RUNS=$OUT/runs.jsonl
+: >"$RUNS"
+RUNID=$(date +%s)
+
+# workload name -> goc-bench flags (hot and zipf start from keys nobody has
+# seen, so concurrent first requests race; that is where naive duplicates)
+workload_flags() {
+	case $1 in
+	hit-heavy) echo "--keys=uniform:$KEYS" ;;
+	miss-heavy) echo "--keys=fresh" ;;
+	hot-key) echo "--keys=hot:10 --key-prefix=h$RUNID-$2-$3-" ;;
+	zipf) echo "--keys=zipf:$KEYS:0.99 --key-prefix=z$RUNID-$2-$3-" ;;
+	esac
+}
+
+for w in hit-heavy miss-heavy hot-key zipf; do
+	for c in $CONNS; do
+		for t in gocd direct naive; do
+			table=bench_kv
+			[ $t = naive ] && table=bench_kv_naive
+			# shellcheck disable=SC2046
+			if ! line=$(timeout $((${DURATION%.*} + 120)) "$BENCH" --target=$t \
+				--addr=127.0.0.1:$GPORT --postgres="$PG" --table=$table \
+				--defaults="$DEFAULTS" --connections=$c --duration=$DURATION \
+				$(workload_flags $w $t $c) --verify-db="$PG" --json --quiet \
+				2>"$DIR/last.err"); then
+				# exit 1 is a verification failure: expected for naive
+				[ -n "$line" ] || { echo "bench.sh: $w/$c/$t failed:" >&2; cat "$DIR/last.err" >&2; line='{}'; }
+			fi
+			printf '{"workload":"%s","run":%s}\n' "$w" "$line" >>"$RUNS"
+			printf 'bench.sh: %-10s %3s conns %-6s %s\n' "$w" "$c" "$t" \
+				"$(echo "$line" | jq -r '"\(.throughput_rps // 0 | floor) req/s, p99 \(.latency_ms.p99 // 0) ms, dups \(.duplicates)"')" >&2
+		done
+	done
+done
+
+# ---- the table ----
+RES=$OUT/results.md
+{
+	echo "# gocd benchmark ($( [ "$QUICK" = 1 ] && echo quick || echo full ))"
+	echo
+	echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), $("$GOCD" --version 2>/dev/null | head -1)"
+	echo "- host: $NPROC cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
+	echo "- PostgreSQL: $(psql "$PG" -X -A -t -c 'SHOW server_version'), synchronous_commit=$(psql "$PG" -X -A -t -c 'SHOW synchronous_commit'), shared_buffers=$(psql "$PG" -X -A -t -c 'SHOW shared_buffers'), fsync=$(psql "$PG" -X -A -t -c 'SHOW fsync'), max_connections=$(psql "$PG" -X -A -t -c 'SHOW max_connections')"
+	echo "- gocd: pool_size=$POOL; client, gocd and PostgreSQL share the host's cores"
+	echo "- each run: ${DURATION}s, closed loop, pipeline 1, --defaults '$DEFAULTS', --verify-db"
+	echo "- workloads: hit-heavy = uniform over $KEYS prepopulated keys; miss-heavy = fresh keys (every request creates);"
+	echo "  hot-key = 10 keys, new at the start of the run; zipf = zipf:$KEYS:0.99 over new keys"
+	echo "- direct = SELECT, INSERT ... ON CONFLICT DO NOTHING RETURNING, re-read (prepared, one libpq connection per client connection);"
+	echo "  naive = SELECT then INSERT on a table without a unique index on the key"
+	echo "- req/s counts successful answers; p99 is of successful answers (open-loop runs: from the scheduled time)"
+	echo "- dups = keys with more than one row afterwards (counted in PostgreSQL); naive's errors are mostly"
+	echo "  multiple_rows: its SELECT (like Django's get()) then finds the duplicates it made"
+	echo
+	echo "| workload | conns | gocd req/s | gocd p99 ms | direct req/s | direct p99 ms | naive req/s | naive p99 ms | gocd/direct | dups gocd | dups direct | dups naive | errors g/d/n |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	jq -s -r '
+	  def f(x): if x == null then "-" else (x * 10 | round / 10 | tostring) end;
+	  def p(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
+	  group_by([.workload, .run.connections]) as $g
+	  | ["hit-heavy","miss-heavy","hot-key","zipf"] as $order
+	  | [$g[] | {w: .[0].workload, c: .[0].run.connections,
+	             g: (map(select(.run.target == "gocd")) | .[0].run),
+	             d: (map(select(.run.target == "direct")) | .[0].run),
+	             n: (map(select(.run.target == "naive")) | .[0].run)}]
+	  | sort_by(.w as $w | [($order | index($w)), .c]) | .[]
+	  | "| \(.w) | \(.c) | \(f(.g.throughput_rps)) | \(p(.g.latency_ms.p99)) | \(f(.d.throughput_rps)) | \(p(.d.latency_ms.p99)) | \(f(.n.throughput_rps)) | \(p(.n.latency_ms.p99)) | \(if (.g.throughput_rps // 0) > 0 and (.d.throughput_rps // 0) > 0 then (.g.throughput_rps / .d.throughput_rps * 100 | round / 100 | tostring) else "-" end) | \(.g.duplicates // "-") | \(.d.duplicates // "-") | \(.n.duplicates // "-") | \(.g.errors_total // "-")/\(.d.errors_total // "-")/\(.n.errors_total // "-") |"
+	' "$RUNS"
+	echo
+	echo "Errors (all runs): $(jq -s -r '[.[] | .run.errors // {} | to_entries[]] | group_by(.key) | map("\(.[0].key) \(map(.value) | add)") | join(", ") | if . == "" then "none" else . end' "$RUNS")"
+	echo "Elapsed: $(( $(date +%s) - T0 )) s"
+} >"$RES"
+cat "$RES"
+echo "bench.sh: table written to $RES (runs in $RUNS)" >&2
