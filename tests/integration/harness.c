@@ -543,6 +543,67 @@ long long tpg_count(const char *fmt, ...)
 	return n;
 }
 
+struct tpg_session {
+	PGconn *pg;
+	struct tpg_session *next;
+};
+
+static struct tpg_session *g_sessions; /* open sessions of the current test */
+
+struct tpg_session *tpg_session_open(void)
+{
+	PGconn *c = PQconnectdb(g_conninfo);
+	if (PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "harness: session connect: %s", PQerrorMessage(c));
+		PQfinish(c);
+		return NULL;
+	}
+	PQsetNoticeProcessor(c, notice_quiet, NULL);
+	struct tpg_session *s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		PQfinish(c);
+		return NULL;
+	}
+	s->pg = c;
+	s->next = g_sessions;
+	g_sessions = s;
+	return s;
+}
+
+int tpg_session_exec(struct tpg_session *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *sql = vformat(fmt, ap);
+	va_end(ap);
+	if (sql == NULL)
+		return -1;
+	PGresult *r = PQexec(s->pg, sql);
+	ExecStatusType st = PQresultStatus(r);
+	int rc = 0;
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		fprintf(stderr, "harness: SQL failed: %s\n  %s", sql, PQresultErrorMessage(r));
+		rc = -1;
+	}
+	PQclear(r);
+	free(sql);
+	return rc;
+}
+
+void tpg_session_close(struct tpg_session *s)
+{
+	if (s == NULL)
+		return;
+	for (struct tpg_session **pp = &g_sessions; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	/* PQfinish ends the session; PostgreSQL rolls back and drops its locks. */
+	PQfinish(s->pg);
+	free(s);
+}
+
 /* ---- gocd ---------------------------------------------------------------- */
 
 int harness_free_port(void)
@@ -716,6 +777,7 @@ bool tgocd_alive(struct tgocd *g)
 
 int tgocd_stop(struct tgocd *g)
 {
+	g->stopped = true;
 	if (g->pid == 0)
 		return g->exit_status;
 	int status;
@@ -740,6 +802,7 @@ int tgocd_stop(struct tgocd *g)
 
 void tgocd_kill(struct tgocd *g)
 {
+	g->stopped = true;
 	if (g->pid == 0)
 		return;
 	int status;
@@ -812,6 +875,8 @@ int harness_test_teardown(void **state)
 	(void)state;
 	while (g_clients)
 		tclient_close(g_clients);
+	while (g_sessions)
+		tpg_session_close(g_sessions);
 	struct tgocd *g = g_gocds;
 	g_gocds = NULL;
 	while (g) {
@@ -819,6 +884,9 @@ int harness_test_teardown(void **state)
 		bool was_alive = tgocd_alive(g);
 		if (was_alive)
 			tgocd_kill(g);
+		else if (!g->stopped)
+			fprintf(stderr, "harness: gocd (port %d) had exited on its own (status %d) "
+				"before the test ended\n", g->port, g->exit_status);
 		if (!g_passed) {
 			/* The test stopped early: its gocd's view is the evidence. */
 			tgocd_print_log(g);

@@ -61,6 +61,18 @@ char *tpg_value(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The result of a query returning one integer (e.g. count(*)); -1 on error. */
 long long tpg_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * A PostgreSQL session that stays open across calls, to hold locks or an
+ * open transaction while gocd works (e.g. LOCK TABLE to make a request wait).
+ * Sessions left open are closed at test teardown, so a failed test cannot
+ * leave a table locked for the next one.
+ */
+struct tpg_session;
+struct tpg_session *tpg_session_open(void);
+int tpg_session_exec(struct tpg_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void tpg_session_close(struct tpg_session *s);
+
 /* The harness's scratch directory (logs, unix sockets); created on demand. */
 const char *harness_dir(void);
 
@@ -70,6 +82,7 @@ struct tgocd {
 	pid_t pid;         /* 0 once reaped */
 	int port;          /* TCP port it listens on (127.0.0.1) */
 	int exit_status;   /* after tgocd_stop: exit code, or -1 (signal/hang) */
+	bool stopped;      /* the test stopped or killed it (an exit is expected) */
 	char log_path[256];
 	struct tgocd *next;
 };

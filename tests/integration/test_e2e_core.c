@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -253,9 +254,8 @@ static void test_herd_two_gocds_one_row_per_key(void **state)
  * of missing keys, whose answers take different paths through gocd.  The
  * answers must come back complete and in request order.
  */
-static void test_pipeline_1000_in_order(void **state)
+static void pipeline_check(struct tgocd *g, const char *prefix)
 {
-	struct tgocd *g = start_std();
 	struct tclient *c = connect_to(g);
 
 	size_t cap = PIPE_N * 200, len = 0;
@@ -278,8 +278,8 @@ static void test_pipeline_1000_in_order(void **state)
 		default:
 			len += (size_t)snprintf(buf + len, cap - len,
 						"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"pipe\","
-						"\"key\":{\"k\":\"p-%d\"},\"defaults\":{\"n\":%d}}\n",
-						i, i % PIPE_KEYS, i);
+						"\"key\":{\"k\":\"%s-%d\"},\"defaults\":{\"n\":%d}}\n",
+						i, prefix, i % PIPE_KEYS, i);
 		}
 	}
 	char **lines;
@@ -332,7 +332,25 @@ static void test_pipeline_1000_in_order(void **state)
 	harness_free_lines(lines, got);
 	for (int k = 0; k < PIPE_KEYS; k++)
 		assert_int_equal(created[k], 1);
-	assert_int_equal(tpg_count("SELECT count(*) FROM pipe"), PIPE_KEYS);
+	assert_int_equal(tpg_count("SELECT count(*) FROM pipe WHERE k LIKE '%s-%%'", prefix),
+			 PIPE_KEYS);
+}
+
+static void test_pipeline_1000_in_order(void **state)
+{
+	struct tgocd *g = start_std();
+	pipeline_check(g, "p");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* With max_pending far below the pipeline depth gocd must apply
+ * backpressure (stop reading), not drop or refuse requests. */
+static void test_pipeline_backpressure_max_pending(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--max-pending=4", NULL);
+	assert_non_null(g);
+	pipeline_check(g, "bp");
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
@@ -763,7 +781,10 @@ static void test_composite_key_and_jsonb_round_trip(void **state)
 	/* in a jsonb column a string is stored as a JSON string */
 	assert_string_equal(row_str(&r, "payload"), "abc");
 	codec_response_free(&r);
-	assert_string_equal(tpg_value("SELECT payload::text FROM pairs WHERE tenant = 8"), "\"abc\"");
+	char *stored = tpg_value("SELECT payload::text FROM pairs WHERE tenant = 8");
+	assert_non_null(stored);
+	assert_string_equal(stored, "\"abc\"");
+	free(stored);
 
 	assert_int_equal(tpg_count("SELECT count(*) FROM pairs WHERE ext = 'a'"), 2);
 	json_decref(want);
@@ -1022,6 +1043,180 @@ static void test_schema_qualified_table(void **state)
 	harness_pass();
 }
 
+/* ---- limits and slow PostgreSQL -------------------------------------------- */
+
+static long long elapsed_ms(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) * 1000LL + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A statement stuck behind a lock: `timeout` after request_timeout, other
+ * tables keep being served, and calling again later returns the row. */
+static void test_timeout_when_postgres_is_stuck(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--request-timeout=1000", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+	struct goc_response r;
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	call_error(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\",\"key\":{\"email\":\"to@x\"}}",
+		   GOC_E_TIMEOUT);
+	long long ms = elapsed_ms(&t0);
+	if (ms < 900 || ms > 5000)
+		print_error("timeout answered after %lld ms with request_timeout 1000\n", ms);
+	assert_true(ms >= 900 && ms <= 5000);
+
+	/* one stuck table does not stop the others */
+	call_ok(by, "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":424242}}", &r);
+	codec_response_free(&r);
+
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	/* retry is safe: the row, exactly once */
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"to@x\"}}", &r);
+	assert_string_equal(row_str(&r, "email"), "to@x");
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'to@x'"), 1);
+	check_still_serving(c, by, "timeout");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* PROTOCOL.md: "A request keeps running when its client disconnects; other
+ * clients waiting on the same key get the row."  The first request is held
+ * in PostgreSQL by a lock while its client leaves and a second client
+ * queues on the same key. */
+static void test_disconnected_request_still_serves_waiters(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *a = connect_to(g), *b = connect_to(g);
+	struct goc_response r;
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+
+	assert_int_equal(tclient_sendf(a, "{\"op\":\"get_or_create\",\"table\":\"users\","
+					  "\"key\":{\"email\":\"dw@x\"},\"defaults\":{\"name\":\"A\"}}\n"), 0);
+	harness_sleep_ms(200);
+	tclient_close(a);
+	harness_sleep_ms(100);
+	assert_int_equal(tclient_sendf(b, "{\"op\":\"get_or_create\",\"table\":\"users\","
+					  "\"key\":{\"email\":\"dw@x\"},\"defaults\":{\"name\":\"B\"}}\n"), 0);
+	harness_sleep_ms(200);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+
+	assert_int_equal(tclient_recv(b, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	const char *name = r.row ? json_string_value(json_object_get(r.row, "name")) : NULL;
+	if (!r.ok || r.created || name == NULL || strcmp(name, "A") != 0)
+		print_error("expected A's row with created:false, got %s\n", tclient_last(b));
+	assert_true(r.ok);
+	assert_false(r.created);
+	assert_string_equal(row_str(&r, "name"), "A");
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'dw@x'"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* max_clients: one more connection gets one `overloaded` line and is
+ * closed; a freed slot is usable again. */
+static void test_overloaded_max_clients(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--max-clients=3", NULL);
+	assert_non_null(g);
+	struct tclient *c[3];
+	struct goc_response r;
+	for (int i = 0; i < 3; i++) {
+		c[i] = connect_to(g);
+		call_ok(c[i], "{\"op\":\"ping\"}", &r);
+		codec_response_free(&r);
+	}
+	struct tclient *extra = connect_to(g);
+	assert_int_equal(tclient_recv(extra, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.ok || r.code != GOC_E_OVERLOADED)
+		print_error("expected overloaded, got %s\n", tclient_last(extra));
+	assert_int_equal(r.code, GOC_E_OVERLOADED);
+	codec_response_free(&r);
+	assert_int_equal(tclient_expect_eof(extra, 5000), 0);
+	tclient_close(extra);
+
+	/* the others are unaffected */
+	call_ok(c[0], "{\"op\":\"ping\"}", &r);
+	codec_response_free(&r);
+
+	tclient_close(c[2]);
+	int waited = 0;
+	for (;;) {
+		struct tclient *again = connect_to(g);
+		int rc = tclient_call(again, "{\"op\":\"ping\"}", &r);
+		bool ok = rc == 0 && r.ok;
+		if (rc == 0)
+			codec_response_free(&r);
+		tclient_close(again);
+		if (ok)
+			break;
+		if (waited >= 5000)
+			fail_msg("a freed client slot was not reusable within %d ms", waited);
+		harness_sleep_ms(100);
+		waited += 100;
+	}
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* max_waiters: the owner plus max_waiters queued requests per key; the
+ * next one gets `overloaded` at once and its connection stays open. */
+static void test_overloaded_max_waiters(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--max-waiters=2", NULL);
+	assert_non_null(g);
+	struct tclient *c[4];
+	struct goc_response r;
+	for (int i = 0; i < 4; i++)
+		c[i] = connect_to(g);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(tclient_sendf(c[i], "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"users\","
+						     "\"key\":{\"email\":\"mw@x\"}}\n", i), 0);
+		harness_sleep_ms(100);
+	}
+	/* answered while the other three still wait on the lock */
+	assert_int_equal(tclient_recv(c[3], &r, 3000), 0);
+	if (r.code != GOC_E_OVERLOADED)
+		print_error("expected overloaded, got %s\n", tclient_last(c[3]));
+	assert_int_equal(r.code, GOC_E_OVERLOADED);
+	assert_int_equal(json_integer_value(r.id), 3);
+	codec_response_free(&r);
+
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	int created = 0;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(tclient_recv(c[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (!r.ok)
+			print_error("conn %d: %s\n", i, tclient_last(c[i]));
+		assert_true(r.ok);
+		created += r.created;
+		codec_response_free(&r);
+	}
+	assert_int_equal(created, 1);
+	/* the refused connection stays open and is served */
+	call_ok(c[3], "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"mw@x\"}}", &r);
+	assert_false(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- startup checks ---------------------------------------------------------- */
 
 /* Run gocd (with -t or for real) against a table and return its exit code;
@@ -1081,6 +1276,7 @@ int main(void)
 		T(test_herd_one_gocd_one_row_per_key),
 		T(test_herd_two_gocds_one_row_per_key),
 		T(test_pipeline_1000_in_order),
+		T(test_pipeline_backpressure_max_pending),
 		T(test_hits_consume_no_sequence_values),
 		T(test_error_bad_json),
 		T(test_error_bad_request),
@@ -1101,6 +1297,10 @@ int main(void)
 		T(test_sigterm_exits_zero),
 		T(test_unix_socket),
 		T(test_schema_qualified_table),
+		T(test_timeout_when_postgres_is_stuck),
+		T(test_disconnected_request_still_serves_waiters),
+		T(test_overloaded_max_clients),
+		T(test_overloaded_max_waiters),
 		T(test_refuses_table_without_unique_index),
 		T(test_check_mode_accepts_good_config),
 	};
