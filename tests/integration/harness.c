@@ -775,16 +775,27 @@ bool tgocd_alive(struct tgocd *g)
 	return true;
 }
 
+void tgocd_signal(struct tgocd *g, int sig)
+{
+	if (g->pid > 0)
+		kill(g->pid, sig);
+}
+
 int tgocd_stop(struct tgocd *g)
+{
+	tgocd_signal(g, SIGTERM);
+	return tgocd_wait(g, GOCD_STOP_TIMEOUT_MS);
+}
+
+int tgocd_wait(struct tgocd *g, int timeout_ms)
 {
 	g->stopped = true;
 	if (g->pid == 0)
 		return g->exit_status;
 	int status;
-	kill(g->pid, SIGTERM);
-	if (wait_pid(g->pid, GOCD_STOP_TIMEOUT_MS, &status) != 0) {
+	if (wait_pid(g->pid, timeout_ms, &status) != 0) {
 		fprintf(stderr, "harness: gocd (port %d) still running %d ms after SIGTERM; killing it\n",
-			g->port, GOCD_STOP_TIMEOUT_MS);
+			g->port, timeout_ms);
 		kill(g->pid, SIGKILL);
 		wait_pid(g->pid, 5000, &status);
 		g->pid = 0;

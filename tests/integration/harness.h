@@ -105,6 +105,12 @@ struct tgocd *tgocd_startv(const char *const *args);
 /* SIGTERM, wait up to 15 s; returns the exit code (0 expected), or -1 when
  * it died of a signal or had to be killed.  Prints the log unless 0. */
 int tgocd_stop(struct tgocd *g);
+/* Send a signal without waiting (e.g. SIGTERM while requests are in flight). */
+void tgocd_signal(struct tgocd *g, int sig);
+/* Wait for an exit the test caused, at most timeout_ms; returns the exit
+ * code, or -1 (signal, or still running: then it is killed).  Prints the log
+ * unless 0. */
+int tgocd_wait(struct tgocd *g, int timeout_ms);
 /* SIGKILL and reap (for tests that do not care about the exit). */
 void tgocd_kill(struct tgocd *g);
 /* True while the process has not exited. */

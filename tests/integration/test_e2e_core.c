@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1008,6 +1009,35 @@ static void test_sigterm_exits_zero(void **state)
 	harness_pass();
 }
 
+/* SIGTERM drains: a request already running in PostgreSQL is answered
+ * before gocd exits 0. */
+static void test_sigterm_drains_in_flight_requests(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
+					  "\"key\":{\"email\":\"drain@x\"}}\n"), 0);
+	harness_sleep_ms(200);
+	tgocd_signal(g, SIGTERM);
+	harness_sleep_ms(300);
+	/* still waiting for its request, not gone */
+	assert_true(tgocd_alive(g));
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok)
+		print_error("in-flight request during shutdown: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_wait(g, 15000), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'drain@x'"), 1);
+	harness_pass();
+}
+
 static void test_unix_socket(void **state)
 {
 	char path[300], arg[320];
@@ -1295,6 +1325,7 @@ int main(void)
 		T(test_disconnect_mid_request_does_not_disturb_others),
 		T(test_half_close_gets_all_answers),
 		T(test_sigterm_exits_zero),
+		T(test_sigterm_drains_in_flight_requests),
 		T(test_unix_socket),
 		T(test_schema_qualified_table),
 		T(test_timeout_when_postgres_is_stuck),
