@@ -26,6 +26,7 @@ struct config {
 	struct table_conf *tables;
 	int ntables;
 	int pool_size;
+	int batch_max;
 	int max_clients;
 	int max_line;
 	int max_pending;

@@ -31,6 +31,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "batch.h"
 #include "goc.h"
 #include "gocd.h"
 #include "log.h"
@@ -168,12 +169,23 @@ static int prepare(struct req *r, struct table *t)
 		}
 	}
 
+	/* Defaults in column order, so every request with the same set of
+	 * columns has the same statement shape (and can share a batch). */
+	for (int i = tc->ncols + 1; i < n; i++)
+		for (int j = i; j > tc->ncols && cols[j - 1] > cols[j]; j--) {
+			int c = cols[j]; cols[j] = cols[j - 1]; cols[j - 1] = c;
+			size_t o = offs[j]; offs[j] = offs[j - 1]; offs[j - 1] = o;
+			bool z = isnull[j]; isnull[j] = isnull[j - 1]; isnull[j - 1] = z;
+		}
+
 	/* Texts are final: now point into the (now contiguous) buffer. */
 	const char *base = (const char *)evbuffer_pullup(r->params_buf, -1);
-	r->params = malloc(sizeof *r->params * (size_t)(2 * n));
+	r->params = malloc((sizeof *r->params * 2 + sizeof *r->param_cols) * (size_t)n);
 	if (r->params == NULL)
 		abort();
 	r->select_params = r->params + n;
+	r->param_cols = (int *)(r->select_params + n);
+	memcpy(r->param_cols, cols, sizeof *cols * (size_t)n);
 	r->nparams = n;
 	r->nkey_params = 0;
 	bool anynull = false;
@@ -186,6 +198,7 @@ static int prepare(struct req *r, struct table *t)
 				r->select_params[r->nkey_params++] = r->params[i];
 		}
 	}
+	r->batchable = !anynull;
 	if (anynull)
 		r->select_sql = table_sql_select_nulls(t, isnull);
 	if (ndefs > 0)
@@ -195,8 +208,8 @@ static int prepare(struct req *r, struct table *t)
 	return 0;
 }
 
-/* Send the statement for step; -1 when no connection can be had. */
-static int submit(struct req *r, enum req_step step, bool urgent)
+/* Point r->job at the statement for step. */
+static struct pgjob *setup_job(struct req *r, enum req_step step)
 {
 	struct pgjob *j = &r->job;
 	struct table *t = r->table;
@@ -214,7 +227,25 @@ static int submit(struct req *r, enum req_step step, bool urgent)
 		j->params = r->select_params;
 		j->nparams = r->nkey_params;
 	}
-	return pgpool_submit(j, urgent);
+	return j;
+}
+
+/* Send the statement for step; -1 when no connection can be had. */
+static int submit(struct req *r, enum req_step step, bool urgent)
+{
+	return pgpool_submit(setup_job(r, step), urgent);
+}
+
+static enum req_step first_step(const struct req *r, enum goc_phase phase)
+{
+	if (phase == PHASE_GOC || r->in.op == GOC_OP_GET)
+		return STEP_SELECT;
+	return STEP_RESELECT;
+}
+
+struct pgjob *goc_single_job(struct req *r, enum goc_phase phase)
+{
+	return setup_job(r, first_step(r, phase));
 }
 
 /*
@@ -231,13 +262,20 @@ static void finish_error(struct req *r, enum goc_err code, const char *msg)
 	req_idle(r);
 	while (next) {
 		struct req *nr = REQ_OF(next, lock);
-		if (submit(nr, STEP_SELECT, false) == 0)
+		if (!pgpool_all_down()) {
+			goc_run(nr, PHASE_GOC);
 			break;
+		}
 		req_answer_error(nr, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
 		next = locktab_release(&nr->lock);
 		nr->step = STEP_NONE;
 		req_idle(nr);
 	}
+}
+
+void goc_finish_error(struct req *r, enum goc_err code, const char *msg)
+{
+	finish_error(r, code, msg);
 }
 
 static void finish_row(struct req *r, const char *row, size_t len, bool created)
@@ -269,6 +307,35 @@ static void finish_row(struct req *r, const char *row, size_t len, bool created)
 	req_idle(r);
 }
 
+void goc_finish_row(struct req *r, const char *row, size_t len, bool created)
+{
+	finish_row(r, row, len, created);
+}
+
+void goc_run(struct req *r, enum goc_phase phase)
+{
+	if (pgpool_all_down()) {
+		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
+		return;
+	}
+	if (r->batchable && batch_enqueue(r, phase == PHASE_SELECT) == 0)
+		return;
+	if (submit(r, first_step(r, phase), phase == PHASE_SELECT) != 0)
+		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
+}
+
+void goc_select_missed(struct req *r)
+{
+	if (r->in.op == GOC_OP_GET)
+		finish_row(r, NULL, 0, false);
+	else if (++r->rounds >= MAX_ROUNDS)
+		finish_error(r, GOC_E_INTERNAL,
+			     "the row for this key disappeared between insert and read "
+			     "repeatedly (deleted concurrently?)");
+	else
+		goc_run(r, PHASE_GOC);
+}
+
 /* Re-run the whole flow from the lookup, if retries remain. */
 static void retry(struct req *r, const char *why)
 {
@@ -276,14 +343,16 @@ static void retry(struct req *r, const char *why)
 	if (r->attempts++ < srv.cfg->retry_limit) {
 		stats.retries++;
 		log_debug("retrying request (attempt %d): %s", r->attempts, why);
-		if (submit(r, STEP_SELECT, true) == 0)
-			return;
-		snprintf(msg, sizeof msg, "PostgreSQL is unavailable: %s", why);
-		finish_error(r, GOC_E_UNAVAILABLE, msg);
+		goc_run(r, PHASE_GOC);
 		return;
 	}
 	snprintf(msg, sizeof msg, "gave up after %d retries: %s", srv.cfg->retry_limit, why);
 	finish_error(r, GOC_E_UNAVAILABLE, msg);
+}
+
+void goc_retry(struct req *r, const char *why)
+{
+	retry(r, why);
 }
 
 static void on_sql_error(struct req *r, const PGresult *res)
@@ -349,6 +418,11 @@ static void on_sql_error(struct req *r, const PGresult *res)
 	log_warn("table \"%s\": PostgreSQL error %s: %s", r->table->conf->name, state, primary);
 	snprintf(msg, sizeof msg, "PostgreSQL error %s: %s", state, primary);
 	finish_error(r, GOC_E_INTERNAL, msg);
+}
+
+void goc_sql_error(struct req *r, const struct pg_result *res)
+{
+	on_sql_error(r, res);
 }
 
 static void on_result(struct pgjob *job, const PGresult *res,
@@ -427,7 +501,11 @@ void goc_start(struct req *r)
 		return;
 
 	r->busy = true;
-	if (r->in.op == GOC_OP_GET_OR_CREATE) {
+	if (r->in.op == GOC_OP_GET) {
+		goc_run(r, PHASE_SELECT);
+		return;
+	}
+	{
 		switch (locktab_acquire(&r->lock, r->lockkey, r->lockkey_len, srv.cfg->max_waiters)) {
 		case LOCK_OWNED:
 			break;
@@ -442,8 +520,7 @@ void goc_start(struct req *r)
 			return;
 		}
 	}
-	if (submit(r, STEP_SELECT, false) != 0)
-		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
+	goc_run(r, PHASE_GOC);
 }
 
 void goc_on_timeout(struct req *r)
@@ -456,8 +533,9 @@ void goc_on_timeout(struct req *r)
 	}
 	/* Still queued for a connection and nobody waits on its result: the
 	 * work is pointless now, drop it rather than add to an overload. */
-	if (r->busy && r->job.queued && locktab_nwaiters(&r->lock) == 0 &&
-	    pgpool_cancel(&r->job)) {
+	if (r->busy && locktab_nwaiters(&r->lock) == 0 &&
+	    ((r->step == STEP_QUEUED && batch_cancel(r)) ||
+	     (r->job.queued && pgpool_cancel(&r->job)))) {
 		if (r->lock.ent)
 			locktab_release(&r->lock);
 		r->step = STEP_NONE;

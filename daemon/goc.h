@@ -10,6 +10,11 @@
 #ifndef GOCD_GOC_H
 #define GOCD_GOC_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "errors.h"
+
 struct req;
 
 /* Handler for get_or_create and get. */
@@ -17,6 +22,25 @@ void goc_start(struct req *r);
 
 /* r's deadline passed and it is about to be answered 'timeout'. */
 void goc_on_timeout(struct req *r);
+
+/*
+ * The interface between a request's flow and the batcher (batch.c).
+ * PHASE_GOC looks up and, if missing, inserts; PHASE_SELECT only reads
+ * (get, and the re-read after a lost insert race).
+ */
+enum goc_phase { PHASE_GOC, PHASE_SELECT };
+struct pgjob;
+struct pg_result;
+
+void goc_run(struct req *r, enum goc_phase phase);
+/* Prepare r->job for a single-request step (the batcher's batch of one). */
+struct pgjob *goc_single_job(struct req *r, enum goc_phase phase);
+void goc_finish_row(struct req *r, const char *row, size_t len, bool created);
+void goc_finish_error(struct req *r, enum goc_err code, const char *msg);
+/* A PHASE_SELECT found nothing: get answers null, a re-read loops back. */
+void goc_select_missed(struct req *r);
+void goc_retry(struct req *r, const char *why);
+void goc_sql_error(struct req *r, const struct pg_result *res);
 
 /* Free what goc_start allocated for r (called when r is freed). */
 void goc_release(struct req *r);

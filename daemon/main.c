@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "batch.h"
 #include "config.h"
 #include "conn.h"
 #include "gocd.h"
@@ -201,6 +202,7 @@ int main(int argc, char **argv)
 		.statement_timeout_ms = cfg.request_timeout,
 		.setup = setup_step,
 	};
+	batch_init(cfg.batch_max);
 	if (pgpool_init(srv.base, &pc) != 0) {
 		log_error("cannot create the PostgreSQL pool");
 		return 1;
@@ -222,6 +224,7 @@ int main(int argc, char **argv)
 
 	listener_close_all();
 	pgpool_shutdown();
+	batch_free_all();
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(janitor);

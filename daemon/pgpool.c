@@ -68,6 +68,8 @@ static struct {
 	struct stmt *stmts;
 	int nstmts;
 	bool ever_ready;
+	pgpool_source_fn *source;
+	pgpool_source_fail_fn *source_fail;
 	unsigned long long round_trips, connects, connect_failures, lost;
 } pool;
 
@@ -227,8 +229,11 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 
 	if (job && job != &c->setup_job)
 		job->done(job, NULL, PGJOB_CONN_LOST, msg);
-	if (all_down())
+	if (all_down()) {
 		fail_queue(msg);
+		if (pool.source_fail)
+			pool.source_fail(msg);
+	}
 }
 
 static void pgc_send(struct pgconn *c, struct pgjob *job)
@@ -440,13 +445,32 @@ static void pump(void)
 {
 	struct pgconn *c;
 	struct pgjob *j;
-	while ((j = TAILQ_FIRST(&pool.queue)) != NULL &&
-	       (c = TAILQ_FIRST(&pool.idle)) != NULL) {
-		TAILQ_REMOVE(&pool.queue, j, link);
-		pool.nqueued--;
-		j->queued = false;
+	while ((c = TAILQ_FIRST(&pool.idle)) != NULL) {
+		if ((j = TAILQ_FIRST(&pool.queue)) != NULL) {
+			TAILQ_REMOVE(&pool.queue, j, link);
+			pool.nqueued--;
+			j->queued = false;
+		} else if (pool.source == NULL || (j = pool.source()) == NULL) {
+			return;
+		}
 		pgc_send(c, j);
 	}
+}
+
+void pgpool_set_source(pgpool_source_fn *fn, pgpool_source_fail_fn *fail)
+{
+	pool.source = fn;
+	pool.source_fail = fail;
+}
+
+void pgpool_kick(void)
+{
+	pump();
+}
+
+bool pgpool_all_down(void)
+{
+	return all_down();
 }
 
 int pgpool_submit(struct pgjob *job, bool urgent)

@@ -69,6 +69,20 @@ void pgpool_shutdown(void);
  */
 int pgpool_submit(struct pgjob *job, bool urgent) __attribute__((warn_unused_result));
 
+/*
+ * A source of work the pool pulls from when a connection is idle and its
+ * own queue is empty: the batcher, which builds one statement from
+ * whatever queued up while the connections were busy.  Returns NULL when
+ * there is nothing to do.  pgpool_kick() says the source has work.
+ */
+typedef struct pgjob *pgpool_source_fn(void);
+/* Called when every connection is down: the source fails what it holds. */
+typedef void pgpool_source_fail_fn(const char *why);
+void pgpool_set_source(pgpool_source_fn *fn, pgpool_source_fail_fn *fail);
+void pgpool_kick(void);
+/* True when no connection can take work now or soon (all are down). */
+bool pgpool_all_down(void);
+
 /* Remove a job that is still queued (not sent); returns true if removed. */
 bool pgpool_cancel(struct pgjob *job);
 

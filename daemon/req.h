@@ -27,6 +27,8 @@ enum req_step {
 	STEP_SELECT,   /* looking the key up */
 	STEP_INSERT,   /* INSERT ... ON CONFLICT DO NOTHING RETURNING */
 	STEP_RESELECT, /* the insert lost to another writer: read the winner's row */
+	STEP_QUEUED,   /* in a batch shape's queue, see batch.c */
+	STEP_BATCH,    /* part of a batch statement in flight */
 };
 
 struct req {
@@ -50,6 +52,10 @@ struct req {
 	int nkey_params;              /* non-null key params (for the select) */
 	int nparams;                  /* all insert params */
 	const char **select_params;
+	int *param_cols;              /* column index of each param; defaults sorted by it */
+	bool batchable;               /* no NULL key: may share a batch statement */
+	struct shape *shape;          /* while STEP_QUEUED */
+	TAILQ_ENTRY(req) batch_link;  /* in shape's queue */
 	char *select_sql;             /* NULL: the table's prepared lookup */
 	char *insert_sql;             /* NULL: the table's prepared key-only insert */
 	unsigned char *lockkey;

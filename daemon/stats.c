@@ -7,6 +7,7 @@
 
 #include <event2/buffer.h>
 
+#include "batch.h"
 #include "conn.h"
 #include "gocd.h"
 #include "locktab.h"
@@ -35,6 +36,8 @@ void stats_render(struct evbuffer *out)
 {
 	struct pgpool_stats p;
 	struct locktab_stats l;
+	struct batch_stats b;
+	batch_get_stats(&b);
 	pgpool_get_stats(&p);
 	locktab_get_stats(&l);
 
@@ -57,9 +60,11 @@ void stats_render(struct evbuffer *out)
 			    "\"in_flight\":%d,\"keys_locked\":%zu,\"waiters\":%zu,"
 			    "\"pool\":{\"size\":%d,\"idle\":%d,\"busy\":%d,\"connecting\":%d,\"down\":%d,"
 			    "\"queued\":%d,\"round_trips\":%llu,\"connects\":%llu,"
-			    "\"connect_failures\":%llu,\"lost\":%llu}}",
+			    "\"connect_failures\":%llu,\"lost\":%llu}",
 			    conn_count(), stats.clients_accepted, stats.clients_rejected,
 			    req_inflight(), l.keys, l.waiters, p.size, p.idle, p.busy,
 			    p.connecting, p.down, p.queued, p.round_trips, p.connects,
 			    p.connect_failures, p.lost);
+	evbuffer_add_printf(out, ",\"batch\":{\"batches\":%llu,\"keys\":%llu,\"splits\":%llu,\"queued\":%d}}",
+			    b.batches, b.keys, b.splits, b.queued);
 }

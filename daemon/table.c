@@ -275,6 +275,127 @@ char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 	return b.s;
 }
 
+/* unnest($1::text[], ...) WITH ORDINALITY AS i(c0, .., ord) */
+static void sb_unnest(struct sb *b, int n)
+{
+	sb_add(b, "unnest(");
+	for (int i = 0; i < n; i++) {
+		if (i)
+			sb_add(b, ", ");
+		sb_param(b, i + 1);
+		sb_add(b, "::text[]");
+	}
+	sb_add(b, ") WITH ORDINALITY AS i(");
+	for (int i = 0; i < n; i++) {
+		char c[16];
+		snprintf(c, sizeof c, "c%d, ", i);
+		sb_add(b, c);
+	}
+	sb_add(b, "ord)");
+}
+
+/* i.cN::type — the text parameter converted as PostgreSQL would convert a
+ * typed parameter, so batches accept exactly what single statements do. */
+static void sb_cast(struct sb *b, const char *alias, int n, const struct column *col)
+{
+	char c[32];
+	snprintf(c, sizeof c, "%s.c%d::", alias, n);
+	sb_add(b, c);
+	sb_add(b, col->type);
+}
+
+/* AND-joined "left.k = i.cN::type" over the key columns. */
+static void sb_key_match(struct sb *b, const struct table *t, const char *left, bool quoted)
+{
+	for (int k = 0; k < t->conf->ncols; k++) {
+		if (k)
+			sb_add(b, " AND ");
+		sb_add(b, left);
+		if (quoted) {
+			sb_ident(b, t->conf->cols[k]);
+		} else {
+			char c[16];
+			snprintf(c, sizeof c, "gk%d", k);
+			sb_add(b, c);
+		}
+		sb_add(b, " = ");
+		sb_cast(b, "i", k, &t->cols[t->key_col[k]]);
+	}
+}
+
+/*
+ * One statement for many keys:
+ *   i: the input rows, numbered;
+ *   f: the keys that exist (hits write nothing: they never reach the INSERT);
+ *   n: INSERT of the rest, in key order so that concurrent batches take
+ *      their index locks in the same order and cannot deadlock each other;
+ *      ON CONFLICT DO NOTHING names the key, as in the single statement.
+ * A key that another transaction committed after this statement's
+ * snapshot is neither in f nor in n: the caller re-reads it with a fresh
+ * statement.  Two inputs that are the same value spelled differently
+ * ("1" and "01" for an int) can both match one inserted row: row_number()
+ * gives created=true to exactly one of them.
+ */
+char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
+{
+	struct sb b = {0};
+	int nk = t->conf->ncols;
+	char c[32];
+
+	sb_add(&b, "WITH i AS MATERIALIZED (SELECT * FROM ");
+	sb_unnest(&b, nk + ndef);
+	sb_add(&b, "), f AS MATERIALIZED (SELECT i.ord, row_to_json(t.*)::text AS r FROM i JOIN ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t ON ");
+	sb_key_match(&b, t, "t.", true);
+	sb_add(&b, "), n AS (INSERT INTO ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t (");
+	for (int k = 0; k < nk + ndef; k++) {
+		if (k)
+			sb_add(&b, ", ");
+		sb_ident(&b, k < nk ? t->conf->cols[k] : t->cols[defcols[k - nk]].name);
+	}
+	sb_add(&b, ") SELECT ");
+	for (int k = 0; k < nk + ndef; k++) {
+		if (k)
+			sb_add(&b, ", ");
+		sb_cast(&b, "i", k, &t->cols[k < nk ? t->key_col[k] : defcols[k - nk]]);
+	}
+	sb_add(&b, " FROM i WHERE NOT EXISTS (SELECT FROM f WHERE f.ord = i.ord) ORDER BY ");
+	for (int k = 0; k < nk; k++) {
+		snprintf(c, sizeof c, "%s%d", k ? ", " : "", k + 1);
+		sb_add(&b, c);
+	}
+	sb_add(&b, " ON CONFLICT ");
+	sb_add(&b, t->conflict_target);
+	sb_add(&b, " DO NOTHING RETURNING ");
+	for (int k = 0; k < nk; k++) {
+		sb_add(&b, "t.");
+		sb_ident(&b, t->conf->cols[k]);
+		snprintf(c, sizeof c, " AS gk%d, ", k);
+		sb_add(&b, c);
+	}
+	sb_add(&b, "row_to_json(t.*)::text AS r) "
+		   "SELECT f.ord, f.r, false FROM f UNION ALL "
+		   "SELECT i.ord, n.r, row_number() OVER (PARTITION BY n.r ORDER BY i.ord) = 1 "
+		   "FROM n JOIN i ON ");
+	sb_key_match(&b, t, "n.", false);
+	return b.s;
+}
+
+char *table_sql_batch_select(const struct table *t)
+{
+	struct sb b = {0};
+	sb_add(&b, "SELECT i.ord, row_to_json(t.*)::text, false FROM ");
+	sb_unnest(&b, t->conf->ncols);
+	sb_add(&b, " JOIN ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t ON ");
+	sb_key_match(&b, t, "t.", true);
+	return b.s;
+}
+
 int table_apply_catalog(struct table *t, const PGresult *res)
 {
 	const struct table_conf *tc = t->conf;
@@ -364,6 +485,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	json_decref(idx);
 
 	build_sql(t);
+	t->gen++;
 	t->stmt_select = pgpool_statement(t->sql_select);
 	t->stmt_insert_key = pgpool_statement(t->sql_insert_key);
 	if (!t->ready)

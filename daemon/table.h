@@ -38,6 +38,7 @@ struct table {
 	char *conflict_target;         /* ("k1","k2") */
 	int stmt_select;               /* pgpool statement ids, -1 until ready */
 	int stmt_insert_key;
+	unsigned gen;                  /* bumped on every catalog load: cached SQL is stale */
 };
 
 extern struct table *tables;
@@ -69,6 +70,14 @@ int table_apply_catalog(struct table *t, const PGresult *res);
  * Both malloc'd; the caller frees. */
 char *table_sql_insert(const struct table *t, const int *cols, int ncols);
 char *table_sql_select_nulls(const struct table *t, const bool *isnull);
+
+/*
+ * Batch statements: every parameter is a text[] with one element per
+ * request (keys first in configured order, then defcols in the given
+ * order); each result row is (ord, row json text, created).  See table.c.
+ */
+char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef);
+char *table_sql_batch_select(const struct table *t);
 
 /* Mark not ready with a reason (schema changed under us, etc.). */
 void table_invalidate(struct table *t, const char *why);

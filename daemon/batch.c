@@ -1,0 +1,437 @@
+/*
+ * batch.c - the batcher: the pool's source of work.
+ *
+ * Requests queue here only while every pool connection is busy; when a
+ * connection frees up, the pool asks batch_next() for work and gets the
+ * oldest shape's queue, up to batch_max requests, as one statement (see
+ * table_sql_batch_goc for the SQL and why it is safe).  A queue holding a
+ * single request is sent as the plain single-row flow, so light load pays
+ * nothing for batching.
+ *
+ * Failure isolation: a batch statement is atomic, so when it fails nothing
+ * of it was written.  A failure that is not retryable is bisected: each
+ * half is sent again on its own, until the failing request is alone and
+ * gets its own error; the rest succeed.
+ *
+ * Owns: shapes, queues and in-flight batch structs.
+ * Must never: answer a client directly or touch the lock table.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "batch.h"
+#include "goc.h"
+#include "gocd.h"
+#include "log.h"
+#include "pgpool.h"
+#include "req.h"
+#include "table.h"
+
+#define MAX_SHAPES 1024
+#define SHAPE_BUCKETS 256
+#define MAX_STATEMENTS 4096 /* beyond: send SQL text instead of preparing */
+
+struct shape {
+	struct shape *hnext;
+	TAILQ_ENTRY(shape) ready_link;
+	bool ready;             /* on the ready list (queue non-empty) */
+	TAILQ_HEAD(, req) q;
+	int n;
+	int table;
+	bool select_only;
+	int ndef;
+	int *defcols;
+	uint64_t hash;
+	unsigned gen;           /* table generation the SQL was built for */
+	int stmt;               /* registered statement, or -1 with sql */
+	char *sql;
+};
+
+struct batch {
+	struct pgjob job;
+	struct shape *s;
+	int n;
+	struct req **reqs;
+	char **arrays;
+};
+
+static struct {
+	int batch_max;
+	struct shape *buckets[SHAPE_BUCKETS];
+	int nshapes;
+	TAILQ_HEAD(, shape) ready;
+	int queued;
+	int deferring;   /* >0: don't kick the pool per enqueue */
+	int nstatements;
+	unsigned long long batches, keys, splits;
+} bt;
+
+static struct pgjob *batch_next(void);
+static void batch_fail_all(const char *why);
+static void on_batch(struct pgjob *job, const PGresult *res,
+		     enum pgjob_outcome outcome, const char *msg);
+
+void batch_init(int batch_max)
+{
+	bt.batch_max = batch_max;
+	TAILQ_INIT(&bt.ready);
+	pgpool_set_source(batch_next, batch_fail_all);
+}
+
+void batch_free_all(void)
+{
+	for (int i = 0; i < SHAPE_BUCKETS; i++) {
+		struct shape *s = bt.buckets[i], *n;
+		for (; s; s = n) {
+			n = s->hnext;
+			free(s->defcols);
+			free(s->sql);
+			free(s);
+		}
+		bt.buckets[i] = NULL;
+	}
+	bt.nshapes = 0;
+}
+
+static uint64_t shape_hash(int table, bool sel, const int *cols, int n)
+{
+	uint64_t h = 1469598103934665603ULL ^ (uint64_t)table ^ ((uint64_t)sel << 40);
+	for (int i = 0; i < n; i++) {
+		h ^= (uint64_t)cols[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static struct shape *shape_get(const struct req *r, bool sel)
+{
+	int nk = r->table->conf->ncols;
+	int ndef = sel ? 0 : r->nparams - nk;
+	const int *defcols = r->param_cols + nk;
+	uint64_t h = shape_hash(r->table->idx, sel, defcols, ndef);
+	struct shape **b = &bt.buckets[h % SHAPE_BUCKETS];
+
+	for (struct shape *s = *b; s; s = s->hnext)
+		if (s->hash == h && s->table == r->table->idx && s->select_only == sel &&
+		    s->ndef == ndef && memcmp(s->defcols, defcols, sizeof *defcols * (size_t)ndef) == 0)
+			return s;
+	if (bt.nshapes >= MAX_SHAPES)
+		return NULL; /* bounded memory: odd shapes go alone */
+	struct shape *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		abort();
+	s->defcols = malloc(sizeof *defcols * (size_t)(ndef ? ndef : 1));
+	if (s->defcols == NULL)
+		abort();
+	memcpy(s->defcols, defcols, sizeof *defcols * (size_t)ndef);
+	s->ndef = ndef;
+	s->table = r->table->idx;
+	s->select_only = sel;
+	s->hash = h;
+	s->stmt = -1;
+	TAILQ_INIT(&s->q);
+	s->hnext = *b;
+	*b = s;
+	bt.nshapes++;
+	return s;
+}
+
+int batch_enqueue(struct req *r, bool select_only)
+{
+	struct shape *s = shape_get(r, select_only);
+	if (s == NULL)
+		return -1;
+	TAILQ_INSERT_TAIL(&s->q, r, batch_link);
+	s->n++;
+	bt.queued++;
+	r->shape = s;
+	r->step = STEP_QUEUED;
+	if (!s->ready) {
+		s->ready = true;
+		TAILQ_INSERT_TAIL(&bt.ready, s, ready_link);
+	}
+	if (bt.deferring == 0)
+		pgpool_kick();
+	return 0;
+}
+
+static struct req *shape_pop(struct shape *s)
+{
+	struct req *r = TAILQ_FIRST(&s->q);
+	if (r == NULL)
+		return NULL;
+	TAILQ_REMOVE(&s->q, r, batch_link);
+	s->n--;
+	bt.queued--;
+	r->shape = NULL;
+	if (s->n == 0 && s->ready) {
+		s->ready = false;
+		TAILQ_REMOVE(&bt.ready, s, ready_link);
+	}
+	return r;
+}
+
+bool batch_cancel(struct req *r)
+{
+	struct shape *s = r->shape;
+	if (s == NULL || r->step != STEP_QUEUED)
+		return false;
+	TAILQ_REMOVE(&s->q, r, batch_link);
+	s->n--;
+	bt.queued--;
+	r->shape = NULL;
+	if (s->n == 0 && s->ready) {
+		s->ready = false;
+		TAILQ_REMOVE(&bt.ready, s, ready_link);
+	}
+	return true;
+}
+
+/* PostgreSQL array literal of one column across the batch. */
+static char *array_literal(struct req **reqs, int n, int col)
+{
+	struct evbuffer *b = evbuffer_new();
+	evbuffer_add(b, "{", 1);
+	for (int i = 0; i < n; i++) {
+		const char *v = reqs[i]->params[col];
+		if (i)
+			evbuffer_add(b, ",", 1);
+		if (v == NULL) {
+			evbuffer_add(b, "NULL", 4);
+			continue;
+		}
+		evbuffer_add(b, "\"", 1);
+		for (const char *p = v; *p; p++) {
+			const char *q = p;
+			while (*q && *q != '"' && *q != '\\')
+				q++;
+			evbuffer_add(b, p, (size_t)(q - p));
+			if (*q == '\0')
+				break;
+			evbuffer_add(b, "\\", 1);
+			evbuffer_add(b, q, 1);
+			p = q;
+		}
+		evbuffer_add(b, "\"", 1);
+	}
+	evbuffer_add(b, "}", 2); /* with the NUL */
+	size_t len = evbuffer_get_length(b);
+	char *s = malloc(len);
+	if (s == NULL)
+		abort();
+	evbuffer_remove(b, s, len);
+	evbuffer_free(b);
+	return s;
+}
+
+static bool shape_sql(struct shape *s, struct table *t)
+{
+	if (s->gen == t->gen && (s->stmt >= 0 || s->sql))
+		return true;
+	free(s->sql);
+	s->sql = s->select_only ? table_sql_batch_select(t)
+				: table_sql_batch_goc(t, s->defcols, s->ndef);
+	s->stmt = -1;
+	if (bt.nstatements < MAX_STATEMENTS) {
+		s->stmt = pgpool_statement(s->sql);
+		bt.nstatements++;
+	}
+	s->gen = t->gen;
+	return true;
+}
+
+/* Build a batch job over reqs (takes ownership of the array). */
+static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
+{
+	struct table *t = &tables[s->table];
+	int ncols = t->conf->ncols + s->ndef;
+	struct batch *b = calloc(1, sizeof *b);
+	if (b == NULL)
+		abort();
+	b->s = s;
+	b->n = n;
+	b->reqs = reqs;
+	b->arrays = malloc(sizeof *b->arrays * (size_t)ncols);
+	if (b->arrays == NULL)
+		abort();
+	for (int c = 0; c < ncols; c++)
+		b->arrays[c] = array_literal(reqs, n, c);
+	shape_sql(s, t);
+	b->job.stmt = s->stmt;
+	b->job.sql = s->stmt >= 0 ? NULL : s->sql;
+	b->job.nparams = ncols;
+	b->job.params = (const char *const *)b->arrays;
+	b->job.done = on_batch;
+	for (int i = 0; i < n; i++)
+		reqs[i]->step = STEP_BATCH;
+	bt.batches++;
+	bt.keys += (unsigned long long)n;
+	return b;
+}
+
+static void batch_free(struct batch *b)
+{
+	int ncols = tables[b->s->table].conf->ncols + b->s->ndef;
+	for (int c = 0; c < ncols; c++)
+		free(b->arrays[c]);
+	free(b->arrays);
+	free(b->reqs);
+	free(b);
+}
+
+static struct pgjob *batch_next(void)
+{
+	struct shape *s;
+	while ((s = TAILQ_FIRST(&bt.ready)) != NULL) {
+		struct table *t = &tables[s->table];
+		if (!t->ready) {
+			/* The table stopped being safe while these queued. */
+			struct req *r;
+			bt.deferring++;
+			while ((r = shape_pop(s)) != NULL)
+				goc_finish_error(r, GOC_E_UNAVAILABLE, t->error);
+			bt.deferring--;
+			continue;
+		}
+		if (s->n == 1) {
+			struct req *r = shape_pop(s);
+			return goc_single_job(r, s->select_only ? PHASE_SELECT : PHASE_GOC);
+		}
+		int n = s->n < bt.batch_max ? s->n : bt.batch_max;
+		struct req **reqs = malloc(sizeof *reqs * (size_t)n);
+		if (reqs == NULL)
+			abort();
+		for (int i = 0; i < n; i++)
+			reqs[i] = shape_pop(s);
+		/* Round-robin between shapes: a busy shape goes to the back. */
+		if (s->ready) {
+			TAILQ_REMOVE(&bt.ready, s, ready_link);
+			TAILQ_INSERT_TAIL(&bt.ready, s, ready_link);
+		}
+		return &batch_build(s, reqs, n)->job;
+	}
+	return NULL;
+}
+
+static void batch_fail_all(const char *why)
+{
+	struct shape *s;
+	char msg[512];
+	snprintf(msg, sizeof msg, "PostgreSQL is unavailable: %s", why);
+	bt.deferring++;
+	while ((s = TAILQ_FIRST(&bt.ready)) != NULL) {
+		struct req *r;
+		while ((r = shape_pop(s)) != NULL)
+			goc_finish_error(r, GOC_E_UNAVAILABLE, msg);
+	}
+	bt.deferring--;
+}
+
+static bool retryable(const char *state)
+{
+	return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+	       strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+	       strcmp(state, "57P03") == 0 || strncmp(state, "08", 2) == 0;
+}
+
+/* Send both halves of a failed batch on their own, at the queue's head. */
+static void split(struct batch *b)
+{
+	int h = b->n / 2;
+	struct req **lo = malloc(sizeof *lo * (size_t)h);
+	struct req **hi = malloc(sizeof *hi * (size_t)(b->n - h));
+	if (lo == NULL || hi == NULL)
+		abort();
+	memcpy(lo, b->reqs, sizeof *lo * (size_t)h);
+	memcpy(hi, b->reqs + h, sizeof *hi * (size_t)(b->n - h));
+	bt.splits++;
+	struct batch *parts[2] = {batch_build(b->s, lo, h), batch_build(b->s, hi, b->n - h)};
+	for (int p = 0; p < 2; p++) {
+		struct batch *x = parts[p];
+		if (x->n == 1) {
+			/* Alone: run the plain flow, which maps its own error. */
+			struct req *r = x->reqs[0];
+			x->reqs[0] = NULL;
+			x->n = 0;
+			batch_free(x);
+			if (pgpool_submit(goc_single_job(r, b->s->select_only ? PHASE_SELECT : PHASE_GOC), true) != 0)
+				goc_finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+			continue;
+		}
+		if (pgpool_submit(&x->job, true) != 0) {
+			for (int i = 0; i < x->n; i++)
+				goc_finish_error(x->reqs[i], GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+			batch_free(x);
+		}
+	}
+}
+
+static void on_batch(struct pgjob *job, const PGresult *res,
+		     enum pgjob_outcome outcome, const char *msg)
+{
+	struct batch *b = (struct batch *)job; /* job is the first member */
+	bt.deferring++;
+
+	switch (outcome) {
+	case PGJOB_OK: {
+		bool *got = calloc((size_t)b->n, sizeof *got);
+		if (got == NULL)
+			abort();
+		int rows = PQntuples(res);
+		for (int i = 0; i < rows; i++) {
+			int ord = atoi(PQgetvalue(res, i, 0));
+			if (ord < 1 || ord > b->n || got[ord - 1])
+				continue; /* cannot happen: one row per input at most */
+			got[ord - 1] = true;
+			goc_finish_row(b->reqs[ord - 1], PQgetvalue(res, i, 1),
+				       (size_t)PQgetlength(res, i, 1),
+				       PQgetvalue(res, i, 2)[0] == 't');
+		}
+		for (int i = 0; i < b->n; i++) {
+			if (got[i])
+				continue;
+			if (b->s->select_only)
+				goc_select_missed(b->reqs[i]);
+			else
+				goc_run(b->reqs[i], PHASE_SELECT); /* lost a race: re-read */
+		}
+		free(got);
+		break;
+	}
+	case PGJOB_SQL_ERROR: {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && retryable(state)) {
+			for (int i = 0; i < b->n; i++)
+				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		} else if (b->n > 1) {
+			log_debug("batch of %d failed (%s); splitting", b->n, state ? state : "?");
+			split(b);
+		} else {
+			goc_sql_error(b->reqs[0], res);
+		}
+		break;
+	}
+	case PGJOB_CONN_LOST:
+		for (int i = 0; i < b->n; i++)
+			goc_retry(b->reqs[i], msg);
+		break;
+	case PGJOB_UNAVAILABLE:
+		for (int i = 0; i < b->n; i++)
+			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, msg);
+		break;
+	}
+	batch_free(b);
+	bt.deferring--;
+	pgpool_kick();
+}
+
+void batch_get_stats(struct batch_stats *out)
+{
+	out->batches = bt.batches;
+	out->keys = bt.keys;
+	out->splits = bt.splits;
+	out->queued = bt.queued;
+}
