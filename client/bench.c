@@ -417,8 +417,6 @@ static void bench_check_end(struct bench *b)
 	bool exhausted = b->cfg.requests && b->issued >= b->cfg.requests;
 	if (exhausted && !b->stopping)
 		bench_stop_issuing(b);
-	if (b->ndead == b->cfg.connections && !b->stopping)
-		bench_stop_issuing(b);
 	if (b->stopping && b->inflight == 0) {
 		/* end of run: when the last answer arrived */
 		b->t_stop = bench_now();
@@ -579,6 +577,9 @@ static void bench_start(struct bench *b)
 		bench_finish(b);
 		return;
 	}
+	for (unsigned i = 0; i < b->cfg.connections; i++)
+		if (b->conns[i].dead)
+			b->conns[i].gave_up = true;
 	b->started = true;
 	b->t_start = bench_now();
 	hist_reset(b->h_int);
@@ -606,6 +607,7 @@ void bench_conn_ready(struct bconn *c)
 {
 	struct bench *b = c->b;
 	c->ready = true;
+	c->retries = 0;
 	b->nready++;
 	if (!b->started && b->nready + b->ndead == b->cfg.connections)
 		bench_start(b);
@@ -613,23 +615,65 @@ void bench_conn_ready(struct bconn *c)
 		bench_pump(c);
 }
 
+/* Timer: reap the dead connection's target state and connect again. */
+static void bench_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bconn *c = arg;
+	struct bench *b = c->b;
+	if (b->stopping || b->finished)
+		return;
+	b->ops->close(c);
+	c->dead = false;
+	c->ready = false;
+	b->ndead--;
+	b->reconnects++;
+	if (b->ops->open(c))
+		bench_conn_failed(c, "could not start reconnecting");
+}
+
 void bench_conn_failed(struct bconn *c, const char *why)
 {
 	struct bench *b = c->b;
 	if (c->dead)
 		return;
+	bool was_ready = c->ready;
 	c->dead = true;
-	if (c->ready)
+	c->ready = false;
+	if (was_ready)
 		b->nready--;
 	b->ndead++;
-	if (b->ndead <= BENCH_FAIL_LINES)
-		fprintf(stderr, "goc-bench: connection %u: %s\n", c->idx, why);
-	else if (b->ndead == BENCH_FAIL_LINES + 1)
+	b->conn_failures++;
+	if (b->conn_failures <= BENCH_FAIL_LINES) {
+		/* libpq's messages run over several lines: the first one says it */
+		const char *nl = strchr(why, '\n');
+		fprintf(stderr, "goc-bench: connection %u: %.*s\n", c->idx,
+			nl ? (int)(nl - why) : (int)strlen(why), why);
+	} else if (b->conn_failures == BENCH_FAIL_LINES + 1) {
 		fprintf(stderr, "goc-bench: (more connection failures not shown)\n");
+	}
 	if (!b->started) {
 		if (b->nready + b->ndead == b->cfg.connections)
 			bench_start(b);
 		return;
+	}
+	if (!was_ready)
+		c->retries++;
+	if (!b->stopping && c->retries < BENCH_RECONNECT_TRIES && c->ev_retry) {
+		unsigned ms = BENCH_RECONNECT_MIN_MS << (c->retries < 5 ? c->retries : 5);
+		if (ms > BENCH_RECONNECT_MAX_MS)
+			ms = BENCH_RECONNECT_MAX_MS;
+		struct timeval tv = { ms / 1000, (suseconds_t)(ms % 1000) * 1000 };
+		event_add(c->ev_retry, &tv);
+	} else {
+		c->gave_up = true;
+	}
+	bool all_gave_up = true;
+	for (unsigned i = 0; i < b->cfg.connections; i++)
+		if (!b->conns[i].gave_up)
+			all_gave_up = false;
+	if (all_gave_up && !b->stopping) {
+		b->lost_all = true;
+		bench_stop_issuing(b);
 	}
 	bench_check_end(b);
 }
@@ -642,6 +686,7 @@ static void bench_connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	for (unsigned i = 0; i < b->cfg.connections; i++)
 		if (!b->conns[i].ready && !b->conns[i].dead) {
 			b->conns[i].dead = true;
+			b->conns[i].gave_up = true;
 			b->ndead++;
 		}
 	bench_start(b);
@@ -683,6 +728,10 @@ static void bench_print_text(const struct bench *b, const struct bench_report *r
 	fprintf(out, "requests:     %" PRIu64 " (ok %" PRIu64 ", errors %" PRIu64
 		", unanswered %" PRIu64 ")\n", s->done, s->ok, s->errors, b->inflight);
 	fprintf(out, "throughput:   %.1f req/s\n", rp->rps);
+	if (b->conn_failures)
+		fprintf(out, "connections:  %" PRIu64 " failures, %" PRIu64 " reconnects%s\n",
+			b->conn_failures, b->reconnects,
+			b->lost_all ? "; all connections lost before the end" : "");
 	fprintf(out, "latency ms:   min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
 		"max %.3f  mean %.3f\n", ms(h->count ? h->min : 0), ms(hist_percentile(h, 50)),
 		ms(hist_percentile(h, 90)), ms(hist_percentile(h, 99)),
@@ -753,6 +802,8 @@ static json_t *bench_json_report(const struct bench *b, const struct bench_repor
 			json_object_set_new(errs, bench_err_name(i), json_integer((json_int_t)s->by_code[i]));
 	json_object_set_new(o, "errors", errs);
 	json_object_set_new(o, "errors_total", json_integer((json_int_t)s->errors));
+	json_object_set_new(o, "connection_failures", json_integer((json_int_t)b->conn_failures));
+	json_object_set_new(o, "reconnects", json_integer((json_int_t)b->reconnects));
 	if (rp->have_vs) {
 		json_t *v = json_object();
 		json_object_set_new(v, "keys", json_integer((json_int_t)rp->vs.keys));
@@ -807,9 +858,12 @@ static int bench_setup_prefix(struct bench *b)
 static void bench_free(struct bench *b)
 {
 	if (b->conns) {
-		for (unsigned i = 0; i < b->cfg.connections; i++)
+		for (unsigned i = 0; i < b->cfg.connections; i++) {
 			if (b->conns[i].impl)
 				b->ops->close(&b->conns[i]);
+			if (b->conns[i].ev_retry)
+				event_free(b->conns[i].ev_retry);
+		}
 		free(b->conns);
 	}
 	struct event *evs[] = { b->ev_tick, b->ev_stop, b->ev_drain, b->ev_progress, b->ev_connect };
@@ -936,6 +990,7 @@ int main(int argc, char **argv)
 		struct bconn *c = &b->conns[i];
 		c->b = b;
 		c->idx = i;
+		c->ev_retry = evtimer_new(b->base, bench_retry_cb, c);
 		if (b->ops->open(c)) {
 			bench_conn_failed(c, "could not start connecting");
 			if (b->finished)
@@ -987,7 +1042,7 @@ int main(int argc, char **argv)
 		rc = 1;
 	else if (rp.dc_failed)
 		rc = 3;
-	else if (b->st.done > 0 && b->st.ok == 0)
+	else if ((b->st.done > 0 && b->st.ok == 0) || b->lost_all)
 		rc = 3;
 out:
 	fflush(stdout);

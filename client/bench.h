@@ -46,6 +46,9 @@ const char *bench_err_name(int code);
 #define BENCH_MAX_DEFAULTS 64
 #define BENCH_KEY_MAX 256            /* bytes of one key text */
 #define BENCH_MAX_RESPONSE (16u << 20) /* longest response line accepted */
+#define BENCH_RECONNECT_TRIES 10     /* failed reconnects in a row before a connection gives up */
+#define BENCH_RECONNECT_MIN_MS 100   /* first reconnect delay; doubles up to the max */
+#define BENCH_RECONNECT_MAX_MS 2000
 
 struct bench_cfg {
 	enum bench_target target;
@@ -118,6 +121,9 @@ struct bconn {
 	void *impl;        /* the target's; owned by the target */
 	unsigned inflight; /* sent, no bench_done yet */
 	bool ready, dead;
+	bool gave_up;      /* out of reconnect attempts */
+	unsigned retries;  /* failed reconnects in a row */
+	struct event *ev_retry; /* reconnect timer: close+open happen outside target callbacks */
 };
 
 struct bench_stats {
@@ -132,6 +138,8 @@ struct bench {
 	struct event_base *base;
 	struct bconn *conns;
 	unsigned nready, ndead;
+	uint64_t reconnects, conn_failures;
+	bool lost_all; /* every connection gave up before the run's bound */
 	struct keys keys;
 	char prefix[BENCH_KEY_MAX / 2]; /* run's key prefix (fresh adds a run id) */
 	size_t prefix_len;
