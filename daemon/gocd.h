@@ -22,7 +22,8 @@ struct gocd {
 
 extern struct gocd srv;
 
-/* Monotonic milliseconds, cached per loop iteration by libevent. */
+/* Monotonic clock (CLOCK_MONOTONIC, a vDSO call: cheap). */
 uint64_t gocd_now_ms(void);
+uint64_t gocd_now_us(void);
 
 #endif

@@ -34,7 +34,8 @@ struct req *req_new(struct conn *conn)
 	if (r->out == NULL)
 		abort();
 	r->conn = conn;
-	r->started_ms = gocd_now_ms();
+	r->started_us = gocd_now_us();
+	r->started_ms = r->started_us / 1000;
 	r->deadline_ms = r->started_ms + (uint64_t)srv.cfg->request_timeout;
 	TAILQ_INSERT_TAIL(&pending, r, timer_link);
 	npending++;
@@ -84,6 +85,7 @@ void req_answer_error(struct req *r, enum goc_err code, const char *fmt, ...)
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	stats_error(code);
+	r->outcome = code;
 	codec_render_error(r->out, r->in.id, code, msg);
 	req_answered(r);
 }
