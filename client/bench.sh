@@ -4,7 +4,7 @@
 # Owns: a private PostgreSQL and gocd for the duration of the benchmark, the
 # workload matrix (hit-heavy, miss-heavy, hot-key, zipf x 1/16/64/256
 # connections x gocd/direct/naive), and the results table written to
-# $GOCD_BUILD/bench/results.md (one JSON line per run in runs.jsonl).
+# $GOCD_BUILD/bench/results.md (each run's --json line in runs.jsonl).
 # Must never: touch a PostgreSQL or gocd it did not start, assert timings
 # (it reports them), or leave a server running: everything it starts it
 # stops by PID on exit.
@@ -35,11 +35,16 @@ POOL=$((NPROC * 2)); [ "$POOL" -lt 4 ] && POOL=4
 for f in "$BENCH" "$GOCD" "$PG_BIN/initdb" "$PG_BIN/pg_ctl"; do
 	[ -x "$f" ] || { echo "bench.sh: $f not found (make all; PG_BIN?)" >&2; exit 2; }
 done
-command -v psql >/dev/null || { echo "bench.sh: psql not found" >&2; exit 2; }
+for c in psql nc awk od; do
+	command -v $c >/dev/null || { echo "bench.sh: $c not found" >&2; exit 2; }
+done
 
+# A free loopback port: random in 20000..59999, skipping ones in use.
 free_port() {
-	python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null ||
-		echo $((20000 + $$ % 20000))
+	while :; do
+		p=$(( $(od -An -N2 -tu2 /dev/urandom) % 40000 + 20000 ))
+		nc -z 127.0.0.1 "$p" 2>/dev/null || { echo "$p"; return; }
+	done
 }
 
 # PostgreSQL refuses to run as root: run it as postgres then.
@@ -51,7 +56,6 @@ T0=$(date +%s)
 DIR=$(mktemp -d /tmp/gocd-bench.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"
 PGPORT=$(free_port)
-GPORT=$(free_port)
 GOCD_PID=
 
 cleanup() {
@@ -64,7 +68,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "bench.sh: PostgreSQL on 127.0.0.1:$PGPORT, gocd on 127.0.0.1:$GPORT, $NPROC cores, ${DURATION}s per run" >&2
 as_pg "$PG_BIN/initdb" -D "$DIR/data" -A trust --nosync -U postgres >/dev/null
 if ! as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" -w -l "$DIR/log" -o "-p $PGPORT -k $DIR \
 	-c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400 \
@@ -79,6 +82,8 @@ CREATE TABLE bench_kv_naive (id bigserial PRIMARY KEY, k text NOT NULL, v text);
 CREATE INDEX bench_kv_naive_k ON bench_kv_naive (k);
 SQL
 
+GPORT=$(free_port) # after PostgreSQL holds its own
+echo "bench.sh: PostgreSQL on 127.0.0.1:$PGPORT, gocd on 127.0.0.1:$GPORT, $NPROC cores, ${DURATION}s per run" >&2
 "$GOCD" --listen=127.0.0.1:$GPORT --postgres="$PG" --table=bench_kv=k \
 	--pool-size=$POOL --log-level=warn >"$DIR/gocd.log" 2>&1 &
 GOCD_PID=$!
@@ -102,7 +107,15 @@ psql "$PG" -X -q -c "VACUUM ANALYZE bench_kv" -c "VACUUM ANALYZE bench_kv_naive"
 
 mkdir -p "$OUT"
 RUNS=$OUT/runs.jsonl
+TSV=$OUT/runs.tsv
 : >"$RUNS"
+: >"$TSV"
+
+# A top-level number (or null) from goc-bench's compact --json line; "-" if absent.
+jnum() {
+	v=$(printf '%s' "$2" | sed -n "s/.*\"$1\":\([-0-9.eE+]*\|null\)[,}].*/\1/p")
+	echo "${v:--}"
+}
 RUNID=$(date +%s)
 
 # workload name -> goc-bench flags (hot and zipf start from keys nobody has
@@ -131,8 +144,11 @@ for w in hit-heavy miss-heavy hot-key zipf; do
 				[ -n "$line" ] || { echo "bench.sh: $w/$c/$t failed:" >&2; cat "$DIR/last.err" >&2; line='{}'; }
 			fi
 			printf '{"workload":"%s","run":%s}\n' "$w" "$line" >>"$RUNS"
-			printf 'bench.sh: %-10s %3s conns %-6s %s\n' "$w" "$c" "$t" \
-				"$(echo "$line" | jq -r '"\(.throughput_rps // 0 | floor) req/s, p99 \(.latency_ms.p99 // 0) ms, dups \(.duplicates)"')" >&2
+			rps=$(jnum throughput_rps "$line"); p99=$(jnum p99 "$line")
+			dups=$(jnum duplicates "$line"); errs=$(jnum errors_total "$line")
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$t" "$rps" "$p99" "$dups" "$errs" >>"$TSV"
+			printf 'bench.sh: %-10s %3s conns %-6s %s req/s, p99 %s ms, dups %s, errors %s\n' \
+				"$w" "$c" "$t" "$rps" "$p99" "$dups" "$errs" >&2
 		done
 	done
 done
@@ -157,20 +173,28 @@ RES=$OUT/results.md
 	echo
 	echo "| workload | conns | gocd req/s | gocd p99 ms | direct req/s | direct p99 ms | naive req/s | naive p99 ms | gocd/direct | dups gocd | dups direct | dups naive | errors g/d/n |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	jq -s -r '
-	  def f(x): if x == null then "-" else (x * 10 | round / 10 | tostring) end;
-	  def p(x): if x == null then "-" else (x * 100 | round / 100 | tostring) end;
-	  group_by([.workload, .run.connections]) as $g
-	  | ["hit-heavy","miss-heavy","hot-key","zipf"] as $order
-	  | [$g[] | {w: .[0].workload, c: .[0].run.connections,
-	             g: (map(select(.run.target == "gocd")) | .[0].run),
-	             d: (map(select(.run.target == "direct")) | .[0].run),
-	             n: (map(select(.run.target == "naive")) | .[0].run)}]
-	  | sort_by(.w as $w | [($order | index($w)), .c]) | .[]
-	  | "| \(.w) | \(.c) | \(f(.g.throughput_rps)) | \(p(.g.latency_ms.p99)) | \(f(.d.throughput_rps)) | \(p(.d.latency_ms.p99)) | \(f(.n.throughput_rps)) | \(p(.n.latency_ms.p99)) | \(if (.g.throughput_rps // 0) > 0 and (.d.throughput_rps // 0) > 0 then (.g.throughput_rps / .d.throughput_rps * 100 | round / 100 | tostring) else "-" end) | \(.g.duplicates // "-") | \(.d.duplicates // "-") | \(.n.duplicates // "-") | \(.g.errors_total // "-")/\(.d.errors_total // "-")/\(.n.errors_total // "-") |"
-	' "$RUNS"
+	awk -F '\t' '
+	function r1(x) { return x == "-" || x == "null" ? "-" : sprintf("%.0f", x) }
+	function r2(x) { return x == "-" || x == "null" ? "-" : sprintf("%.2f", x) }
+	{
+		k = $1 SUBSEP $2
+		if (!(k in seen)) { seen[k] = 1; order[n++] = k }
+		rps[k, $3] = $4; p99[k, $3] = $5; dup[k, $3] = $6; err[k, $3] = $7
+		if ($7 != "-" && $7 != "null") { toterr += $7 }
+	}
+	END {
+		for (i = 0; i < n; i++) {
+			k = order[i]; split(k, a, SUBSEP)
+			g = rps[k, "gocd"]; d = rps[k, "direct"]
+			ratio = (g != "-" && d != "-" && d + 0 > 0) ? sprintf("%.2f", g / d) : "-"
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%s/%s |\n",
+				a[1], a[2], r1(g), r2(p99[k, "gocd"]), r1(d), r2(p99[k, "direct"]),
+				r1(rps[k, "naive"]), r2(p99[k, "naive"]), ratio,
+				dup[k, "gocd"], dup[k, "direct"], dup[k, "naive"],
+				err[k, "gocd"], err[k, "direct"], err[k, "naive"]
+		}
+	}' "$TSV"
 	echo
-	echo "Errors (all runs): $(jq -s -r '[.[] | .run.errors // {} | to_entries[]] | group_by(.key) | map("\(.[0].key) \(map(.value) | add)") | join(", ") | if . == "" then "none" else . end' "$RUNS")"
 	echo "Elapsed: $(( $(date +%s) - T0 )) s"
 } >"$RES"
 cat "$RES"
