@@ -74,6 +74,11 @@ static void batch_fail_all(const char *why);
 static void on_batch(struct pgjob *job, const PGresult *res,
 		     enum pgjob_outcome outcome, const char *msg);
 
+void batch_set_max(int batch_max)
+{
+	bt.batch_max = batch_max;
+}
+
 void batch_init(int batch_max)
 {
 	bt.batch_max = batch_max;
@@ -246,7 +251,7 @@ static bool shape_sql(struct shape *s, struct table *t)
 /* Build a batch job over reqs (takes ownership of the array). */
 static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
 {
-	struct table *t = &tables[s->table];
+	struct table *t = tables[s->table];
 	int ncols = t->conf->ncols + s->ndef;
 	struct batch *b = calloc(1, sizeof *b);
 	if (b == NULL)
@@ -274,7 +279,7 @@ static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
 
 static void batch_free(struct batch *b)
 {
-	int ncols = tables[b->s->table].conf->ncols + b->s->ndef;
+	int ncols = tables[b->s->table]->conf->ncols + b->s->ndef;
 	for (int c = 0; c < ncols; c++)
 		free(b->arrays[c]);
 	free(b->arrays);
@@ -286,7 +291,7 @@ static struct pgjob *batch_next(void)
 {
 	struct shape *s;
 	while ((s = TAILQ_FIRST(&bt.ready)) != NULL) {
-		struct table *t = &tables[s->table];
+		struct table *t = tables[s->table];
 		if (!t->ready) {
 			/* The table stopped being safe while these queued. */
 			struct req *r;

@@ -32,6 +32,7 @@
 
 #include "config.h"
 #include "batch.h"
+#include "catalog.h"
 #include "goc.h"
 #include "gocd.h"
 #include "log.h"
@@ -407,6 +408,7 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		snprintf(msg, sizeof msg, "table \"%s\" changed under gocd and is not served until it "
 			 "checks out again: %s (SQLSTATE %s)", r->table->conf->name, primary, state);
 		table_invalidate(r->table, msg);
+		catalog_recheck(r->table);
 		finish_error(r, GOC_E_UNAVAILABLE, msg);
 		return;
 	}

@@ -1,20 +1,21 @@
 /*
  * main.c - gocd's entry point: options, the startup check, the loop, signals.
  *
- * Owns: process lifetime.  Startup order matters: configuration, then a
- * blocking check of the tables (before the loop exists, so blocking is
- * harmless there) that refuses to start on an unsafe table, then
- * listeners, then the pool.  Must never: block once the loop runs.
+ * Owns: process lifetime and configuration reload.  Startup order matters:
+ * configuration, then a blocking check of the tables (before the loop
+ * exists, so blocking is harmless there) that refuses to start on an
+ * unsafe table, then listeners, then the pool.
+ * Must never: block once the loop runs.
  */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <event2/event.h>
 
 #include "batch.h"
+#include "catalog.h"
 #include "config.h"
 #include "conn.h"
 #include "gocd.h"
@@ -26,69 +27,13 @@
 #include "table.h"
 
 #define JANITOR_MS 20
+#define RECHECK_MS 5000 /* re-read the catalog of tables that are not servable */
 
-static struct config cfg;
+static struct config *cfg;
+static int saved_argc;
+static char **saved_argv;
 static uint64_t shutdown_deadline;
-
-/*
- * Check every table with a blocking connection.  Returns 0 when all are
- * valid, 1 when PostgreSQL could not be reached (msg says why), -1 when a
- * table is invalid (logged).
- */
-static int check_tables(char *msg, size_t len)
-{
-	char timeout[16];
-	snprintf(timeout, sizeof timeout, "%d", (cfg.connect_timeout + 999) / 1000);
-	const char *keys[] = {"dbname", "client_encoding", "fallback_application_name",
-			      "connect_timeout", NULL};
-	const char *vals[] = {cfg.postgres, "UTF8", "gocd", timeout, NULL};
-	PGconn *pg = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(pg) != CONNECTION_OK) {
-		snprintf(msg, len, "%s", PQerrorMessage(pg));
-		size_t n = strlen(msg);
-		while (n && (msg[n - 1] == '\n'))
-			msg[--n] = '\0';
-		PQfinish(pg);
-		return 1;
-	}
-	int bad = 0;
-	for (int i = 0; i < ntables; i++) {
-		const char *name = tables[i].conf->name;
-		PGresult *res = PQexecParams(pg, table_catalog_sql, 1, NULL, &name, NULL, NULL, 0);
-		if (table_apply_catalog(&tables[i], res) != 0) {
-			log_error("%s", tables[i].error);
-			bad = 1;
-		}
-		PQclear(res);
-	}
-	PQfinish(pg);
-	return bad ? -1 : 0;
-}
-
-/* Pool setup hook: re-read the catalog of every table on each connect. */
-static void on_catalog(struct pgjob *job, const PGresult *res,
-		       enum pgjob_outcome outcome, const char *msg)
-{
-	(void)outcome;
-	(void)msg;
-	for (int i = 0; i < ntables; i++) {
-		if (job->params[0] != tables[i].conf->name)
-			continue;
-		if (table_apply_catalog(&tables[i], res) != 0)
-			log_error("%s", tables[i].error);
-	}
-}
-
-static bool setup_step(int step, struct pgjob *job)
-{
-	if (step >= ntables)
-		return false;
-	job->sql = table_catalog_sql;
-	job->nparams = 1;
-	job->params = (const char *const *)&tables[step].conf->name;
-	job->done = on_catalog;
-	return true;
-}
+static uint64_t next_recheck;
 
 static void begin_shutdown(const char *why)
 {
@@ -96,10 +41,82 @@ static void begin_shutdown(const char *why)
 		return;
 	srv.shutting_down = true;
 	log_info("%s: stopping; finishing %d requests in flight (shutdown_timeout %d ms)",
-		 why, req_inflight(), cfg.shutdown_timeout);
-	shutdown_deadline = gocd_now_ms() + (uint64_t)cfg.shutdown_timeout;
+		 why, req_inflight(), cfg->shutdown_timeout);
+	shutdown_deadline = gocd_now_ms() + (uint64_t)cfg->shutdown_timeout;
 	listener_close_all();
 	conn_shutdown_all();
+}
+
+/* Options that only take effect at startup; a reload keeps the old value. */
+static void keep_restart_only(struct config *nc, const struct config *old)
+{
+	struct {
+		const char *name;
+		char **n;
+		char *const *o;
+	} strs[] = {
+		{"listen", &nc->listen, &old->listen},
+		{"unix", &nc->unix_path, &old->unix_path},
+		{"postgres", &nc->postgres, &old->postgres},
+	};
+	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+		if (strcmp(*strs[i].n, *strs[i].o) != 0) {
+			log_warn("reload: %s changed; it takes effect after a restart", strs[i].name);
+			free(*strs[i].n);
+			*strs[i].n = strdup(*strs[i].o);
+		}
+	}
+	struct {
+		const char *name;
+		int *n;
+		const int *o;
+	} ints[] = {
+		{"unix_mode", &nc->unix_mode, &old->unix_mode},
+		{"pool_size", &nc->pool_size, &old->pool_size},
+	};
+	for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+		if (*ints[i].n != *ints[i].o) {
+			log_warn("reload: %s changed; it takes effect after a restart", ints[i].name);
+			*ints[i].n = *ints[i].o;
+		}
+	}
+}
+
+/*
+ * SIGHUP: read the configuration again (file, then the same flags).  A
+ * configuration that fails to load changes nothing.  Connected clients
+ * are not touched; new limits apply to what happens next.
+ */
+static void reload(void)
+{
+	struct config *nc = calloc(1, sizeof *nc);
+	struct cli_flags cli;
+	char err[1024];
+
+	if (nc == NULL)
+		return;
+	log_info("SIGHUP: reloading configuration");
+	if (config_load(nc, &cli, saved_argc, saved_argv, err, sizeof err) != 0 ||
+	    (nc->ntables == 0 && (snprintf(err, sizeof err, "no table configured"), 1))) {
+		log_error("reload failed, keeping the running configuration: %s", err);
+		config_free(nc);
+		free(nc);
+		return;
+	}
+	keep_restart_only(nc, cfg);
+	log_min_level = (enum log_level)log_level_parse(nc->log_level);
+	batch_set_max(nc->batch_max);
+
+	struct config *old = cfg;
+	cfg = nc;
+	srv.cfg = nc;
+	table_sync(nc);
+	for (int i = 0; i < ntables; i++)
+		if (!tables[i]->removed && !tables[i]->ready)
+			catalog_recheck(tables[i]);
+	config_free(old);
+	free(old);
+	log_info("configuration reloaded: %d table(s) served", nc->ntables);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -107,13 +124,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	(void)arg;
 	if (sig == SIGHUP) {
-		log_warn("SIGHUP: configuration reload is not supported yet; restart to apply changes");
+		if (!srv.shutting_down)
+			reload();
 		return;
 	}
 	begin_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* One periodic timer: request deadlines and the end of a shutdown. */
+/* One periodic timer: request deadlines, table re-checks, shutdown's end. */
 static void on_janitor(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -121,6 +139,12 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	uint64_t now = gocd_now_ms();
 	req_expire(now);
+	if (now >= next_recheck) {
+		next_recheck = now + RECHECK_MS;
+		for (int i = 0; i < ntables; i++)
+			if (!tables[i]->removed && !tables[i]->ready && pgpool_ever_ready())
+				catalog_recheck(tables[i]);
+	}
 	if (srv.shutting_down) {
 		conn_shutdown_all();
 		if (req_allocated() == 0 && conn_count() == 0) {
@@ -134,13 +158,26 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+static void print_tables(FILE *out)
+{
+	for (int i = 0; i < ntables; i++)
+		fprintf(out, "table %s: %s keyed by unique index %s%s\n", tables[i]->own.name,
+			tables[i]->qname, tables[i]->index_name,
+			tables[i]->nulls_not_distinct ? " (NULLS NOT DISTINCT)" : "");
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_flags cli;
 	char err[1024];
 
 	log_init();
-	if (config_load(&cfg, &cli, argc, argv, err, sizeof err) != 0) {
+	saved_argc = argc;
+	saved_argv = argv;
+	cfg = calloc(1, sizeof *cfg);
+	if (cfg == NULL)
+		return 1;
+	if (config_load(cfg, &cli, argc, argv, err, sizeof err) != 0) {
 		fprintf(stderr, "gocd: %s\n", err);
 		return 2;
 	}
@@ -153,16 +190,16 @@ int main(int argc, char **argv)
 		       event_get_version(), PQlibVersion(), JANSSON_VERSION);
 		return 0;
 	}
-	log_min_level = (enum log_level)log_level_parse(cfg.log_level);
-	srv.cfg = &cfg;
-	if (cfg.ntables == 0) {
+	log_min_level = (enum log_level)log_level_parse(cfg->log_level);
+	srv.cfg = cfg;
+	if (cfg->ntables == 0) {
 		fprintf(stderr, "gocd: no table configured (use --table=NAME=COL[,COL...] or "
 				"\"table = NAME=COL\" in the config file)\n");
 		return 2;
 	}
 
-	table_init_all(&cfg);
-	int rc = check_tables(err, sizeof err);
+	table_sync(cfg);
+	int rc = catalog_check_blocking(cfg, err, sizeof err);
 	if (rc < 0) {
 		log_error("refusing to start: a configured table cannot be served safely");
 		return 1;
@@ -177,12 +214,10 @@ int main(int argc, char **argv)
 	}
 	if (cli.test_only) {
 		printf("configuration ok\n");
-		for (int i = 0; i < ntables; i++)
-			printf("table %s: %s keyed by unique index %s%s\n", tables[i].conf->name,
-			       tables[i].qname, tables[i].index_name,
-			       tables[i].nulls_not_distinct ? " (NULLS NOT DISTINCT)" : "");
+		print_tables(stdout);
 		table_free_all();
-		config_free(&cfg);
+		config_free(cfg);
+		free(cfg);
 		return 0;
 	}
 
@@ -192,17 +227,17 @@ int main(int argc, char **argv)
 		log_error("cannot initialise the event loop");
 		return 1;
 	}
-	if (listener_open_all(&cfg) != 0)
+	if (listener_open_all(cfg) != 0)
 		return 1;
 
 	struct pgpool_config pc = {
-		.conninfo = cfg.postgres,
-		.size = cfg.pool_size,
-		.connect_timeout_ms = cfg.connect_timeout,
-		.statement_timeout_ms = cfg.request_timeout,
-		.setup = setup_step,
+		.conninfo = cfg->postgres,
+		.size = cfg->pool_size,
+		.connect_timeout_ms = cfg->connect_timeout,
+		.statement_timeout_ms = cfg->request_timeout,
+		.setup = catalog_setup_step,
 	};
-	batch_init(cfg.batch_max);
+	batch_init(cfg->batch_max);
 	if (pgpool_init(srv.base, &pc) != 0) {
 		log_error("cannot create the PostgreSQL pool");
 		return 1;
@@ -217,9 +252,10 @@ int main(int argc, char **argv)
 	struct event *janitor = event_new(srv.base, -1, EV_PERSIST, on_janitor, NULL);
 	struct timeval tv = {0, JANITOR_MS * 1000};
 	event_add(janitor, &tv);
+	next_recheck = gocd_now_ms() + RECHECK_MS;
 
 	log_info("gocd %s ready: %d table(s), pool of %d, request_timeout %d ms", GOCD_VERSION,
-		 ntables, cfg.pool_size, cfg.request_timeout);
+		 cfg->ntables, cfg->pool_size, cfg->request_timeout);
 	event_base_dispatch(srv.base);
 
 	listener_close_all();
@@ -231,7 +267,8 @@ int main(int argc, char **argv)
 	locktab_free();
 	table_free_all();
 	event_base_free(srv.base);
-	config_free(&cfg);
+	config_free(cfg);
+	free(cfg);
 	log_info("bye");
 	return 0;
 }

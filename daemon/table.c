@@ -26,7 +26,7 @@
 #include "pgpool.h"
 #include "table.h"
 
-struct table *tables;
+struct table **tables;
 int ntables;
 
 const char table_catalog_sql[] =
@@ -119,26 +119,79 @@ static void clear_catalog(struct table *t)
 	t->conflict_target = NULL;
 }
 
-void table_init_all(const struct config *cfg)
+static char *xstrdup(const char *s)
 {
-	ntables = cfg->ntables;
-	tables = calloc((size_t)(ntables ? ntables : 1), sizeof *tables);
-	if (tables == NULL)
+	char *p = strdup(s);
+	if (p == NULL)
 		abort();
+	return p;
+}
+
+static bool same_key(const struct table_conf *a, const struct table_conf *b)
+{
+	if (a->ncols != b->ncols)
+		return false;
+	for (int i = 0; i < a->ncols; i++)
+		if (strcmp(a->cols[i], b->cols[i]) != 0)
+			return false;
+	return true;
+}
+
+int table_sync(const struct config *cfg)
+{
+	int added = 0;
 	for (int i = 0; i < ntables; i++) {
-		tables[i].idx = i;
-		tables[i].conf = &cfg->tables[i];
-		tables[i].stmt_select = tables[i].stmt_insert_key = -1;
-		snprintf(tables[i].error, sizeof tables[i].error,
-			 "table \"%s\" has not been checked against PostgreSQL yet",
-			 cfg->tables[i].name);
+		bool keep = false;
+		for (int j = 0; j < cfg->ntables; j++)
+			if (strcmp(cfg->tables[j].name, tables[i]->own.name) == 0 &&
+			    same_key(&cfg->tables[j], &tables[i]->own))
+				keep = true;
+		if (!keep && !tables[i]->removed) {
+			tables[i]->removed = true;
+			log_info("table \"%s\": no longer served", tables[i]->own.name);
+		}
 	}
+	for (int j = 0; j < cfg->ntables; j++) {
+		struct table *found = NULL;
+		for (int i = 0; i < ntables; i++)
+			if (!tables[i]->removed && strcmp(tables[i]->own.name, cfg->tables[j].name) == 0)
+				found = tables[i];
+		if (found)
+			continue;
+		struct table **nt = realloc(tables, sizeof *nt * (size_t)(ntables + 1));
+		struct table *t = calloc(1, sizeof *t);
+		if (nt == NULL || t == NULL)
+			abort();
+		tables = nt;
+		t->idx = ntables;
+		t->own.name = xstrdup(cfg->tables[j].name);
+		t->own.ncols = cfg->tables[j].ncols;
+		t->own.cols = calloc((size_t)t->own.ncols, sizeof *t->own.cols);
+		if (t->own.cols == NULL)
+			abort();
+		for (int k = 0; k < t->own.ncols; k++)
+			t->own.cols[k] = xstrdup(cfg->tables[j].cols[k]);
+		t->conf = &t->own;
+		t->stmt_select = t->stmt_insert_key = -1;
+		snprintf(t->error, sizeof t->error,
+			 "table \"%s\" has not been checked against PostgreSQL yet", t->own.name);
+		tables[ntables++] = t;
+		added++;
+	}
+	return added;
 }
 
 void table_free_all(void)
 {
-	for (int i = 0; i < ntables; i++)
-		clear_catalog(&tables[i]);
+	for (int i = 0; i < ntables; i++) {
+		struct table *t = tables[i];
+		clear_catalog(t);
+		for (int k = 0; k < t->own.ncols; k++)
+			free(t->own.cols[k]);
+		free(t->own.cols);
+		free(t->own.name);
+		free(t);
+	}
 	free(tables);
 	tables = NULL;
 	ntables = 0;
@@ -147,8 +200,8 @@ void table_free_all(void)
 struct table *table_find(const char *name)
 {
 	for (int i = 0; i < ntables; i++)
-		if (strcmp(tables[i].conf->name, name) == 0)
-			return &tables[i];
+		if (!tables[i]->removed && strcmp(tables[i]->own.name, name) == 0)
+			return tables[i];
 	return NULL;
 }
 

@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include "config.h"
+#include "pgpool.h"
 
 struct column {
 	char *name;  /* attname, unquoted */
@@ -23,8 +24,10 @@ struct column {
 };
 
 struct table {
-	int idx;
-	const struct table_conf *conf; /* name and key columns, owned by config */
+	int idx;                       /* stable: never reused, even after removal */
+	const struct table_conf *conf; /* = &own */
+	struct table_conf own;         /* name and key columns, copied from config */
+	bool removed;                  /* dropped from the configuration by a reload */
 	bool ready;                    /* catalog validated: requests may run */
 	char error[512];               /* why not ready, for 'unavailable' messages */
 	char *qname;                   /* "schema"."relname" from the catalog */
@@ -39,16 +42,26 @@ struct table {
 	int stmt_select;               /* pgpool statement ids, -1 until ready */
 	int stmt_insert_key;
 	unsigned gen;                  /* bumped on every catalog load: cached SQL is stale */
+	struct pgjob check_job;        /* catalog re-check in flight, see catalog.c */
+	bool checking;
 };
 
-extern struct table *tables;
+/* Every table ever configured in this process, by idx.  A reload marks
+ * tables removed rather than freeing them: requests in flight and batch
+ * shapes refer to them by pointer or idx. */
+extern struct table **tables;
 extern int ntables;
 
-/* Create one struct table per configured table (not ready yet). */
-void table_init_all(const struct config *cfg);
+/*
+ * Make the served set match cfg: new names (or a name whose key columns
+ * changed) get a new, not-yet-ready table; names no longer configured are
+ * marked removed; the rest are kept as they are.  Returns how many tables
+ * were added (they need a catalog check).
+ */
+int table_sync(const struct config *cfg);
 void table_free_all(void);
 
-/* Lookup by the name clients use; NULL if not served.  */
+/* Lookup by the name clients use; NULL if not served (or removed). */
 struct table *table_find(const char *name);
 
 /* Column index by name, or -1. */

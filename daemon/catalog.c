@@ -1,0 +1,116 @@
+/*
+ * catalog.c - reading the catalog at the right moments.
+ *
+ * Owns: the startup check, the per-connection setup steps and on-demand
+ * re-checks.  What a valid table is belongs to table.c.
+ * Must never: block after startup.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "log.h"
+#include "table.h"
+
+int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
+{
+	char timeout[16];
+	snprintf(timeout, sizeof timeout, "%d", (cfg->connect_timeout + 999) / 1000);
+	const char *keys[] = {"dbname", "client_encoding", "fallback_application_name",
+			      "connect_timeout", NULL};
+	const char *vals[] = {cfg->postgres, "UTF8", "gocd", timeout, NULL};
+	PGconn *pg = PQconnectdbParams(keys, vals, 1);
+	if (PQstatus(pg) != CONNECTION_OK) {
+		snprintf(msg, len, "%s", PQerrorMessage(pg));
+		size_t n = strlen(msg);
+		while (n && msg[n - 1] == '\n')
+			msg[--n] = '\0';
+		PQfinish(pg);
+		return 1;
+	}
+	int bad = 0;
+	for (int i = 0; i < ntables; i++) {
+		struct table *t = tables[i];
+		if (t->removed)
+			continue;
+		const char *name = t->own.name;
+		PGresult *res = PQexecParams(pg, table_catalog_sql, 1, NULL, &name, NULL, NULL, 0);
+		if (table_apply_catalog(t, res) != 0) {
+			log_error("%s", t->error);
+			bad = 1;
+		}
+		PQclear(res);
+	}
+	PQfinish(pg);
+	return bad ? -1 : 0;
+}
+
+/* Which table a catalog job was for: its parameter is the table's name. */
+static struct table *table_of(const struct pgjob *job)
+{
+	for (int i = 0; i < ntables; i++)
+		if (job->params[0] == tables[i]->own.name)
+			return tables[i];
+	return NULL;
+}
+
+static void apply(struct table *t, const PGresult *res)
+{
+	if (t == NULL || t->removed)
+		return;
+	bool was = t->ready;
+	if (table_apply_catalog(t, res) != 0 && (was || t->checking))
+		log_error("%s", t->error);
+}
+
+static void on_setup_catalog(struct pgjob *job, const PGresult *res,
+			     enum pgjob_outcome outcome, const char *msg)
+{
+	(void)outcome;
+	(void)msg;
+	apply(table_of(job), res);
+}
+
+bool catalog_setup_step(int step, struct pgjob *job)
+{
+	if (step >= ntables)
+		return false;
+	/* Removed tables are checked too (harmlessly): the step number must
+	 * map to exactly one table. */
+	job->sql = table_catalog_sql;
+	job->nparams = 1;
+	job->params = (const char *const *)&tables[step]->own.name;
+	job->done = on_setup_catalog;
+	return true;
+}
+
+static void on_recheck(struct pgjob *job, const PGresult *res,
+		       enum pgjob_outcome outcome, const char *msg)
+{
+	struct table *t = table_of(job);
+	if (t == NULL)
+		return;
+	if (outcome == PGJOB_OK || outcome == PGJOB_SQL_ERROR)
+		apply(t, res);
+	else
+		log_debug("table \"%s\": catalog re-check deferred to the next connection: %s",
+			  t->own.name, msg);
+	t->checking = false;
+}
+
+void catalog_recheck(struct table *t)
+{
+	if (t->checking || t->removed)
+		return;
+	struct pgjob *j = &t->check_job;
+	memset(j, 0, sizeof *j);
+	j->stmt = -1;
+	j->sql = table_catalog_sql;
+	j->nparams = 1;
+	j->params = (const char *const *)&t->own.name;
+	j->done = on_recheck;
+	t->checking = true;
+	if (pgpool_submit(j, true) != 0)
+		t->checking = false; /* all down: the next connection's setup checks it */
+}
