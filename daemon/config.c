@@ -65,6 +65,10 @@ static const struct option_def options[] = {
 	 "re-runs of a request after serialization failure, deadlock or lost connection"},
 	{"log_level", OPT_LEVEL, OFF(log_level), "info", 0, 0, "level",
 	 "debug, info, warn or error"},
+	{"slow_request_ms", OPT_INT, OFF(slow_request_ms), "1000", 0, 3600000, "ms",
+	 "log requests answered slower than this; 0 = off"},
+	{"admin_listen", OPT_STR, OFF(admin_listen), "127.0.0.1:7433", 0, 0, "HOST:PORT",
+	 "HTTP admin listener (/metrics, /healthz); empty for none"},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
