@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "admin.h"
 #include "batch.h"
 #include "catalog.h"
 #include "config.h"
@@ -22,8 +23,10 @@
 #include "listener.h"
 #include "locktab.h"
 #include "log.h"
+#include "notify.h"
 #include "pgpool.h"
 #include "req.h"
+#include "stats.h"
 #include "table.h"
 
 #define JANITOR_MS 20
@@ -40,6 +43,7 @@ static void begin_shutdown(const char *why)
 	if (srv.shutting_down)
 		return;
 	srv.shutting_down = true;
+	notify_stopping();
 	log_info("%s: stopping; finishing %d requests in flight (shutdown_timeout %d ms)",
 		 why, req_inflight(), cfg->shutdown_timeout);
 	shutdown_deadline = gocd_now_ms() + (uint64_t)cfg->shutdown_timeout;
@@ -58,6 +62,7 @@ static void keep_restart_only(struct config *nc, const struct config *old)
 		{"listen", &nc->listen, &old->listen},
 		{"unix", &nc->unix_path, &old->unix_path},
 		{"postgres", &nc->postgres, &old->postgres},
+		{"admin_listen", &nc->admin_listen, &old->admin_listen},
 	};
 	for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
 		if (strcmp(*strs[i].n, *strs[i].o) != 0) {
@@ -96,11 +101,13 @@ static void reload(void)
 	if (nc == NULL)
 		return;
 	log_info("SIGHUP: reloading configuration");
+	notify_reloading();
 	if (config_load(nc, &cli, saved_argc, saved_argv, err, sizeof err) != 0 ||
 	    (nc->ntables == 0 && (snprintf(err, sizeof err, "no table configured"), 1))) {
 		log_error("reload failed, keeping the running configuration: %s", err);
 		config_free(nc);
 		free(nc);
+		notify_ready();
 		return;
 	}
 	keep_restart_only(nc, cfg);
@@ -117,6 +124,7 @@ static void reload(void)
 	config_free(old);
 	free(old);
 	log_info("configuration reloaded: %d table(s) served", nc->ntables);
+	notify_ready();
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -222,6 +230,8 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	stats_init();
+	notify_init();
 	srv.base = event_base_new();
 	if (srv.base == NULL || locktab_init() != 0) {
 		log_error("cannot initialise the event loop");
@@ -243,6 +253,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* The admin listener is optional: gocd serves clients without it. */
+	if (admin_open(srv.base, cfg->admin_listen) != 0)
+		log_error("continuing without the admin listener (admin_listen %s)", cfg->admin_listen);
+
 	struct event *sigs[3];
 	const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
 	for (int i = 0; i < 3; i++) {
@@ -256,8 +270,12 @@ int main(int argc, char **argv)
 
 	log_info("gocd %s ready: %d table(s), pool of %d, request_timeout %d ms", GOCD_VERSION,
 		 cfg->ntables, cfg->pool_size, cfg->request_timeout);
+	notify_start(srv.base);
+	notify_ready();
 	event_base_dispatch(srv.base);
 
+	notify_stop();
+	admin_close();
 	listener_close_all();
 	pgpool_shutdown();
 	batch_free_all();
