@@ -12,6 +12,13 @@
  * does not apply to async connects, so a timer of our own bounds them;
  * after sending, PQflush until 0, waiting for read *or* write readiness;
  * on readable, PQconsumeInput, then PQgetResult while !PQisBusy.
+ *
+ * Connections run in pipeline mode, one job at a time.  That lets a job
+ * carry its PREPARE in the same round trip, and lets a held job (see
+ * hold_commit) read its results - including the transaction id - before
+ * the sync commits it: the one moment after which a lost connection
+ * leaves the outcome unknown.  Results arrive per command, each followed
+ * by a NULL from PQgetResult, and a PGRES_PIPELINE_SYNC per sync.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +55,12 @@ struct pgconn {
 	int backoff_ms;
 	struct pgjob *job;     /* in flight: a caller's job or &setup_job */
 	struct pgjob setup_job;
-	int setup_step;        /* -1 = session settings, then caller's steps */
-	bool preparing;        /* the command in flight is PREPARE for job->stmt */
+	int setup_step;        /* <0 = session settings, then caller's steps */
+	bool preparing;        /* the first command in flight is PREPARE for job->stmt */
+	int expect;            /* commands sent for the job (results end with NULL) */
+	int nulls;             /* command results completed so far */
+	bool sync_sent;
+	enum { PH_RESULTS, PH_COMMIT, PH_DISCARD } phase;
 	PGresult *res;         /* result kept while the rest is drained */
 	bool *prepared;        /* per registered statement */
 	int prepared_cap;
@@ -60,7 +71,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[160];
+	char session_sql[2][96];
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
 	int nqueued;
@@ -148,8 +159,8 @@ static void setup_next(struct pgconn *c)
 	struct pgjob *j = &c->setup_job;
 	memset(j, 0, sizeof *j);
 	j->stmt = -1;
-	if (c->setup_step == -1) {
-		j->sql = pool.session_sql;
+	if (c->setup_step < 0) {
+		j->sql = pool.session_sql[c->setup_step + 2];
 	} else if (pool.cfg.setup == NULL || !pool.cfg.setup(c->setup_step, j)) {
 		evtimer_del(&c->timer);
 		c->backoff_ms = 0;
@@ -219,6 +230,7 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 		c->pg = NULL;
 	}
 	memset(c->prepared, 0, sizeof(bool) * (size_t)c->prepared_cap);
+	int phase = c->phase;
 	c->job = NULL;
 	c->preparing = false;
 	pgc_set_state(c, PGC_DOWN);
@@ -227,8 +239,13 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 		c->backoff_ms = BACKOFF_MAX_MS;
 	pgc_timer(c, c->backoff_ms);
 
-	if (job && job != &c->setup_job)
-		job->done(job, NULL, PGJOB_CONN_LOST, msg);
+	if (job && job != &c->setup_job) {
+		if (phase == PH_COMMIT)
+			job->committed(job, NULL, PGJOB_CONN_LOST, msg);
+		else if (phase == PH_RESULTS)
+			job->done(job, NULL, PGJOB_CONN_LOST, msg);
+		/* PH_DISCARD: the job already had its answer */
+	}
 	if (all_down()) {
 		fail_queue(msg);
 		if (pool.source_fail)
@@ -236,39 +253,58 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 	}
 }
 
-static void pgc_send(struct pgconn *c, struct pgjob *job)
+static void pgc_flush(struct pgconn *c)
 {
-	int ok;
-
-	c->job = job;
-	if (c->state == PGC_IDLE)
-		pgc_set_state(c, PGC_BUSY);
-	pool.round_trips++;
-	if (job->stmt >= 0) {
-		const struct stmt *s = &pool.stmts[job->stmt];
-		if (job->stmt >= c->prepared_cap || !c->prepared[job->stmt]) {
-			c->preparing = true;
-			ok = PQsendPrepare(c->pg, s->name, s->sql, 0, NULL);
-		} else {
-			ok = PQsendQueryPrepared(c->pg, s->name, job->nparams, job->params,
-						 NULL, NULL, 0);
-		}
-	} else if (job->nparams == 0) {
-		ok = PQsendQuery(c->pg, job->sql); /* setup may send several statements */
-	} else {
-		ok = PQsendQueryParams(c->pg, job->sql, job->nparams, NULL, job->params,
-				       NULL, NULL, 0);
-	}
-	if (!ok) {
-		pgc_down(c, PQerrorMessage(c->pg), true);
-		return;
-	}
 	int f = PQflush(c->pg);
 	if (f < 0) {
 		pgc_down(c, PQerrorMessage(c->pg), true);
 		return;
 	}
 	pgc_arm(c, f ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void pgc_send(struct pgconn *c, struct pgjob *job)
+{
+	int ok = 1;
+
+	c->job = job;
+	c->res = NULL;
+	c->expect = 0;
+	c->nulls = 0;
+	c->sync_sent = false;
+	c->preparing = false;
+	c->phase = PH_RESULTS;
+	if (c->state == PGC_IDLE)
+		pgc_set_state(c, PGC_BUSY);
+	pool.round_trips++;
+	if (job->stmt >= 0) {
+		const struct stmt *s = &pool.stmts[job->stmt];
+		if (job->stmt >= c->prepared_cap || !c->prepared[job->stmt]) {
+			/* Same round trip: PREPARE, then the statement. */
+			c->preparing = true;
+			c->expect++;
+			ok = PQsendPrepare(c->pg, s->name, s->sql, 0, NULL);
+		}
+		ok = ok && PQsendQueryPrepared(c->pg, s->name, job->nparams, job->params,
+					       NULL, NULL, 0);
+	} else {
+		ok = PQsendQueryParams(c->pg, job->sql, job->nparams, NULL, job->params,
+				       NULL, NULL, 0);
+	}
+	c->expect++;
+	if (ok) {
+		if (job->hold_commit) {
+			ok = PQsendFlushRequest(c->pg);
+		} else {
+			ok = PQpipelineSync(c->pg);
+			c->sync_sent = true;
+		}
+	}
+	if (!ok) {
+		pgc_down(c, PQerrorMessage(c->pg), true);
+		return;
+	}
+	pgc_flush(c);
 }
 
 static void mark_prepared(struct pgconn *c, int stmt)
@@ -285,38 +321,63 @@ static void mark_prepared(struct pgconn *c, int stmt)
 	c->prepared[stmt] = true;
 }
 
-/* Every result of the command has been read (PQgetResult returned NULL). */
-static void pgc_finish(struct pgconn *c)
+/* The job is over on this connection: back to idle, then the callback. */
+static void pgc_release(struct pgconn *c, struct pgjob *job, pgjob_fn *fn,
+			PGresult *res, enum pgjob_outcome outcome)
+{
+	c->job = NULL;
+	pgc_set_state(c, PGC_IDLE);
+	if (fn)
+		fn(job, res, outcome, NULL);
+	PQclear(res);
+	pump();
+}
+
+/* A held job's command results are complete and nothing is committed yet. */
+static void pgc_results_done(struct pgconn *c)
 {
 	struct pgjob *job = c->job;
 	PGresult *res = c->res;
 	c->res = NULL;
-
-	if (PQstatus(c->pg) == CONNECTION_BAD) {
-		char msg[512];
-		snprintf(msg, sizeof msg, "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
-		PQclear(res);
-		pgc_down(c, msg, true);
-		return;
-	}
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
 
-	if (c->preparing) {
-		c->preparing = false;
-		if (ok) {
-			mark_prepared(c, job->stmt);
-			PQclear(res);
-			pgc_send(c, job);
-			return;
-		}
-		/* A failed PREPARE (e.g. table dropped) is the job's error. */
+	/* Either way the transaction ends with the sync: a commit after an
+	 * OK, a rollback (the server skips to the sync) after an error. */
+	c->phase = ok ? PH_COMMIT : PH_DISCARD;
+	job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
+	PQclear(res);
+	if (!PQpipelineSync(c->pg)) {
+		pgc_down(c, PQerrorMessage(c->pg), true);
+		return;
 	}
+	c->sync_sent = true;
+	pgc_flush(c);
+}
 
+/* PGRES_PIPELINE_SYNC: the job's transaction is over. */
+static void pgc_sync_done(struct pgconn *c)
+{
+	struct pgjob *job = c->job;
+	PGresult *res = c->res;
+	c->res = NULL;
+	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+
+	if (c->phase == PH_COMMIT) {
+		/* An error here is the commit itself failing: nothing written. */
+		pgc_release(c, job, job->committed, res,
+			    res && !ok ? PGJOB_SQL_ERROR : PGJOB_OK);
+		return;
+	}
+	if (c->phase == PH_DISCARD) {
+		pgc_release(c, job, NULL, res, PGJOB_OK);
+		return;
+	}
 	if (job == &c->setup_job) {
 		if (job->done)
 			job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
-		if (!ok && c->setup_step == -1) {
+		if (!ok && c->setup_step < 0) {
 			char msg[512];
 			snprintf(msg, sizeof msg, "session setup failed: %s",
 				 res ? PQresultErrorMessage(res) : "no result");
@@ -331,12 +392,7 @@ static void pgc_finish(struct pgconn *c)
 		setup_next(c);
 		return;
 	}
-
-	c->job = NULL;
-	pgc_set_state(c, PGC_IDLE);
-	job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
-	PQclear(res);
-	pump();
+	pgc_release(c, job, job->done, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR);
 }
 
 static void pgc_io(struct pgconn *c, short what)
@@ -346,30 +402,52 @@ static void pgc_io(struct pgconn *c, short what)
 		return;
 	}
 	if (c->ev_what & EV_WRITE) {
-		int f = PQflush(c->pg);
-		if (f < 0) {
-			pgc_down(c, PQerrorMessage(c->pg), true);
+		pgc_flush(c);
+		if (c->state == PGC_DOWN)
 			return;
-		}
-		pgc_arm(c, f ? EV_READ | EV_WRITE : EV_READ);
 	}
-	while (!PQisBusy(c->pg)) {
+	while (c->job && !PQisBusy(c->pg)) {
 		PGresult *r = PQgetResult(c->pg);
 		if (r == NULL) {
-			pgc_finish(c);
+			/* One command's results are complete. */
+			if (++c->nulls == 1 && c->preparing) {
+				if (c->res == NULL)
+					mark_prepared(c, c->job->stmt);
+				c->preparing = false;
+			}
+			if (c->nulls == c->expect && !c->sync_sent) {
+				pgc_results_done(c);
+				return;
+			}
+			if (c->nulls > c->expect)
+				break; /* the sync's result has not arrived yet */
+			continue;
+		}
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			pgc_sync_done(c);
 			return;
+		}
+		if (st == PGRES_PIPELINE_ABORTED) {
+			PQclear(r); /* the error that aborted it is already kept */
+			continue;
+		}
+		if (c->preparing && c->nulls == 0 && st == PGRES_COMMAND_OK) {
+			PQclear(r);
+			continue;
 		}
 		/* Keep the first result, unless a later one is an error. */
 		if (c->res == NULL) {
 			c->res = r;
-		} else if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+		} else if (st == PGRES_FATAL_ERROR) {
 			PQclear(c->res);
 			c->res = r;
 		} else {
 			PQclear(r);
 		}
 	}
-	if (PQstatus(c->pg) == CONNECTION_BAD)
+	if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
 		pgc_down(c, PQerrorMessage(c->pg), true);
 }
 
@@ -391,12 +469,12 @@ static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
 			pgc_arm(c, EV_WRITE);
 			return;
 		case PGRES_POLLING_OK:
-			if (PQsetnonblocking(c->pg, 1) != 0) {
+			if (PQsetnonblocking(c->pg, 1) != 0 || !PQenterPipelineMode(c->pg)) {
 				pgc_down(c, PQerrorMessage(c->pg), false);
 				return;
 			}
 			pgc_set_state(c, PGC_SETUP);
-			c->setup_step = -1;
+			c->setup_step = -2;
 			setup_next(c);
 			return;
 		default:
@@ -413,12 +491,6 @@ static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
 		if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
 			pgc_down(c, PQerrorMessage(c->pg), true);
 			return;
-		}
-		while (!PQisBusy(c->pg)) {
-			PGresult *r = PQgetResult(c->pg);
-			if (r == NULL)
-				break;
-			PQclear(r);
 		}
 		return;
 	case PGC_DOWN:
@@ -523,8 +595,9 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 * statement gets a fresh snapshot, so the re-read after a lost
 	 * ON CONFLICT sees the winner's row.  Force it whatever the role's
 	 * default is. */
-	snprintf(pool.session_sql, sizeof pool.session_sql,
-		 "SET default_transaction_isolation TO 'read committed'; "
+	snprintf(pool.session_sql[0], sizeof pool.session_sql[0],
+		 "SET default_transaction_isolation TO 'read committed'");
+	snprintf(pool.session_sql[1], sizeof pool.session_sql[1],
 		 "SET statement_timeout TO %d", cfg->statement_timeout_ms);
 	TAILQ_INIT(&pool.queue);
 	TAILQ_INIT(&pool.idle);

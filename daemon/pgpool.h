@@ -42,6 +42,17 @@ struct pgjob {
 	int nparams;
 	const char *const *params; /* owned by the submitter until done runs */
 	pgjob_fn *done;
+	/*
+	 * hold_commit: the statement runs in a transaction that is committed
+	 * only after done() has seen its results (PQsendFlushRequest, then
+	 * the sync).  done() gets OK/SQL_ERROR/CONN_LOST as usual; after an OK
+	 * the pool commits and calls committed() with OK (committed),
+	 * SQL_ERROR (the commit failed: nothing was written) or CONN_LOST
+	 * (the commit was sent and the connection died: outcome unknown, ask
+	 * pg_xact_status).  The job must stay alive until committed() ran.
+	 */
+	bool hold_commit;
+	pgjob_fn *committed;
 	bool queued;               /* in the pool's wait queue (not yet sent) */
 };
 
