@@ -65,7 +65,7 @@ static void log_safe(char *dst, size_t len, const char *src)
 	if (src == NULL)
 		src = "-";
 	for (; *src && i + 1 < len; src++)
-		dst[i++] = (*src >= 0x20 && *src < 0x7f) ? *src : '?';
+		dst[i++] = (*src >= 0x20 && *src < 0x7f && *src != '"' && *src != '\\') ? *src : '?';
 	dst[i] = '\0';
 }
 
@@ -94,7 +94,7 @@ void stats_request_done(const struct req *r)
 		if (log_min_level <= LOG_WARN) {
 			char table[80];
 			log_safe(table, sizeof table, r->in.root ? r->in.table : NULL);
-			log_msg(LOG_WARN, "slow request: op=%s table=%s latency=%.1f ms outcome=%s "
+			log_msg(LOG_WARN, "slow request: op=%s table=\"%s\" latency=%.1f ms outcome=%s "
 				"attempts=%d (slow_request_ms %d)", op_label(op), table,
 				(double)us / 1000.0, goc_err_name((enum goc_err)outcome),
 				r->attempts + 1, slow_ms);
