@@ -101,13 +101,34 @@ demo: deps all
 bench: deps all
 	@GOCD_BUILD=$(BUILD) sh client/bench.sh
 
+# install: PREFIX (default /usr/local) and DESTDIR (staging root) as usual.
+# gocd goes to sbin, goc and goc-bench to bin, man pages to share/man, the
+# unit to $(PREFIX)/lib/systemd/system (systemd reads /usr/local/lib/... and
+# /lib/... alike; set UNITDIR to change it) with ExecStart pointing at
+# $(SBINDIR).  gocd.conf goes to $(SYSCONFDIR)/gocd (default /etc/gocd) and
+# an existing one is never overwritten.
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin
-	install -m 0755 $(BUILD)/gocd $(DESTDIR)$(PREFIX)/sbin/gocd
-	install -m 0755 $(BUILD)/goc $(DESTDIR)$(PREFIX)/bin/goc
-	$(if $(BENCH_SRC),install -m 0755 $(BUILD)/goc-bench $(DESTDIR)$(PREFIX)/bin/goc-bench)
-	install -d $(DESTDIR)/etc/gocd
-	[ -e $(DESTDIR)/etc/gocd/gocd.conf ] || install -m 0644 conf/gocd.conf $(DESTDIR)/etc/gocd/gocd.conf
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/gocd
+	install -m 0755 $(BUILD)/gocd $(DESTDIR)$(SBINDIR)/gocd
+	install -m 0755 $(BUILD)/goc $(DESTDIR)$(BINDIR)/goc
+	$(if $(BENCH_SRC),install -m 0755 $(BUILD)/goc-bench $(DESTDIR)$(BINDIR)/goc-bench)
+	install -m 0644 man/gocd.8 $(DESTDIR)$(MANDIR)/man8/gocd.8
+	install -m 0644 man/goc.1 $(DESTDIR)$(MANDIR)/man1/goc.1
+	install -m 0644 man/goc-bench.1 $(DESTDIR)$(MANDIR)/man1/goc-bench.1
+	sed -e 's|/usr/local/sbin/gocd|$(SBINDIR)/gocd|' \
+	    -e 's|/etc/gocd/gocd.conf|$(SYSCONFDIR)/gocd/gocd.conf|' \
+	    systemd/gocd.service > $(DESTDIR)$(UNITDIR)/gocd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/gocd.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/gocd.service.tmp $(DESTDIR)$(UNITDIR)/gocd.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/gocd/gocd.conf ] || \
+		install -m 0644 conf/gocd.conf $(DESTDIR)$(SYSCONFDIR)/gocd/gocd.conf
 
 clean:
 	rm -rf build build-asan
