@@ -672,6 +672,18 @@ static bool port_accepts(int port)
 	return ok;
 }
 
+static bool unix_accepts(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+	bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+	close(fd);
+	return ok;
+}
+
 static void gocd_note_exit(struct tgocd *g, int status)
 {
 	g->pid = 0;
@@ -704,8 +716,14 @@ struct tgocd *tgocd_startv(const char *const *args)
 	argv[n++] = gocd_bin(bin, sizeof bin);
 	argv[n++] = listen;
 	argv[n++] = pg;
-	for (size_t i = 0; args && args[i] && n < 63; i++)
+	/* gocd may open its listeners one after the other: ready means every
+	 * one it was given accepts, the unix socket included. */
+	const char *unix_path = NULL;
+	for (size_t i = 0; args && args[i] && n < 63; i++) {
 		argv[n++] = args[i];
+		if (strncmp(args[i], "--unix=", 7) == 0 && args[i][7])
+			unix_path = args[i] + 7;
+	}
 	argv[n] = NULL;
 
 	/* Say how it was started: the first line of its log. */
@@ -737,7 +755,7 @@ struct tgocd *tgocd_startv(const char *const *args)
 			tgocd_print_log(g);
 			return NULL;
 		}
-		if (port_accepts(g->port))
+		if (port_accepts(g->port) && (unix_path == NULL || unix_accepts(unix_path)))
 			return g;
 		if (now_ms() >= deadline) {
 			fprintf(stderr, "harness: gocd not listening on %d after %d ms\n",
