@@ -405,6 +405,14 @@ static void bench_stop_issuing(struct bench *b)
 	b->t_stop = bench_now();
 	if (b->ev_tick)
 		event_del(b->ev_tick);
+	if (b->cfg.rate > 0 && b->started) {
+		/* requests the schedule wanted sent but no connection was free for */
+		double due = (double)(b->t_stop - b->t_start) / 1e9 * b->cfg.rate;
+		uint64_t d = (uint64_t)due;
+		if (b->cfg.requests && d > b->cfg.requests)
+			d = b->cfg.requests;
+		b->backlog = d > b->issued ? d - b->issued : 0;
+	}
 	struct timeval tv = { (time_t)b->cfg.drain_timeout,
 			      (suseconds_t)(fmod(b->cfg.drain_timeout, 1.0) * 1e6) };
 	event_add(b->ev_drain, &tv);
@@ -727,15 +735,20 @@ static void bench_print_text(const struct bench *b, const struct bench_report *r
 	fprintf(out, ", %.2f s\n", rp->elapsed);
 	fprintf(out, "requests:     %" PRIu64 " (ok %" PRIu64 ", errors %" PRIu64
 		", unanswered %" PRIu64 ")\n", s->done, s->ok, s->errors, b->inflight);
-	fprintf(out, "throughput:   %.1f req/s\n", rp->rps);
+	fprintf(out, "throughput:   %.1f req/s (successful answers)\n", rp->rps);
+	if (cfg->rate > 0)
+		fprintf(out, "schedule:     %" PRIu64 " requests due but never sent (all connections busy)\n",
+			b->backlog);
 	if (b->conn_failures)
 		fprintf(out, "connections:  %" PRIu64 " failures, %" PRIu64 " reconnects%s\n",
 			b->conn_failures, b->reconnects,
 			b->lost_all ? "; all connections lost before the end" : "");
 	fprintf(out, "latency ms:   min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
-		"max %.3f  mean %.3f\n", ms(h->count ? h->min : 0), ms(hist_percentile(h, 50)),
+		"max %.3f  mean %.3f  (successful answers, from %s)\n",
+		ms(h->count ? h->min : 0), ms(hist_percentile(h, 50)),
 		ms(hist_percentile(h, 90)), ms(hist_percentile(h, 99)),
-		ms(hist_percentile(h, 99.9)), ms(h->max), hist_mean(h) / 1e6);
+		ms(hist_percentile(h, 99.9)), ms(h->max), hist_mean(h) / 1e6,
+		cfg->rate > 0 ? "the scheduled time" : "the send");
 	fprintf(out, "rows:         created %" PRIu64 ", found %" PRIu64 ", not found %" PRIu64 "\n",
 		s->created, s->found, s->not_found);
 	if (s->errors) {
@@ -783,6 +796,7 @@ static json_t *bench_json_report(const struct bench *b, const struct bench_repor
 	json_object_set_new(o, "requests", json_integer((json_int_t)s->done));
 	json_object_set_new(o, "ok", json_integer((json_int_t)s->ok));
 	json_object_set_new(o, "unanswered", json_integer((json_int_t)b->inflight));
+	json_object_set_new(o, "backlog", json_integer((json_int_t)b->backlog));
 	json_object_set_new(o, "throughput_rps", json_real(rp->rps));
 	json_t *lat = json_object();
 	json_object_set_new(lat, "min", json_real(ms(h->count ? h->min : 0)));

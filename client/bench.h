@@ -139,6 +139,7 @@ struct bench {
 	struct bconn *conns;
 	unsigned nready, ndead;
 	uint64_t reconnects, conn_failures;
+	uint64_t backlog; /* open loop: requests due by the end but never sent */
 	bool lost_all; /* every connection gave up before the run's bound */
 	struct keys keys;
 	char prefix[BENCH_KEY_MAX / 2]; /* run's key prefix (fresh adds a run id) */
