@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -716,6 +717,7 @@ static void bench_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 struct bench_report {
 	double elapsed, rps;
+	double cpu_user, cpu_sys; /* goc-bench's own CPU seconds: it shares the host */
 	struct verify_summary vs;
 	struct db_check dc;
 	bool have_vs, have_dc, dc_failed;
@@ -739,6 +741,8 @@ static void bench_print_text(const struct bench *b, const struct bench_report *r
 	if (cfg->rate > 0)
 		fprintf(out, "schedule:     %" PRIu64 " requests due but never sent (all connections busy)\n",
 			b->backlog);
+	fprintf(out, "client cpu:   %.2f s user, %.2f s sys (goc-bench itself, whole process)\n",
+		rp->cpu_user, rp->cpu_sys);
 	if (b->conn_failures)
 		fprintf(out, "connections:  %" PRIu64 " failures, %" PRIu64 " reconnects%s\n",
 			b->conn_failures, b->reconnects,
@@ -758,13 +762,18 @@ static void bench_print_text(const struct bench *b, const struct bench_report *r
 				fprintf(out, "  %-22s %" PRIu64 "  (first: %s)\n", bench_err_name(i),
 					s->by_code[i], s->first_msg[i] ? s->first_msg[i] : "");
 	}
-	if (rp->have_vs)
+	if (rp->have_vs) {
 		fprintf(out, "verify:       %" PRIu64 " keys, %" PRIu64 " with violations "
 			"(created more than once %" PRIu64 ", differing row ids %" PRIu64
 			", created though pre-existing %" PRIu64 ", never created %" PRIu64
 			"; outcome unknown %" PRIu64 ")\n",
 			rp->vs.keys, rp->vs.violations, rp->vs.multi_created, rp->vs.id_mismatch,
 			rp->vs.created_existing, rp->vs.never_created, rp->vs.uncertain);
+		if (!rp->vs.exactly_once && cfg->op == GOC_OP_GET_OR_CREATE)
+			fprintf(out, "              created:true checked at most once per key only: "
+				"without --postgres or --verify-db the keys that existed before "
+				"the run are unknown\n");
+	}
 	if (rp->have_dc)
 		fprintf(out, "verify-db:    %" PRIu64 " keys counted, %" PRIu64 " with duplicate rows "
 			"(%" PRIu64 " extra rows), %" PRIu64 " missing\n", rp->dc.keys,
@@ -816,6 +825,7 @@ static json_t *bench_json_report(const struct bench *b, const struct bench_repor
 			json_object_set_new(errs, bench_err_name(i), json_integer((json_int_t)s->by_code[i]));
 	json_object_set_new(o, "errors", errs);
 	json_object_set_new(o, "errors_total", json_integer((json_int_t)s->errors));
+	json_object_set_new(o, "client_cpu_s", json_real(rp->cpu_user + rp->cpu_sys));
 	json_object_set_new(o, "connection_failures", json_integer((json_int_t)b->conn_failures));
 	json_object_set_new(o, "reconnects", json_integer((json_int_t)b->reconnects));
 	if (rp->have_vs) {
@@ -827,6 +837,7 @@ static json_t *bench_json_report(const struct bench *b, const struct bench_repor
 		json_object_set_new(v, "created_though_preexisting", json_integer((json_int_t)rp->vs.created_existing));
 		json_object_set_new(v, "never_created", json_integer((json_int_t)rp->vs.never_created));
 		json_object_set_new(v, "outcome_unknown", json_integer((json_int_t)rp->vs.uncertain));
+		json_object_set_new(v, "exactly_once_checked", json_boolean(rp->vs.exactly_once));
 		json_object_set_new(o, "verify", v);
 	} else {
 		json_object_set_new(o, "verify", json_null());
@@ -1028,6 +1039,11 @@ int main(int argc, char **argv)
 	struct bench_report rp = { 0 };
 	rp.elapsed = (double)(b->t_stop - b->t_start) / 1e9;
 	rp.rps = rp.elapsed > 0 ? (double)b->st.ok / rp.elapsed : 0;
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		rp.cpu_user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+		rp.cpu_sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	}
 	FILE *vout = stderr;
 	if (b->ver) {
 		rp.have_vs = true;

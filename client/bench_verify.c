@@ -194,6 +194,7 @@ uint64_t verify_finish(struct verify *v, const struct bench *b, FILE *out,
 {
 	memset(sum, 0, sizeof *sum);
 	sum->no_id = v->no_id;
+	sum->exactly_once = v->preexist_known;
 	unsigned lines = 0;
 	char key[BENCH_KEY_MAX], what[512];
 	for (uint64_t k = 0; k < v->cap; k++) {

@@ -24,6 +24,7 @@ struct verify_summary {
 	uint64_t never_created;    /* new keys that no response said it created */
 	uint64_t uncertain;        /* keys with a timeout/lost answer: exactly-once not judged */
 	uint64_t no_id;            /* rows without the id column */
+	bool exactly_once;         /* "created exactly once" was judged (pre-run state known) */
 };
 
 /* space: key numbers expected to be below it (grows as needed). */
