@@ -737,11 +737,13 @@ struct tgocd *tgocd_startv(const char *const *args)
 	}
 	if (access(bin, X_OK) != 0) {
 		fprintf(stderr, "harness: %s is not built (set GOCD_BUILD?)\n", bin);
+		g->stopped = true; /* never ran: nothing more to report */
 		return NULL;
 	}
 	g->pid = gocd_spawn(argv, g->log_path);
 	if (g->pid < 0) {
 		g->pid = 0;
+		g->stopped = true;
 		return NULL;
 	}
 
