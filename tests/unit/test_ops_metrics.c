@@ -1,5 +1,5 @@
 /*
- * test_ops.c - unit tests of the operations modules: the Prometheus text
+ * test_ops_metrics.c - unit tests of the operations modules: the Prometheus text
  * that stats.c renders (format, families, histogram invariants, counters
  * moving with requests), the STATUS= line, and notify.c's parsing of
  * NOTIFY_SOCKET / WATCHDOG_USEC plus one real datagram round trip.
