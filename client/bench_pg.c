@@ -34,6 +34,13 @@ enum pg_state {
 	PGS_DEAD,       /* failed; waiting for close */
 };
 
+static const char *const pg_state_name[] = {
+	[PGS_CONNECTING] = "connecting",
+	[PGS_PREPARING] = "preparing",
+	[PGS_READY] = "ready",
+	[PGS_DEAD] = "dead",
+};
+
 enum pg_stmt { ST_SEL, ST_INS, ST_PING, ST__COUNT };
 static const char *const pg_stmt_name[ST__COUNT] = { "gb_sel", "gb_ins", "gb_ping" };
 
@@ -154,12 +161,29 @@ static int pg_build_sql(const struct bench_cfg *cfg, bool naive)
 	return sql[ST_SEL] && sql[ST_INS] && sql[ST_PING] ? 0 : -1;
 }
 
+/*
+ * The one place a connection changes state.  Legal moves: connecting ->
+ * preparing -> ready, and any -> dead.  Anything else is a bug in this file.
+ */
+static void pg_set_state(struct pgc *p, enum pg_state to)
+{
+	bool ok = to == PGS_DEAD ||
+		  (p->state == PGS_CONNECTING && to == PGS_PREPARING) ||
+		  (p->state == PGS_PREPARING && to == PGS_READY);
+	if (!ok) {
+		fprintf(stderr, "goc-bench: internal error: connection %u: %s -> %s\n",
+			p->c->idx, pg_state_name[p->state], pg_state_name[to]);
+		abort();
+	}
+	p->state = to;
+}
+
 static void pg_fail(struct pgc *p, const char *why)
 {
 	struct bconn *c = p->c;
 	if (p->state == PGS_DEAD)
 		return;
-	p->state = PGS_DEAD;
+	pg_set_state(p, PGS_DEAD);
 	if (p->ev_conn)
 		event_del(p->ev_conn);
 	if (p->rev)
@@ -330,12 +354,15 @@ static void pg_prepare_result(struct pgc *p, const PGresult *r)
 {
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		char why[512];
-		snprintf(why, sizeof why, "PREPARE failed: %s", PQresultErrorMessage(r));
+		const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+		snprintf(why, sizeof why, "PREPARE failed: SQLSTATE %s: %s", ss ? ss : "?",
+			 m ? m : PQresultErrorMessage(r));
 		pg_fail(p, why);
 		return;
 	}
 	if (--p->prep_left == 0) {
-		p->state = PGS_READY;
+		pg_set_state(p, PGS_READY);
 		bench_conn_ready(p->c);
 	}
 }
@@ -413,7 +440,7 @@ static void pg_connected(struct pgc *p)
 		pg_fail(p, "cannot create events");
 		return;
 	}
-	p->state = PGS_PREPARING;
+	pg_set_state(p, PGS_PREPARING);
 	unsigned nparams[ST__COUNT] = {
 		[ST_SEL] = cfg->nkey_cols,
 		[ST_INS] = cfg->nkey_cols + cfg->ndef,

@@ -208,14 +208,14 @@ uint64_t verify_finish(struct verify *v, const struct bench *b, FILE *out,
 		what[0] = '\0';
 		if (e->created > 1) {
 			sum->multi_created++;
-			n += (size_t)snprintf(what + n, sizeof what - n, "%s%u responses said created:true",
+			n += (size_t)snprintf(what + n, sizeof what - n, "%screated:true in %u responses",
 					      n ? "; " : "", e->created);
 		}
 		if (e->mismatches) {
 			sum->id_mismatch++;
 			n += (size_t)snprintf(what + n, sizeof what - n,
-					      "%s%u responses carried another row id",
-					      n ? "; " : "", e->mismatches);
+					      "%sanother row id in %u response%s",
+					      n ? "; " : "", e->mismatches, e->mismatches == 1 ? "" : "s");
 		}
 		if ((e->flags & VE_PREEXIST) && e->created > 0) {
 			sum->created_existing++;
