@@ -73,6 +73,8 @@ static struct pgjob *batch_next(void);
 static void batch_fail_all(const char *why);
 static void on_batch(struct pgjob *job, const PGresult *res,
 		     enum pgjob_outcome outcome, const char *msg);
+static void on_batch_committed(struct pgjob *job, const PGresult *res,
+			       enum pgjob_outcome outcome, const char *msg);
 
 void batch_set_max(int batch_max)
 {
@@ -270,6 +272,10 @@ static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
 	b->job.nparams = ncols;
 	b->job.params = (const char *const *)b->arrays;
 	b->job.done = on_batch;
+	/* An inserting batch reads its rows before committing, so a commit
+	 * cut off by a lost connection can be resolved (goc_commit_outcome). */
+	b->job.hold_commit = !s->select_only;
+	b->job.committed = on_batch_committed;
 	for (int i = 0; i < n; i++)
 		reqs[i]->step = STEP_BATCH;
 	bt.batches++;
@@ -382,6 +388,22 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 
 	switch (outcome) {
 	case PGJOB_OK: {
+		if (b->job.hold_commit) {
+			/* Keep each result until the commit is confirmed. */
+			int rows = PQntuples(res);
+			for (int i = 0; i < b->n; i++)
+				goc_hold(b->reqs[i], NULL, 0, false, "");
+			for (int i = 0; i < rows; i++) {
+				int ord = atoi(PQgetvalue(res, i, 0));
+				if (ord < 1 || ord > b->n)
+					continue;
+				goc_hold(b->reqs[ord - 1], PQgetvalue(res, i, 1),
+					 (size_t)PQgetlength(res, i, 1), PQgetvalue(res, i, 2)[0] == 't',
+					 PQgetisnull(res, i, 3) ? "" : PQgetvalue(res, i, 3));
+			}
+			bt.deferring--;
+			return; /* the batch lives on until on_batch_committed */
+		}
 		bool *got = calloc((size_t)b->n, sizeof *got);
 		if (got == NULL)
 			abort();
@@ -427,6 +449,31 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 		for (int i = 0; i < b->n; i++)
 			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, msg);
 		break;
+	}
+	batch_free(b);
+	bt.deferring--;
+	pgpool_kick();
+}
+
+static void on_batch_committed(struct pgjob *job, const PGresult *res,
+			       enum pgjob_outcome outcome, const char *msg)
+{
+	struct batch *b = (struct batch *)job;
+	bt.deferring++;
+	if (outcome == PGJOB_SQL_ERROR && b->n > 1) {
+		/* The commit itself failed (a deferred constraint): nothing was
+		 * written; find the culprit as for a failed statement. */
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		for (int i = 0; i < b->n; i++)
+			goc_hold(b->reqs[i], NULL, 0, false, "");
+		if (state && retryable(state))
+			for (int i = 0; i < b->n; i++)
+				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		else
+			split(b);
+	} else {
+		for (int i = 0; i < b->n; i++)
+			goc_commit_outcome(b->reqs[i], outcome, res, msg);
 	}
 	batch_free(b);
 	bt.deferring--;

@@ -15,6 +15,14 @@
  *   RESELECT row found            -> created:false
  *            none (deleted since) -> INSERT again, at most MAX_ROUNDS times
  *
+ * The INSERT holds its commit (see pgpool hold_commit): its row and its
+ * transaction id are read first, then the commit is sent.  If the
+ * connection dies during the commit, the outcome is unknown, so the row
+ * is held and pg_xact_status(xid) is asked on a fresh connection, for as
+ * long as request_timeout allows: committed -> created:true with the held
+ * row; aborted -> run again.  That keeps "exactly one created:true per
+ * row" even across a PostgreSQL crash at the worst moment.
+ *
  * The lock table in front of this keeps same-key requests of this gocd off
  * the database; other gocd instances and applications are covered by the
  * unique index, which is why the flow never trusts memory for "exists".
@@ -46,6 +54,11 @@
 
 static void on_result(struct pgjob *job, const PGresult *res,
 		      enum pgjob_outcome outcome, const char *msg);
+static void on_committed(struct pgjob *job, const PGresult *res,
+			 enum pgjob_outcome outcome, const char *msg);
+
+/* Requests waiting for a connection to ask pg_xact_status on. */
+static TAILQ_HEAD(, req) xact_wait = TAILQ_HEAD_INITIALIZER(xact_wait);
 
 void goc_release(struct req *r)
 {
@@ -55,6 +68,8 @@ void goc_release(struct req *r)
 	free(r->select_sql);
 	free(r->insert_sql);
 	free(r->lockkey);
+	free(r->held_row);
+	r->held_row = NULL;
 	r->params_buf = NULL;
 	r->params = NULL;
 	r->select_sql = r->insert_sql = NULL;
@@ -217,6 +232,8 @@ static struct pgjob *setup_job(struct req *r, enum req_step step)
 
 	r->step = step;
 	j->done = on_result;
+	j->hold_commit = step == STEP_INSERT;
+	j->committed = on_committed;
 	if (step == STEP_INSERT) {
 		j->stmt = r->insert_sql ? -1 : t->stmt_insert_key;
 		j->sql = r->insert_sql;
@@ -255,12 +272,10 @@ struct pgjob *goc_single_job(struct req *r, enum goc_phase phase)
  * cannot even be queued are answered 'unavailable' in turn; a loop, not
  * recursion, because a key may have thousands of waiters.
  */
-static void finish_error(struct req *r, enum goc_err code, const char *msg)
+/* r gives up its key: the next waiter (if any) runs its own request. */
+static void release_to_next(struct req *r)
 {
-	req_answer_error(r, code, "%s", msg);
 	struct lockwaiter *next = r->lock.ent ? locktab_release(&r->lock) : NULL;
-	r->step = STEP_NONE;
-	req_idle(r);
 	while (next) {
 		struct req *nr = REQ_OF(next, lock);
 		if (!pgpool_all_down()) {
@@ -272,6 +287,14 @@ static void finish_error(struct req *r, enum goc_err code, const char *msg)
 		nr->step = STEP_NONE;
 		req_idle(nr);
 	}
+}
+
+static void finish_error(struct req *r, enum goc_err code, const char *msg)
+{
+	req_answer_error(r, code, "%s", msg);
+	release_to_next(r);
+	r->step = STEP_NONE;
+	req_idle(r);
 }
 
 void goc_finish_error(struct req *r, enum goc_err code, const char *msg)
@@ -464,10 +487,9 @@ static void on_result(struct pgjob *job, const PGresult *res,
 			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
 		return;
 	case STEP_INSERT:
-		if (have)
-			finish_row(r, row, len, true);
-		else if (submit(r, STEP_RESELECT, true) != 0)
-			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		/* Nothing is answered before the commit is confirmed. */
+		goc_hold(r, row, len, have,
+			 have && PQnfields(res) > 1 ? PQgetvalue(res, 0, 1) : "");
 		return;
 	case STEP_RESELECT:
 		if (have)
@@ -484,6 +506,157 @@ static void on_result(struct pgjob *job, const PGresult *res,
 		finish_error(r, GOC_E_INTERNAL, "internal state error");
 		return;
 	}
+}
+
+void goc_hold(struct req *r, const char *row, size_t len, bool created, const char *xid)
+{
+	free(r->held_row);
+	r->held_row = NULL;
+	r->held_len = len;
+	if (row) {
+		r->held_row = malloc(len + 1);
+		if (r->held_row == NULL)
+			abort();
+		memcpy(r->held_row, row, len);
+		r->held_row[len] = '\0';
+	}
+	r->held = true;
+	r->held_created = created;
+	snprintf(r->xid, sizeof r->xid, "%s", xid ? xid : "");
+}
+
+/* Answer with the held row; r may be freed. */
+static void deliver_held(struct req *r)
+{
+	char *row = r->held_row;
+	r->held_row = NULL;
+	r->held = false;
+	finish_row(r, row, r->held_len, r->held_created);
+	free(row);
+}
+
+static void drop_held(struct req *r)
+{
+	free(r->held_row);
+	r->held_row = NULL;
+	r->held = false;
+	r->xid[0] = '\0';
+}
+
+static void on_xact(struct pgjob *job, const PGresult *res,
+		    enum pgjob_outcome outcome, const char *msg);
+
+static void xact_check(struct req *r)
+{
+	struct pgjob *j = &r->job;
+	r->xid_param = r->xid;
+	j->stmt = -1;
+	j->sql = "SELECT pg_xact_status($1::xid8)::text";
+	j->nparams = 1;
+	j->params = &r->xid_param;
+	j->done = on_xact;
+	j->hold_commit = false;
+	r->step = STEP_XACT;
+	if (pgpool_submit(j, true) != 0) {
+		r->step = STEP_XACT_WAIT;
+		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
+	}
+}
+
+static void on_xact(struct pgjob *job, const PGresult *res,
+		    enum pgjob_outcome outcome, const char *msg)
+{
+	struct req *r = REQ_OF(job, job);
+	char buf[CODEC_MSG_MAX];
+	(void)msg;
+
+	if (outcome == PGJOB_CONN_LOST || outcome == PGJOB_UNAVAILABLE) {
+		r->step = STEP_XACT_WAIT;
+		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
+		return;
+	}
+	if (outcome == PGJOB_SQL_ERROR) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && strcmp(state, "22023") == 0) {
+			/* "transaction ID is in the future": the server came back
+			 * from a crash without the transaction in its WAL, so it
+			 * never committed (nothing of it survived). */
+			log_info("insert whose commit was cut off (transaction %s): lost in the crash",
+				 r->xid);
+			drop_held(r);
+			retry(r, "the connection was lost during the commit, which did not survive");
+			return;
+		}
+		drop_held(r);
+		snprintf(buf, sizeof buf, "cannot learn whether the insert committed: %s",
+			 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		finish_error(r, GOC_E_INTERNAL, buf);
+		return;
+	}
+	const char *st = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
+	log_info("insert whose commit was cut off (transaction %s): %s", r->xid, st ? st : "unknown");
+	if (st && strcmp(st, "committed") == 0) {
+		deliver_held(r);
+	} else if (st && strcmp(st, "aborted") == 0) {
+		drop_held(r);
+		retry(r, "the connection was lost during the commit, which did not happen");
+	} else if (st && strcmp(st, "in progress") == 0) {
+		r->step = STEP_XACT_WAIT; /* the old backend is still finishing: ask again */
+		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
+	} else {
+		drop_held(r);
+		finish_error(r, GOC_E_INTERNAL, "the outcome of the insert is unknown "
+			     "(its transaction is too old for pg_xact_status)");
+	}
+}
+
+void goc_tick(void)
+{
+	struct req *r;
+	int n = 0;
+	for (r = TAILQ_FIRST(&xact_wait); r && n < 1000; r = TAILQ_FIRST(&xact_wait), n++) {
+		if (pgpool_all_down())
+			return;
+		TAILQ_REMOVE(&xact_wait, r, xact_link);
+		xact_check(r);
+		if (r->step == STEP_XACT_WAIT)
+			return; /* it went back on the list */
+	}
+}
+
+void goc_commit_outcome(struct req *r, int outcome, const PGresult *res, const char *msg)
+{
+	switch ((enum pgjob_outcome)outcome) {
+	case PGJOB_OK:
+		if (r->held_row) {
+			deliver_held(r);
+		} else {
+			drop_held(r); /* lost the race to another writer: read its row */
+			goc_run(r, PHASE_SELECT);
+		}
+		return;
+	case PGJOB_SQL_ERROR:
+		drop_held(r);
+		on_sql_error(r, res);
+		return;
+	case PGJOB_CONN_LOST:
+	case PGJOB_UNAVAILABLE:
+		if (r->held_row && r->held_created && r->xid[0]) {
+			xact_check(r);
+		} else if (r->held_row) {
+			deliver_held(r); /* an existing row: its commit was not ours */
+		} else {
+			drop_held(r);
+			retry(r, msg);
+		}
+		return;
+	}
+}
+
+static void on_committed(struct pgjob *job, const PGresult *res,
+			 enum pgjob_outcome outcome, const char *msg)
+{
+	goc_commit_outcome(REQ_OF(job, job), outcome, res, msg);
 }
 
 void goc_start(struct req *r)
@@ -527,6 +700,15 @@ void goc_start(struct req *r)
 
 void goc_on_timeout(struct req *r)
 {
+	if (r->step == STEP_XACT_WAIT) {
+		/* PostgreSQL stayed away too long to learn the outcome. */
+		TAILQ_REMOVE(&xact_wait, r, xact_link);
+		drop_held(r);
+		release_to_next(r);
+		r->step = STEP_NONE;
+		r->busy = false;
+		return;
+	}
 	if (r->step == STEP_WAITING) {
 		locktab_cancel(&r->lock);
 		r->step = STEP_NONE;

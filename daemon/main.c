@@ -19,6 +19,7 @@
 #include "catalog.h"
 #include "config.h"
 #include "conn.h"
+#include "goc.h"
 #include "gocd.h"
 #include "listener.h"
 #include "locktab.h"
@@ -147,6 +148,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	uint64_t now = gocd_now_ms();
 	req_expire(now);
+	goc_tick();
 	if (now >= next_recheck) {
 		next_recheck = now + RECHECK_MS;
 		for (int i = 0; i < ntables; i++)

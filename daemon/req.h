@@ -29,6 +29,8 @@ enum req_step {
 	STEP_RESELECT, /* the insert lost to another writer: read the winner's row */
 	STEP_QUEUED,   /* in a batch shape's queue, see batch.c */
 	STEP_BATCH,    /* part of a batch statement in flight */
+	STEP_XACT,     /* asking pg_xact_status whether our lost commit happened */
+	STEP_XACT_WAIT,/* ... waiting for a connection to ask on */
 };
 
 struct req {
@@ -63,6 +65,14 @@ struct req {
 	unsigned char *lockkey;
 	size_t lockkey_len;
 	struct lockwaiter lock;
+	/* An inserted row held until its commit is confirmed (see goc.c). */
+	char *held_row;
+	size_t held_len;
+	bool held;                    /* held_row (maybe NULL) is this request's result */
+	bool held_created;
+	char xid[24];                 /* transaction that inserted held_row, "" if none */
+	const char *xid_param;        /* = xid, as the status check's parameter */
+	TAILQ_ENTRY(req) xact_link;   /* while STEP_XACT_WAIT */
 	struct pgjob job;             /* at most one statement in flight */
 };
 

@@ -302,7 +302,9 @@ char *table_sql_insert(const struct table *t, const int *cols, int ncols)
 	}
 	sb_add(&b, ") ON CONFLICT ");
 	sb_add(&b, t->conflict_target);
-	sb_add(&b, " DO NOTHING RETURNING row_to_json(t.*)::text");
+	/* The xid is read before the commit is sent, so that a connection
+	 * lost during the commit can still learn whether it happened. */
+	sb_add(&b, " DO NOTHING RETURNING row_to_json(t.*)::text, pg_current_xact_id()::text");
 	return b.s;
 }
 
@@ -430,8 +432,9 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 		sb_add(&b, c);
 	}
 	sb_add(&b, "row_to_json(t.*)::text AS r) "
-		   "SELECT f.ord, f.r, false FROM f UNION ALL "
-		   "SELECT i.ord, n.r, row_number() OVER (PARTITION BY n.r ORDER BY i.ord) = 1 "
+		   "SELECT f.ord, f.r, false, NULL::text FROM f UNION ALL "
+		   "SELECT i.ord, n.r, row_number() OVER (PARTITION BY n.r ORDER BY i.ord) = 1, "
+		   "pg_current_xact_id_if_assigned()::text "
 		   "FROM n JOIN i ON ");
 	sb_key_match(&b, t, "n.", false);
 	return b.s;
