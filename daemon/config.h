@@ -37,6 +37,8 @@ struct config {
 	int shutdown_timeout; /* ms */
 	int retry_limit;
 	char *log_level;
+	char *auth_token;      /* "" = TCP clients need no token */
+	int client_idle_timeout; /* ms, 0 = never */
 	int slow_request_ms;  /* 0 = no slow-request log */
 	char *admin_listen;   /* HOST:PORT for /metrics and /healthz, "" = none */
 };

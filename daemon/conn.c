@@ -40,6 +40,9 @@ struct conn {
 	TAILQ_HEAD(, req) reqs; /* arrival order; answers leave from the head */
 	int npending;           /* unanswered or unflushed requests */
 	bool reading;           /* EV_READ enabled */
+	bool is_unix;           /* trusted by the socket's file mode: no auth */
+	bool authed;
+	uint64_t last_active_ms;
 	int in_callback;        /* >0 while a callback of ours is on the stack */
 	char peer[64];
 	LIST_ENTRY(conn) link;
@@ -137,6 +140,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
+	c->last_active_ms = gocd_now_ms();
 	c->in_callback++;
 	conn_process_input(c);
 	c->in_callback--;
@@ -223,7 +227,38 @@ static void conn_reap(struct conn *c)
 	}
 }
 
-void conn_accept(evutil_socket_t fd, const char *peer)
+void conn_drain(struct conn *c)
+{
+	if (c->state == CONN_OPEN)
+		conn_set_state(c, CONN_DRAINING);
+}
+
+int conn_needs_auth(const struct conn *c)
+{
+	return srv.cfg->auth_token[0] != '\0' && !c->is_unix && !c->authed;
+}
+
+void conn_set_authed(struct conn *c)
+{
+	c->authed = true;
+}
+
+void conn_close_idle(uint64_t now_ms, int idle_ms)
+{
+	struct conn *c, *next;
+	for (c = LIST_FIRST(&conns); c; c = next) {
+		next = LIST_NEXT(c, link);
+		if (c->state == CONN_OPEN && c->npending == 0 &&
+		    now_ms - c->last_active_ms > (uint64_t)idle_ms) {
+			log_debug("client %s: idle for over client_idle_timeout; closing", c->peer);
+			stats.clients_idle_closed++;
+			conn_set_state(c, CONN_DRAINING);
+			conn_reap(c);
+		}
+	}
+}
+
+void conn_accept(evutil_socket_t fd, const char *peer, int is_unix)
 {
 	struct conn *c = calloc(1, sizeof *c);
 	if (c == NULL) {
@@ -239,6 +274,8 @@ void conn_accept(evutil_socket_t fd, const char *peer)
 	TAILQ_INIT(&c->reqs);
 	snprintf(c->peer, sizeof c->peer, "%s", peer);
 	c->state = CONN_OPEN;
+	c->is_unix = is_unix;
+	c->last_active_ms = gocd_now_ms();
 	LIST_INSERT_HEAD(&conns, c, link);
 	nconns++;
 	stats.clients_accepted++;

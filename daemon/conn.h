@@ -10,13 +10,25 @@
 #ifndef GOCD_CONN_H
 #define GOCD_CONN_H
 
+#include <stdint.h>
+
 #include <event2/util.h>
 
 struct conn;
 struct req;
 
 /* Take ownership of an accepted socket.  peer is for log lines. */
-void conn_accept(evutil_socket_t fd, const char *peer);
+void conn_accept(evutil_socket_t fd, const char *peer, int is_unix);
+
+/* Stop reading from c; close it once its answers are flushed. */
+void conn_drain(struct conn *c);
+
+/* TCP clients must authenticate when auth_token is set. */
+int conn_needs_auth(const struct conn *c);
+void conn_set_authed(struct conn *c);
+
+/* Close connections idle (nothing pending) for longer than idle_ms. */
+void conn_close_idle(uint64_t now_ms, int idle_ms);
 
 /* Append r to c's FIFO (called by req_new). */
 void conn_add_req(struct conn *c, struct req *r);

@@ -7,7 +7,12 @@
  */
 #include <event2/buffer.h>
 
+#include <string.h>
+
+#include "config.h"
+#include "conn.h"
 #include "dispatch.h"
+#include "gocd.h"
 #include "goc.h"
 #include "req.h"
 #include "stats.h"
@@ -28,11 +33,38 @@ static void op_stats(struct req *r)
 	req_answered(r);
 }
 
+/* Compare without an early exit, so timing does not leak the token. */
+static int token_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char d = la != lb;
+	for (size_t i = 0; i < lb; i++)
+		d |= (unsigned char)(a[i % (la ? la : 1)] ^ b[i]);
+	return d == 0;
+}
+
+static void op_auth(struct req *r)
+{
+	struct conn *c = r->conn;
+	if (srv.cfg->auth_token[0] == '\0' || token_equal(r->in.token, srv.cfg->auth_token)) {
+		if (c)
+			conn_set_authed(c);
+		codec_render_ok(r->out, r->in.id, NULL);
+		req_answered(r);
+		return;
+	}
+	stats.auth_failures++;
+	if (c)
+		conn_drain(c);
+	req_answer_error(r, GOC_E_UNAUTHORIZED, "wrong token; closing the connection");
+}
+
 static void (*const handlers[GOC_OP__COUNT])(struct req *) = {
 	[GOC_OP_GET_OR_CREATE] = goc_start,
 	[GOC_OP_GET] = goc_start,
 	[GOC_OP_PING] = op_ping,
 	[GOC_OP_STATS] = op_stats,
+	[GOC_OP_AUTH] = op_auth,
 };
 
 void dispatch_line(struct conn *c, const char *line, size_t len)
@@ -40,7 +72,16 @@ void dispatch_line(struct conn *c, const char *line, size_t len)
 	struct req *r = req_new(c);
 	struct codec_error err;
 
-	if (codec_parse_request(line, len, &r->in, &err) != 0) {
+	if (conn_needs_auth(c)) {
+		/* Nothing but a valid auth request is even parsed further. */
+		if (codec_parse_request(line, len, &r->in, &err) != 0 || r->in.op != GOC_OP_AUTH) {
+			stats.auth_failures++;
+			conn_drain(c);
+			req_answer_error(r, GOC_E_UNAUTHORIZED,
+					 "authenticate first: {\"op\":\"auth\",\"token\":\"...\"}; closing the connection");
+			return;
+		}
+	} else if (codec_parse_request(line, len, &r->in, &err) != 0) {
 		req_answer_error(r, err.code, "%s", err.message);
 		return;
 	}

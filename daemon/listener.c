@@ -77,7 +77,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 		return;
 	}
 	evutil_make_socket_nonblocking(fd);
-	conn_accept(fd, peer);
+	conn_accept(fd, peer, sa->sa_family == AF_UNIX);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)

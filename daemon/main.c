@@ -38,6 +38,7 @@ static int saved_argc;
 static char **saved_argv;
 static uint64_t shutdown_deadline;
 static uint64_t next_recheck;
+static uint64_t next_idle_check;
 
 static void begin_shutdown(const char *why)
 {
@@ -149,6 +150,10 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = gocd_now_ms();
 	req_expire(now);
 	goc_tick();
+	if (cfg->client_idle_timeout > 0 && now >= next_idle_check) {
+		next_idle_check = now + 1000;
+		conn_close_idle(now, cfg->client_idle_timeout);
+	}
 	if (now >= next_recheck) {
 		next_recheck = now + RECHECK_MS;
 		for (int i = 0; i < ntables; i++)

@@ -20,6 +20,7 @@ static const char *const op_names[GOC_OP__COUNT] = {
 	[GOC_OP_GET] = "get",
 	[GOC_OP_PING] = "ping",
 	[GOC_OP_STATS] = "stats",
+	[GOC_OP_AUTH] = "auth",
 };
 
 const char *codec_op_name(enum goc_op op)
@@ -87,7 +88,7 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 
 	const char *name;
 	json_t *v;
-	json_t *op = NULL, *table = NULL;
+	json_t *op = NULL, *table = NULL, *token = NULL;
 	json_object_foreach(root, name, v) {
 		if (strcmp(name, "id") == 0)
 			continue;
@@ -99,9 +100,11 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 			req->key = v;
 		else if (strcmp(name, "defaults") == 0)
 			req->defaults = v;
+		else if (strcmp(name, "token") == 0)
+			token = v;
 		else {
 			codec_error_set(err, GOC_E_BAD_REQUEST,
-					"unknown field \"%.64s\" (expected op, id, table, key, defaults)",
+					"unknown field \"%.64s\" (expected op, id, table, key, defaults, token)",
 					name);
 			return -1;
 		}
@@ -121,11 +124,28 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 			req->op = (enum goc_op)i;
 	if (req->op == GOC_OP__COUNT) {
 		codec_error_set(err, GOC_E_UNKNOWN_OP,
-				"unknown op \"%.64s\" (expected get_or_create, get, ping, stats)",
+				"unknown op \"%.64s\" (expected get_or_create, get, ping, stats, auth)",
 				ops);
 		return -1;
 	}
 
+	if (req->op == GOC_OP_AUTH) {
+		if (table || req->key || req->defaults) {
+			codec_error_set(err, GOC_E_BAD_REQUEST, "op \"auth\" takes only a token");
+			return -1;
+		}
+		if (!json_is_string(token)) {
+			codec_error_set(err, GOC_E_BAD_REQUEST,
+					token ? "field \"token\" must be a string" : "missing field \"token\"");
+			return -1;
+		}
+		req->token = json_string_value(token);
+		return 0;
+	}
+	if (token) {
+		codec_error_set(err, GOC_E_BAD_REQUEST, "field \"token\" is only for op \"auth\"");
+		return -1;
+	}
 	if (req->op == GOC_OP_PING || req->op == GOC_OP_STATS) {
 		if (table || req->key || req->defaults) {
 			codec_error_set(err, GOC_E_BAD_REQUEST,

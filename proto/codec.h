@@ -24,6 +24,7 @@ enum goc_op {
 	GOC_OP_GET,
 	GOC_OP_PING,
 	GOC_OP_STATS,
+	GOC_OP_AUTH,
 	GOC_OP__COUNT
 };
 
@@ -48,6 +49,7 @@ struct goc_request {
 	const char *table; /* NULL for ping/stats */
 	json_t *key;       /* object, non-empty; NULL for ping/stats */
 	json_t *defaults;  /* object or NULL */
+	const char *token; /* auth only */
 };
 
 /*
