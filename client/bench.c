@@ -45,7 +45,7 @@ enum opt_id {
 	O_DURATION, O_REQUESTS, O_RATE, O_TABLE, O_KEY_COLUMN, O_ID_COLUMN,
 	O_DEFAULTS, O_KEYS, O_KEY_PREFIX, O_PREPOPULATE, O_OP, O_VERIFY,
 	O_VERIFY_DB, O_JSON, O_QUIET, O_SEED, O_CONNECT_TIMEOUT, O_DRAIN_TIMEOUT,
-	O_HELP, O_VERSION,
+	O_WARMUP, O_HELP, O_VERSION,
 };
 
 struct bench_opt {
@@ -81,6 +81,7 @@ static const struct bench_opt bench_opts[] = {
 	{ "seed", 1, O_SEED, "N", "PRNG seed for key draws (default: from the clock)" },
 	{ "connect-timeout", 1, O_CONNECT_TIMEOUT, "S", "give up on connections not up after S s (default 10)" },
 	{ "drain-timeout", 1, O_DRAIN_TIMEOUT, "S", "wait at most S s for in-flight answers at the end (default 10)" },
+	{ "warmup", 1, O_WARMUP, "S", "run S s of load before measuring (with --duration; verify sees it all)" },
 	{ "help", 0, O_HELP, NULL, "this text" },
 	{ "version", 0, O_VERSION, NULL, "print the version" },
 };
@@ -309,6 +310,10 @@ static int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
 			if (bench_parse_double(optarg, 0, 3600, &cfg->drain_timeout))
 				BENCH_USAGE_ERR("--drain-timeout: \"%s\" is not seconds", optarg);
 			break;
+		case O_WARMUP:
+			if (bench_parse_double(optarg, 0, 3600, &cfg->warmup))
+				BENCH_USAGE_ERR("--warmup: \"%s\" is not seconds in [0, 3600]", optarg);
+			break;
 		case O_HELP:
 			bench_usage(stdout);
 			return 0;
@@ -328,6 +333,8 @@ static int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
 	}
 	if (!have_duration && cfg->requests == 0)
 		cfg->duration = 10;
+	if (cfg->warmup > 0 && cfg->requests)
+		BENCH_USAGE_ERR("--warmup goes with --duration, not --requests");
 	if (cfg->target != BENCH_GOCD && cfg->postgres == NULL)
 		BENCH_USAGE_ERR("--target=%s needs --postgres=CONNINFO", cfg->target_name);
 	if (cfg->prepopulate && !cfg->postgres && !cfg->verify_db)
@@ -406,10 +413,12 @@ static void bench_stop_issuing(struct bench *b)
 	b->t_stop = bench_now();
 	if (b->ev_tick)
 		event_del(b->ev_tick);
+	if (b->ev_warm)
+		event_del(b->ev_warm);
 	if (b->cfg.rate > 0 && b->started) {
 		/* requests the schedule wanted sent but no connection was free for */
 		double due = (double)(b->t_stop - b->t_start) / 1e9 * b->cfg.rate;
-		uint64_t d = (uint64_t)due;
+		uint64_t d = (uint64_t)due + b->sched_base;
 		if (b->cfg.requests && d > b->cfg.requests)
 			d = b->cfg.requests;
 		b->backlog = d > b->issued ? d - b->issued : 0;
@@ -460,7 +469,8 @@ void bench_pump(struct bconn *c)
 		if (cfg->rate > 0) {
 			/* open loop: request i is due at start + i/rate and its
 			 * latency counts from then, queueing included */
-			uint64_t due = b->t_start + (uint64_t)((double)b->issued * 1e9 / cfg->rate);
+			uint64_t due = b->t_start +
+				       (uint64_t)((double)(b->issued - b->sched_base) * 1e9 / cfg->rate);
 			if (now == 0)
 				now = bench_now();
 			if (due > now) {
@@ -490,6 +500,11 @@ void bench_done(struct bconn *c, const struct bench_req *r,
 	struct bench *b = c->b;
 	struct bench_stats *st = &b->st;
 	st->done++;
+	b->prog_done++;
+	if (res->code != GOC_OK)
+		b->prog_errors++;
+	else if (res->created)
+		b->prog_created++;
 	if (res->code == GOC_OK) {
 		uint64_t now = bench_now();
 		uint64_t lat = now > r->t0 ? now - r->t0 : 0;
@@ -557,22 +572,38 @@ static void bench_progress_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
 	uint64_t now = bench_now();
-	static uint64_t last;
-	if (last == 0)
-		last = b->t_start;
-	double dt = (double)(now - last) / 1e9;
-	last = now;
-	const struct bench_stats *s = &b->st, *l = &b->st_last;
-	fprintf(stderr, "progress: %.1f s, %.1f req/s, lat p50 %.3f ms p99 %.3f ms, "
-		"%" PRIu64 " errors, %" PRIu64 " created\n",
-		(double)(now - b->t_start) / 1e9,
-		dt > 0 ? (double)(s->done - l->done) / dt : 0.0,
+	double dt = (double)(now - b->last_t) / 1e9;
+	double since = (double)(now - b->t_run) / 1e9;
+	fprintf(stderr, "progress: %.1f s%s, %.1f req/s, lat p50 %.3f ms p99 %.3f ms, "
+		"%" PRIu64 " errors, %" PRIu64 " created\n", since,
+		b->cfg.warmup > 0 && since <= b->cfg.warmup + 0.05 ? " (warmup)" : "",
+		dt > 0 ? (double)(b->prog_done - b->last_done) / dt : 0.0,
 		ms(hist_percentile(b->h_int, 50)), ms(hist_percentile(b->h_int, 99)),
-		s->errors - l->errors, s->created - l->created);
-	b->st_last.done = s->done;
-	b->st_last.errors = s->errors;
-	b->st_last.created = s->created;
+		b->prog_errors - b->last_errors, b->prog_created - b->last_created);
+	b->last_t = now;
+	b->last_done = b->prog_done;
+	b->last_errors = b->prog_errors;
+	b->last_created = b->prog_created;
 	hist_reset(b->h_int);
+}
+
+/* End of --warmup: measuring starts now; verification keeps what it saw. */
+static void bench_warm_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+	if (b->stopping)
+		return;
+	b->warming = false;
+	b->t_start = bench_now();
+	b->sched_base = b->issued;
+	for (int i = 0; i < BENCH_E__COUNT; i++)
+		free(b->st.first_msg[i]);
+	memset(&b->st, 0, sizeof b->st);
+	hist_reset(b->h_all);
+	b->conn_failures = 0;
+	b->reconnects = 0;
+	if (!b->cfg.quiet)
+		fprintf(stderr, "goc-bench: warmup done; measuring\n");
 }
 
 static void bench_start(struct bench *b)
@@ -591,12 +622,19 @@ static void bench_start(struct bench *b)
 			b->conns[i].gave_up = true;
 	b->started = true;
 	b->t_start = bench_now();
+	b->t_run = b->last_t = b->t_start;
 	hist_reset(b->h_int);
 	const struct bench_cfg *cfg = &b->cfg;
 	if (cfg->duration > 0) {
-		struct timeval tv = { (time_t)cfg->duration,
-				      (suseconds_t)(fmod(cfg->duration, 1.0) * 1e6) };
+		double d = cfg->duration + cfg->warmup;
+		struct timeval tv = { (time_t)d, (suseconds_t)(fmod(d, 1.0) * 1e6) };
 		event_add(b->ev_stop, &tv);
+	}
+	if (cfg->warmup > 0) {
+		struct timeval tv = { (time_t)cfg->warmup,
+				      (suseconds_t)(fmod(cfg->warmup, 1.0) * 1e6) };
+		b->warming = true;
+		event_add(b->ev_warm, &tv);
 	}
 	if (!cfg->quiet) {
 		struct timeval one = { 1, 0 };
@@ -734,7 +772,11 @@ static void bench_print_text(const struct bench *b, const struct bench_report *r
 		cfg->pipeline, cfg->rate > 0 ? "open loop" : "closed loop");
 	if (cfg->rate > 0)
 		fprintf(out, " at %.0f req/s", cfg->rate);
-	fprintf(out, ", %.2f s\n", rp->elapsed);
+	fprintf(out, ", %.2f s", rp->elapsed);
+	if (cfg->warmup > 0)
+		fprintf(out, " after %.1f s warmup%s", cfg->warmup,
+			b->warming ? " (stopped during warmup)" : "");
+	fprintf(out, "\n");
 	fprintf(out, "requests:     %" PRIu64 " (ok %" PRIu64 ", errors %" PRIu64
 		", unanswered %" PRIu64 ")\n", s->done, s->ok, s->errors, b->inflight);
 	fprintf(out, "throughput:   %.1f req/s (successful answers)\n", rp->rps);
@@ -801,6 +843,7 @@ static json_t *bench_json_report(const struct bench *b, const struct bench_repor
 	json_object_set_new(o, "pipeline", json_integer(cfg->pipeline));
 	json_object_set_new(o, "rate", cfg->rate > 0 ? json_real(cfg->rate) : json_null());
 	json_object_set_new(o, "prepopulate", json_integer((json_int_t)cfg->prepopulate));
+	json_object_set_new(o, "warmup_s", json_real(cfg->warmup));
 	json_object_set_new(o, "elapsed_s", json_real(rp->elapsed));
 	json_object_set_new(o, "requests", json_integer((json_int_t)s->done));
 	json_object_set_new(o, "ok", json_integer((json_int_t)s->ok));
@@ -891,7 +934,8 @@ static void bench_free(struct bench *b)
 		}
 		free(b->conns);
 	}
-	struct event *evs[] = { b->ev_tick, b->ev_stop, b->ev_drain, b->ev_progress, b->ev_connect };
+	struct event *evs[] = { b->ev_tick, b->ev_stop, b->ev_drain, b->ev_progress,
+				b->ev_connect, b->ev_warm };
 	for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
 		if (evs[i])
 			event_free(evs[i]);
@@ -970,6 +1014,8 @@ int main(int argc, char **argv)
 			b->prefix, cfg->connections, cfg->pipeline);
 		if (cfg->rate > 0)
 			fprintf(stderr, "rate %.0f req/s, ", cfg->rate);
+		if (cfg->warmup > 0)
+			fprintf(stderr, "warmup %.1f s, ", cfg->warmup);
 		if (cfg->requests == UINT64_MAX)
 			fprintf(stderr, "no requests");
 		else if (cfg->duration > 0)
@@ -998,10 +1044,11 @@ int main(int argc, char **argv)
 	b->ev_drain = evtimer_new(b->base, bench_drain_cb, b);
 	b->ev_progress = event_new(b->base, -1, EV_PERSIST, bench_progress_cb, b);
 	b->ev_connect = evtimer_new(b->base, bench_connect_timeout_cb, b);
+	b->ev_warm = evtimer_new(b->base, bench_warm_cb, b);
 	struct event *ev_int = evsignal_new(b->base, SIGINT, bench_signal_cb, b);
 	struct event *ev_term = evsignal_new(b->base, SIGTERM, bench_signal_cb, b);
 	if (!b->ev_tick || !b->ev_stop || !b->ev_drain || !b->ev_progress ||
-	    !b->ev_connect || !ev_int || !ev_term) {
+	    !b->ev_connect || !b->ev_warm || !ev_int || !ev_term) {
 		fprintf(stderr, "goc-bench: cannot create events\n");
 		rc = 3;
 		goto out;

@@ -77,6 +77,7 @@ struct bench_cfg {
 	bool verify, json, quiet;
 	uint64_t seed;
 	double connect_timeout, drain_timeout;
+	double warmup; /* seconds of load before measuring starts (needs duration) */
 };
 
 /* One request as the core hands it to a target. */
@@ -147,11 +148,18 @@ struct bench {
 	struct verify *ver; /* NULL unless --verify */
 	uint64_t t_start, t_stop;
 	uint64_t issued;  /* requests handed to targets */
+	uint64_t sched_base; /* open loop: issued when the schedule (t_start) began */
+	bool warming;     /* in --warmup: load runs, statistics are discarded after */
 	uint64_t inflight;
 	bool started, stopping, finished;
-	struct bench_stats st, st_last; /* st_last: at the previous progress line */
+	struct bench_stats st;  /* the measured part (reset when --warmup ends) */
+	/* progress lines: whole-run counters, never reset, and their values at
+	 * the previous line */
+	uint64_t prog_done, prog_errors, prog_created;
+	uint64_t last_done, last_errors, last_created, last_t;
+	uint64_t t_run; /* when load began, warmup included */
 	struct hist *h_all, *h_int; /* whole run; since the last progress line */
-	struct event *ev_tick, *ev_stop, *ev_drain, *ev_progress, *ev_connect;
+	struct event *ev_tick, *ev_stop, *ev_drain, *ev_progress, *ev_connect, *ev_warm;
 	uint64_t tick_at;    /* open loop: when ev_tick fires */
 	bool tick_armed;
 	unsigned pump_from;  /* open loop: where the next round-robin pump starts */

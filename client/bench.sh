@@ -10,7 +10,8 @@
 # stops by PID on exit.
 #
 # Environment: GOCD_BUILD (default build), BENCH_QUICK=1 (about a minute),
-# BENCH_DURATION (seconds per run), BENCH_CONNS ("1 16 64 256"),
+# BENCH_DURATION (measured seconds per run), BENCH_WARMUP (unmeasured seconds
+# before it; verification still sees them), BENCH_CONNS ("1 16 64 256"),
 # PG_BIN (default /usr/lib/postgresql/15/bin).
 set -eu
 
@@ -23,9 +24,11 @@ QUICK=${BENCH_QUICK:-0}
 
 if [ "$QUICK" = 1 ]; then
 	DURATION=${BENCH_DURATION:-0.6}
+	WARMUP=${BENCH_WARMUP:-0}
 	KEYS=100000
 else
 	DURATION=${BENCH_DURATION:-6}
+	WARMUP=${BENCH_WARMUP:-1}
 	KEYS=1000000
 fi
 CONNS=${BENCH_CONNS:-"1 16 64 256"}
@@ -162,6 +165,7 @@ for w in hit-heavy miss-heavy hot-key zipf; do
 			if ! line=$(timeout $((${DURATION%.*} + 120)) "$BENCH" --target=$t \
 				--addr=127.0.0.1:$GPORT --postgres="$PG" --table=$table \
 				--defaults="$DEFAULTS" --connections=$c --duration=$DURATION \
+				--warmup=$WARMUP \
 				$(workload_flags $w $t $c) --verify-db="$PG" --json --quiet \
 				2>"$DIR/last.err"); then
 				# exit 1 is a verification failure: expected for naive
@@ -186,7 +190,7 @@ RES=$OUT/results.md
 	echo "- host: $NPROC cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')"
 	echo "- PostgreSQL: $(psql "$PG" -X -A -t -c 'SHOW server_version'), synchronous_commit=$(psql "$PG" -X -A -t -c 'SHOW synchronous_commit'), shared_buffers=$(psql "$PG" -X -A -t -c 'SHOW shared_buffers'), fsync=$(psql "$PG" -X -A -t -c 'SHOW fsync'), max_connections=$(psql "$PG" -X -A -t -c 'SHOW max_connections')"
 	echo "- gocd: pool_size=$POOL; client, gocd and PostgreSQL share the host's cores"
-	echo "- each run: ${DURATION}s, closed loop, pipeline 1, --defaults '$DEFAULTS', --verify-db"
+	echo "- each run: ${WARMUP}s warmup (not measured, but verified), then ${DURATION}s measured; closed loop, pipeline 1, --defaults '$DEFAULTS', --verify-db"
 	echo "- workloads: hit-heavy = uniform over $KEYS prepopulated keys; miss-heavy = fresh keys (every request creates);"
 	echo "  hot-key = 10 keys, new at the start of the run; zipf = zipf:$KEYS:0.99 over new keys"
 	echo "- direct = SELECT, INSERT ... ON CONFLICT DO NOTHING RETURNING, re-read (prepared, one libpq connection per client connection);"
