@@ -388,7 +388,7 @@ int bench_sqlstate_code(const char *ss)
 	return GOC_E_INTERNAL;
 }
 
-static double ms(uint64_t ns)
+static double bench_ms(uint64_t ns)
 {
 	return (double)ns / 1e6;
 }
@@ -578,7 +578,7 @@ static void bench_progress_cb(evutil_socket_t fd, short what, void *arg)
 		"%" PRIu64 " errors, %" PRIu64 " created\n", since,
 		b->cfg.warmup > 0 && since <= b->cfg.warmup + 0.05 ? " (warmup)" : "",
 		dt > 0 ? (double)(b->prog_done - b->last_done) / dt : 0.0,
-		ms(hist_percentile(b->h_int, 50)), ms(hist_percentile(b->h_int, 99)),
+		bench_ms(hist_percentile(b->h_int, 50)), bench_ms(hist_percentile(b->h_int, 99)),
 		b->prog_errors - b->last_errors, b->prog_created - b->last_created);
 	b->last_t = now;
 	b->last_done = b->prog_done;
@@ -791,9 +791,9 @@ static void bench_print_text(const struct bench *b, const struct bench_report *r
 			b->lost_all ? "; all connections lost before the end" : "");
 	fprintf(out, "latency ms:   min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
 		"max %.3f  mean %.3f  (successful answers, from %s)\n",
-		ms(h->count ? h->min : 0), ms(hist_percentile(h, 50)),
-		ms(hist_percentile(h, 90)), ms(hist_percentile(h, 99)),
-		ms(hist_percentile(h, 99.9)), ms(h->max), hist_mean(h) / 1e6,
+		bench_ms(h->count ? h->min : 0), bench_ms(hist_percentile(h, 50)),
+		bench_ms(hist_percentile(h, 90)), bench_ms(hist_percentile(h, 99)),
+		bench_ms(hist_percentile(h, 99.9)), bench_ms(h->max), hist_mean(h) / 1e6,
 		cfg->rate > 0 ? "the scheduled time" : "the send");
 	fprintf(out, "rows:         created %" PRIu64 ", found %" PRIu64 ", not found %" PRIu64 "\n",
 		s->created, s->found, s->not_found);
@@ -851,12 +851,12 @@ static json_t *bench_json_report(const struct bench *b, const struct bench_repor
 	json_object_set_new(o, "backlog", json_integer((json_int_t)b->backlog));
 	json_object_set_new(o, "throughput_rps", json_real(rp->rps));
 	json_t *lat = json_object();
-	json_object_set_new(lat, "min", json_real(ms(h->count ? h->min : 0)));
-	json_object_set_new(lat, "p50", json_real(ms(hist_percentile(h, 50))));
-	json_object_set_new(lat, "p90", json_real(ms(hist_percentile(h, 90))));
-	json_object_set_new(lat, "p99", json_real(ms(hist_percentile(h, 99))));
-	json_object_set_new(lat, "p99.9", json_real(ms(hist_percentile(h, 99.9))));
-	json_object_set_new(lat, "max", json_real(ms(h->max)));
+	json_object_set_new(lat, "min", json_real(bench_ms(h->count ? h->min : 0)));
+	json_object_set_new(lat, "p50", json_real(bench_ms(hist_percentile(h, 50))));
+	json_object_set_new(lat, "p90", json_real(bench_ms(hist_percentile(h, 90))));
+	json_object_set_new(lat, "p99", json_real(bench_ms(hist_percentile(h, 99))));
+	json_object_set_new(lat, "p99.9", json_real(bench_ms(hist_percentile(h, 99.9))));
+	json_object_set_new(lat, "max", json_real(bench_ms(h->max)));
 	json_object_set_new(lat, "mean", json_real(hist_mean(h) / 1e6));
 	json_object_set_new(o, "latency_ms", lat);
 	json_object_set_new(o, "created", json_integer((json_int_t)s->created));
