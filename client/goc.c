@@ -92,6 +92,7 @@ struct cli_opts {
 	double timeout;        /* seconds; 0 means wait forever */
 	size_t max_line;       /* longest response line accepted */
 	bool pretty;
+	const char *token;     /* --token or GOC_TOKEN: sent as an auth request first */
 	json_t *id;            /* --id, owned; NULL when absent */
 	json_t *defaults;      /* --defaults / --default, owned; NULL when absent */
 
@@ -134,6 +135,7 @@ static const char cli_usage_text[] =
 "                      $GOC_ADDR).  IPv6 as [::1]:7432.  unix:PATH means a\n"
 "                      Unix socket, as --unix=PATH does.\n"
 "    --unix=PATH       connect to gocd's Unix socket instead of TCP.\n"
+"    --token=TOKEN     authenticate first (gocd's auth_token; also $GOC_TOKEN).\n"
 "    --timeout=SECONDS give up (exit 3) when connecting takes longer, or when\n"
 "                      a response is due and nothing arrives for SECONDS\n"
 "                      (default 10; fractions allowed; 0 waits forever).\n"
@@ -367,6 +369,7 @@ enum {
 	CLI_OPT_TIMEOUT,
 	CLI_OPT_ID,
 	CLI_OPT_PRETTY,
+	CLI_OPT_TOKEN,
 	CLI_OPT_MAX_LINE,
 	CLI_OPT_DEFAULTS,
 	CLI_OPT_DEFAULT,
@@ -378,6 +381,7 @@ static const struct option cli_longopts[] = {
 	{"timeout", required_argument, NULL, CLI_OPT_TIMEOUT},
 	{"id", required_argument, NULL, CLI_OPT_ID},
 	{"pretty", no_argument, NULL, CLI_OPT_PRETTY},
+	{"token", required_argument, NULL, CLI_OPT_TOKEN},
 	{"max-line", required_argument, NULL, CLI_OPT_MAX_LINE},
 	{"defaults", required_argument, NULL, CLI_OPT_DEFAULTS},
 	{"default", required_argument, NULL, CLI_OPT_DEFAULT},
@@ -434,6 +438,9 @@ static int cli_args_parse(int argc, char **argv, struct cli_opts *o)
 			break;
 		case CLI_OPT_PRETTY:
 			o->pretty = true;
+			break;
+		case CLI_OPT_TOKEN:
+			o->token = optarg;
 			break;
 		case CLI_OPT_MAX_LINE: {
 			char *end;
@@ -836,6 +843,7 @@ struct cli_session {
 	long errors;
 	enum goc_err last_error; /* code of the latest error response */
 	const json_t *expect_id; /* command mode: the id we sent, or NULL */
+	bool auth_pending;       /* the next response answers our auth request: not printed */
 	double last_progress;    /* when bytes last moved on the socket */
 
 	/* The exchange broke; set and reported once, by cli_session_fail. */
@@ -934,6 +942,17 @@ static void cli_session_response(struct cli_session *s, const char *line, size_t
 	}
 	codec_response_free(&r);
 
+	if (s->auth_pending && valid) {
+		s->auth_pending = false;
+		s->due--;
+		if (!ok) {
+			s->errors++;
+			s->last_error = code;
+			fprintf(stderr, "goc: authentication refused by %s (check --token / GOC_TOKEN)\n",
+				s->name);
+		}
+		return;
+	}
 	if (s->opts->pretty && valid)
 		cli_print_pretty(stdout, line, len);
 	else {
@@ -1179,10 +1198,24 @@ int main(int argc, char **argv)
 		fputs("goc: out of memory\n", stderr);
 		return CLI_EXIT_CONN;
 	}
+	if (o.token == NULL)
+		o.token = getenv("GOC_TOKEN");
+	if (o.token && *o.token) {
+		/* gocd with auth_token wants this first on TCP (on a Unix socket it
+		 * is simply answered ok). */
+		json_t *t = json_string(o.token);
+		evbuffer_add_printf(s.out, "{\"op\":\"auth\",\"token\":");
+		char *tj = json_dumps(t, JSON_ENCODE_ANY);
+		evbuffer_add_printf(s.out, "%s}\n", tj);
+		free(tj);
+		json_decref(t);
+		s.auth_pending = true;
+		s.due++;
+	}
 	if (o.mode == CLI_MODE_COMMAND) {
 		codec_render_request(s.out, o.op, o.id, o.table, o.key, o.defaults);
 		s.expect_id = o.id;
-		s.due = 1;
+		s.due++;
 		s.phase = CLI_PHASE_FLUSHING;
 	} else {
 		s.in_fd = STDIN_FILENO;
