@@ -54,7 +54,7 @@ INTEG_BIN  := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRC))
 
 PROGRAMS := $(BUILD)/gocd $(BUILD)/goc $(if $(BENCH_SRC),$(BUILD)/goc-bench)
 
-.PHONY: all check check-asan unit integration demo bench deps install clean
+.PHONY: all check check-asan unit integration demo bench deps install clean fuzz fuzz-build
 all: $(PROGRAMS)
 
 $(BUILD)/obj/%.o: %.c
@@ -95,6 +95,40 @@ check: deps
 check-asan:
 	@$(MAKE) --no-print-directory SAN=asan check
 
+# ---- fuzzing (tests/fuzz/) ------------------------------------------------
+# libFuzzer targets, built with clang into build-fuzz/ (never mixed with the
+# gcc objects).  `make fuzz` runs each for FUZZ_SECONDS; new corpus entries go
+# to build-fuzz/corpus/T (the committed seeds in tests/fuzz/seeds/T are only
+# read), and a crash or oracle failure leaves its reproducer in
+# tests/fuzz/crashes/T-crash-<sha1> and fails the target.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := build-fuzz
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                $(PKG_CFLAGS) -Iproto -Idaemon
+FUZZ_TARGETS := request config
+
+$(FUZZ_DIR)/fuzz_request: tests/fuzz/fuzz_request.c $(PROTO_SRC) $(wildcard proto/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_request.c $(PROTO_SRC) $(LDLIBS)
+
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c daemon/config.c daemon/log.c daemon/config.h daemon/log.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_config.c daemon/config.c daemon/log.c $(LDLIBS)
+
+fuzz-build: $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
+
+fuzz: fuzz-build
+	@mkdir -p tests/fuzz/crashes
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+		echo "=== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_DIR)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=tests/fuzz/crashes/$$t- \
+			$(FUZZ_DIR)/corpus/$$t tests/fuzz/seeds/$$t; \
+	done
+
 demo: deps all
 	@sh tests/demo.sh $(BUILD)
 
@@ -131,6 +165,6 @@ install: all
 		install -m 0644 conf/gocd.conf $(DESTDIR)$(SYSCONFDIR)/gocd/gocd.conf
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

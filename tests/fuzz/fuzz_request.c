@@ -1,0 +1,178 @@
+/*
+ * fuzz_request.c - libFuzzer target for the wire codec: one request line in,
+ * the daemon's rendering of an answer out.
+ *
+ * Owns: the oracles the fuzzer checks on every input: codec_parse_request
+ * either succeeds or names an error code, whatever the bytes; the parameter
+ * text of every key/defaults value can be produced; and every response line
+ * gocd would render for it (a row, an error carrying the parser's own
+ * message, an ok) is exactly one line of valid JSON that codec_parse_response
+ * reads back with the same id, ok flag and code.  A request rendered by
+ * codec_render_request (what goc sends) must parse again with the same op.
+ * Must never: include daemon headers (proto/ stands alone, like the CLI), keep
+ * state between inputs, or print on the happy path (libFuzzer runs millions).
+ * Build: make fuzz (clang -fsanitize=fuzzer,address,undefined).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "codec.h"
+#include "errors.h"
+#include "frame.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* An oracle failure is a bug: abort so libFuzzer saves the input. */
+#define CHECK(cond, what)                                                       \
+	do {                                                                    \
+		if (!(cond)) {                                                  \
+			fprintf(stderr, "fuzz_request: %s\n", what);            \
+			abort();                                                \
+		}                                                               \
+	} while (0)
+
+/* The evbuffer holds exactly one rendered line: LF-terminated, no other LF
+ * or CR inside, and it must parse back as a response agreeing with what
+ * was rendered. */
+static void check_line(struct evbuffer *out, const json_t *id, bool ok, enum goc_err code)
+{
+	size_t n = evbuffer_get_length(out);
+	CHECK(n >= 2, "empty response line");
+	const char *line = (const char *)evbuffer_pullup(out, -1);
+	CHECK(line[n - 1] == '\n', "response line not LF-terminated");
+	CHECK(memchr(line, '\n', n - 1) == NULL, "LF inside a response line");
+	CHECK(memchr(line, '\r', n - 1) == NULL, "CR inside a response line");
+
+	struct goc_response r;
+	int rc = codec_parse_response(line, n - 1, &r);
+	if (rc != 0)
+		fprintf(stderr, "fuzz_request: unparsable response: %.*s\n", (int)n, line);
+	CHECK(rc == 0, "rendered response does not parse");
+	CHECK(r.ok == ok, "ok flag changed in rendering");
+	if (!ok)
+		CHECK(r.code == code, "error code changed in rendering");
+	if (id == NULL)
+		CHECK(r.id == NULL, "id invented");
+	else
+		CHECK(r.id != NULL, "id lost");
+	codec_response_free(&r);
+	evbuffer_drain(out, n);
+}
+
+static void check_values(const json_t *obj, struct evbuffer *scratch)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)obj, k, v) {
+		for (int as_json = 0; as_json <= 1; as_json++) {
+			const char *why = NULL;
+			int rc = codec_value_text(v, as_json, scratch, &why);
+			if (rc != 0)
+				CHECK(why != NULL && *why, "value refused without a reason");
+			else {
+				/* A parameter is a C string: NUL-terminated, once. */
+				size_t n = evbuffer_get_length(scratch);
+				const char *t = (const char *)evbuffer_pullup(scratch, -1);
+				CHECK(n >= 1 && t[n - 1] == '\0', "value text not NUL-terminated");
+			}
+			evbuffer_drain(scratch, evbuffer_get_length(scratch));
+		}
+	}
+}
+
+/* The daemon's framing runs first; feed the same bytes through it so the
+ * line limit and CR handling are fuzzed too. */
+static void check_frame(const uint8_t *data, size_t size)
+{
+	struct evbuffer *in = evbuffer_new();
+	CHECK(in != NULL, "evbuffer_new");
+	evbuffer_add(in, data, size);
+	for (int i = 0; i < 64; i++) {
+		const char *line;
+		size_t len, consumed;
+		enum frame_rc rc = frame_next(in, 64, &line, &len, &consumed);
+		if (rc != FRAME_LINE)
+			break;
+		CHECK(len <= 64, "frame returned a line over the limit");
+		CHECK(consumed >= len + 1 && consumed <= len + 2, "frame consumed bytes");
+		CHECK(memchr(line, '\n', len) == NULL, "LF inside a framed line");
+		(void)frame_is_blank(line, len);
+		evbuffer_drain(in, consumed);
+	}
+	evbuffer_free(in);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct goc_request req;
+	struct codec_error err;
+	struct evbuffer *out = evbuffer_new();
+	CHECK(out != NULL, "evbuffer_new");
+
+	check_frame(data, size);
+
+	memset(&err, 0, sizeof err);
+	int rc = codec_parse_request((const char *)data, size, &req, &err);
+	if (rc != 0) {
+		CHECK(err.code > GOC_OK && err.code < GOC_E__COUNT, "error without a code");
+		CHECK(memchr(err.message, '\0', sizeof err.message) != NULL, "message not terminated");
+		/* What the daemon answers: the error with the parser's message
+		 * (which may quote the client's bytes) and the id if any. */
+		codec_render_error(out, req.id, err.code, err.message);
+		check_line(out, req.id, false, err.code);
+	} else {
+		CHECK(req.op < GOC_OP__COUNT, "op out of range");
+		if (req.op == GOC_OP_GET_OR_CREATE || req.op == GOC_OP_GET) {
+			CHECK(req.table != NULL && *req.table, "table missing");
+			CHECK(json_is_object(req.key) && json_object_size(req.key) > 0, "key missing");
+			check_values(req.key, out);
+			if (req.defaults) {
+				CHECK(json_is_object(req.defaults), "defaults not an object");
+				check_values(req.defaults, out);
+			}
+			/* What goc would send for this request must be a request. */
+			codec_render_request(out, req.op, req.id, req.table, req.key, req.defaults);
+			size_t n = evbuffer_get_length(out);
+			const char *line = (const char *)evbuffer_pullup(out, -1);
+			CHECK(n >= 1 && line[n - 1] == '\n', "request line not LF-terminated");
+			CHECK(memchr(line, '\n', n - 1) == NULL, "LF inside a request line");
+			struct goc_request again;
+			struct codec_error err2;
+			int rc2 = codec_parse_request(line, n - 1, &again, &err2);
+			if (rc2 != 0)
+				fprintf(stderr, "fuzz_request: re-rendered request refused (%s): %.*s\n",
+					err2.message, (int)n, line);
+			CHECK(rc2 == 0, "re-rendered request does not parse");
+			CHECK(again.op == req.op, "op changed in re-rendering");
+			CHECK(strcmp(again.table, req.table) == 0, "table changed in re-rendering");
+			CHECK(json_object_size(again.key) == json_object_size(req.key),
+			      "key size changed in re-rendering");
+			codec_request_free(&again);
+			evbuffer_drain(out, n);
+		}
+		/* A row as PostgreSQL would render it, with raw newlines that
+		 * a json column may keep. */
+		static const char row[] = "{\"id\":1,\"doc\":{\n\"a\":\r\n[1,\n2]}}";
+		codec_render_row(out, req.id, true, row, sizeof row - 1);
+		check_line(out, req.id, true, GOC_OK);
+		codec_render_row(out, req.id, false, NULL, 0);
+		check_line(out, req.id, true, GOC_OK);
+		codec_render_ok(out, req.id, "\"pong\":true");
+		check_line(out, req.id, true, GOC_OK);
+		/* An error whose message quotes the table name (unknown_table). */
+		if (req.table) {
+			char msg[CODEC_MSG_MAX];
+			snprintf(msg, sizeof msg, "table \"%s\" is not served", req.table);
+			codec_render_error(out, req.id, GOC_E_UNKNOWN_TABLE, msg);
+			check_line(out, req.id, false, GOC_E_UNKNOWN_TABLE);
+		}
+	}
+	codec_request_free(&req);
+	evbuffer_free(out);
+	return 0;
+}
