@@ -309,7 +309,7 @@ static struct pgjob *batch_next(void)
 		}
 		if (s->n == 1) {
 			struct req *r = shape_pop(s);
-			return goc_single_job(r, s->select_only ? PHASE_SELECT : PHASE_GOC);
+			return goc_single_job(r, (enum goc_phase)r->phase);
 		}
 		int n = s->n < bt.batch_max ? s->n : bt.batch_max;
 		struct req **reqs = malloc(sizeof *reqs * (size_t)n);
@@ -368,7 +368,7 @@ static void split(struct batch *b)
 			x->reqs[0] = NULL;
 			x->n = 0;
 			batch_free(x);
-			if (pgpool_submit(goc_single_job(r, b->s->select_only ? PHASE_SELECT : PHASE_GOC), true) != 0)
+			if (pgpool_submit(goc_single_job(r, (enum goc_phase)r->phase), true) != 0)
 				goc_finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
 			continue;
 		}
@@ -423,7 +423,7 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 			if (b->s->select_only)
 				goc_select_missed(b->reqs[i]);
 			else
-				goc_run(b->reqs[i], PHASE_SELECT); /* lost a race: re-read */
+				goc_run(b->reqs[i], PHASE_RESELECT); /* lost a race: re-read */
 		}
 		free(got);
 		break;

@@ -254,16 +254,15 @@ static int submit(struct req *r, enum req_step step, bool urgent)
 	return pgpool_submit(setup_job(r, step), urgent);
 }
 
-static enum req_step first_step(const struct req *r, enum goc_phase phase)
+static enum req_step first_step(enum goc_phase phase)
 {
-	if (phase == PHASE_GOC || r->in.op == GOC_OP_GET)
-		return STEP_SELECT;
-	return STEP_RESELECT;
+	return phase == PHASE_LOOKUP ? STEP_SELECT :
+	       phase == PHASE_INSERT ? STEP_INSERT : STEP_RESELECT;
 }
 
 struct pgjob *goc_single_job(struct req *r, enum goc_phase phase)
 {
-	return setup_job(r, first_step(r, phase));
+	return setup_job(r, first_step(phase));
 }
 
 /*
@@ -279,7 +278,7 @@ static void release_to_next(struct req *r)
 	while (next) {
 		struct req *nr = REQ_OF(next, lock);
 		if (!pgpool_all_down()) {
-			goc_run(nr, PHASE_GOC);
+			goc_run(nr, PHASE_LOOKUP);
 			break;
 		}
 		req_answer_error(nr, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
@@ -342,9 +341,10 @@ void goc_run(struct req *r, enum goc_phase phase)
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
 		return;
 	}
-	if (r->batchable && batch_enqueue(r, phase == PHASE_SELECT) == 0)
+	r->phase = phase;
+	if (r->batchable && batch_enqueue(r, phase != PHASE_INSERT) == 0)
 		return;
-	if (submit(r, first_step(r, phase), phase == PHASE_SELECT) != 0)
+	if (submit(r, first_step(phase), phase != PHASE_LOOKUP) != 0)
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
 }
 
@@ -352,12 +352,14 @@ void goc_select_missed(struct req *r)
 {
 	if (r->in.op == GOC_OP_GET)
 		finish_row(r, NULL, 0, false);
+	else if (r->phase == PHASE_LOOKUP)
+		goc_run(r, PHASE_INSERT);
 	else if (++r->rounds >= MAX_ROUNDS)
 		finish_error(r, GOC_E_INTERNAL,
 			     "the row for this key disappeared between insert and read "
 			     "repeatedly (deleted concurrently?)");
 	else
-		goc_run(r, PHASE_GOC);
+		goc_run(r, PHASE_INSERT);
 }
 
 /* Re-run the whole flow from the lookup, if retries remain. */
@@ -367,7 +369,7 @@ static void retry(struct req *r, const char *why)
 	if (r->attempts++ < srv.cfg->retry_limit) {
 		stats.retries++;
 		log_debug("retrying request (attempt %d): %s", r->attempts, why);
-		goc_run(r, PHASE_GOC);
+		goc_run(r, PHASE_LOOKUP);
 		return;
 	}
 	snprintf(msg, sizeof msg, "gave up after %d retries: %s", srv.cfg->retry_limit, why);
@@ -632,7 +634,7 @@ void goc_commit_outcome(struct req *r, int outcome, const PGresult *res, const c
 			deliver_held(r);
 		} else {
 			drop_held(r); /* lost the race to another writer: read its row */
-			goc_run(r, PHASE_SELECT);
+			goc_run(r, PHASE_RESELECT);
 		}
 		return;
 	case PGJOB_SQL_ERROR:
@@ -677,7 +679,7 @@ void goc_start(struct req *r)
 
 	r->busy = true;
 	if (r->in.op == GOC_OP_GET) {
-		goc_run(r, PHASE_SELECT);
+		goc_run(r, PHASE_LOOKUP);
 		return;
 	}
 	{
@@ -695,7 +697,7 @@ void goc_start(struct req *r)
 			return;
 		}
 	}
-	goc_run(r, PHASE_GOC);
+	goc_run(r, PHASE_LOOKUP);
 }
 
 void goc_on_timeout(struct req *r)

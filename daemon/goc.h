@@ -25,10 +25,11 @@ void goc_on_timeout(struct req *r);
 
 /*
  * The interface between a request's flow and the batcher (batch.c).
- * PHASE_GOC looks up and, if missing, inserts; PHASE_SELECT only reads
- * (get, and the re-read after a lost insert race).
+ * PHASE_LOOKUP reads (get, and the first look of get_or_create, so a hit
+ * never touches an INSERT); PHASE_INSERT inserts what the lookup missed;
+ * PHASE_RESELECT reads the row of a writer that won the insert race.
  */
-enum goc_phase { PHASE_GOC, PHASE_SELECT };
+enum goc_phase { PHASE_LOOKUP, PHASE_INSERT, PHASE_RESELECT };
 struct pgjob;
 struct pg_result;
 
@@ -37,7 +38,7 @@ void goc_run(struct req *r, enum goc_phase phase);
 struct pgjob *goc_single_job(struct req *r, enum goc_phase phase);
 void goc_finish_row(struct req *r, const char *row, size_t len, bool created);
 void goc_finish_error(struct req *r, enum goc_err code, const char *msg);
-/* A PHASE_SELECT found nothing: get answers null, a re-read loops back. */
+/* A lookup found nothing: get answers null, get_or_create inserts. */
 void goc_select_missed(struct req *r);
 void goc_retry(struct req *r, const char *why);
 void goc_sql_error(struct req *r, const struct pg_result *res);

@@ -51,6 +51,7 @@ struct req {
 	enum req_step step;
 	int attempts;                 /* re-runs after retryable failures */
 	int rounds;                   /* insert/reselect loops */
+	int phase;                    /* enum goc_phase of the current run */
 	struct evbuffer *params_buf;  /* texts of params, NUL-separated */
 	const char **params;          /* key params first, then defaults */
 	int nkey_params;              /* non-null key params (for the select) */
