@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <event2/event.h>
 
@@ -173,6 +174,22 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Like Redis: ask for enough descriptors for max_clients, as far as the
+ * hard limit allows, and say so when it does not. */
+static void raise_fd_limit(int want)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= (rlim_t)want)
+		return;
+	rlim_t target = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= (rlim_t)want ?
+			(rlim_t)want : rl.rlim_max;
+	rl.rlim_cur = target;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || target < (rlim_t)want)
+		log_warn("open files limit is %llu, below max_clients + pool (%d): clients past it "
+			 "will be refused; raise LimitNOFILE / ulimit -n",
+			 (unsigned long long)target, want);
+}
+
 static void print_tables(FILE *out)
 {
 	for (int i = 0; i < ntables; i++)
@@ -237,6 +254,7 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit(cfg->max_clients + cfg->pool_size + 64);
 	stats_init();
 	notify_init();
 	srv.base = event_base_new();
