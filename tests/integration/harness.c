@@ -795,6 +795,21 @@ bool tgocd_alive(struct tgocd *g)
 	return true;
 }
 
+static bool log_has_sanitizer_report(const struct tgocd *g)
+{
+	static const char *const marks[] = {
+		"runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+		"WARNING: AddressSanitizer", "ThreadSanitizer", "==ERROR",
+	};
+	char *log = read_file(g->log_path);
+	bool found = false;
+	for (size_t i = 0; log && i < sizeof marks / sizeof marks[0]; i++)
+		if (strstr(log, marks[i]))
+			found = true;
+	free(log);
+	return found;
+}
+
 void tgocd_signal(struct tgocd *g, int sig)
 {
 	if (g->pid > 0)
@@ -827,6 +842,12 @@ int tgocd_wait(struct tgocd *g, int timeout_ms)
 		fprintf(stderr, "harness: gocd (port %d) exited with %d after SIGTERM, expected 0\n",
 			g->port, g->exit_status);
 		tgocd_print_log(g);
+	} else if (log_has_sanitizer_report(g)) {
+		/* A sanitizer report fails the test even when the exit was clean
+		 * (e.g. a recoverable UBSan finding). */
+		fprintf(stderr, "harness: gocd (port %d) log has a sanitizer report\n", g->port);
+		tgocd_print_log(g);
+		g->exit_status = -1;
 	}
 	return g->exit_status;
 }
@@ -1252,6 +1273,38 @@ int tclient_expect_eof(struct tclient *c, int timeout_ms)
 		struct pollfd pf = { .fd = c->fd, .events = POLLIN };
 		if (left <= 0 || poll(&pf, 1, left) == 0) {
 			fprintf(stderr, "harness: connection still open after %d ms\n", timeout_ms);
+			return -1;
+		}
+	}
+}
+
+int tclient_drain(struct tclient *c, int timeout_ms, size_t *lines)
+{
+	client_consume(c);
+	*lines = 0;
+	for (size_t i = 0; i < c->len; i++)
+		*lines += c->buf[i] == '\n';
+	c->len = 0;
+	long long deadline = now_ms() + timeout_ms;
+	char chunk[65536];
+	for (;;) {
+		ssize_t n = recv(c->fd, chunk, sizeof chunk, 0);
+		if (n > 0) {
+			for (ssize_t i = 0; i < n; i++)
+				*lines += chunk[i] == '\n';
+			continue;
+		}
+		if (n == 0 || errno == ECONNRESET || errno == EPIPE)
+			return 0;
+		if (errno != EAGAIN && errno != EINTR) {
+			fprintf(stderr, "harness: recv: %s\n", strerror(errno));
+			return 0;
+		}
+		int left = (int)(deadline - now_ms());
+		struct pollfd pf = { .fd = c->fd, .events = POLLIN };
+		if (left <= 0 || poll(&pf, 1, left) == 0) {
+			fprintf(stderr, "harness: connection still open after %d ms (%zu lines read)\n",
+				timeout_ms, *lines);
 			return -1;
 		}
 	}

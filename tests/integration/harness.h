@@ -103,7 +103,8 @@ struct tgocd *tgocd_start(const char *arg, ...) __attribute__((sentinel));
 /* Same, with an argument vector (NULL-terminated). */
 struct tgocd *tgocd_startv(const char *const *args);
 /* SIGTERM, wait up to 15 s; returns the exit code (0 expected), or -1 when
- * it died of a signal or had to be killed.  Prints the log unless 0. */
+ * it died of a signal, had to be killed, or its log holds a sanitizer
+ * report.  Prints the log unless 0. */
 int tgocd_stop(struct tgocd *g);
 /* Send a signal without waiting (e.g. SIGTERM while requests are in flight). */
 void tgocd_signal(struct tgocd *g, int sig);
@@ -171,6 +172,11 @@ void harness_free_lines(char **lines, size_t n);
 /* Expect the peer to close: 0 when EOF/reset comes within timeout with no
  * further data, -1 otherwise (prints the unexpected data). */
 int tclient_expect_eof(struct tclient *c, int timeout_ms);
+
+/* Read and discard until EOF/reset, counting LF bytes into *lines; 0 at
+ * EOF, -1 when the connection is still open after timeout_ms.  For tests
+ * that expect megabytes, where line-by-line reading would be slow. */
+int tclient_drain(struct tclient *c, int timeout_ms, size_t *lines);
 
 /* Sleep for ms milliseconds. */
 void harness_sleep_ms(int ms);

@@ -1247,6 +1247,145 @@ static void test_overloaded_max_waiters(void **state)
 	harness_pass();
 }
 
+/* Framing on the wire: CRLF accepted, blank lines ignored (no answer), and
+ * any JSON id echoed verbatim. */
+static void test_crlf_blank_lines_and_id_echo(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	assert_int_equal(tclient_sendf(c,
+		"\n \t\n{\"op\":\"ping\",\"id\":1}\r\n\r\n"
+		"{\"op\":\"ping\",\"id\":\"two\"}\n"
+		"{\"op\":\"ping\",\"id\":{\"a\":[1,\"x\",{\"b\":null}]}}\n"
+		"{\"op\":\"ping\",\"id\":null}\n"
+		"{\"op\":\"ping\",\"id\":1.5}\n"
+		"{\"op\":\"ping\",\"id\":9007199254740993}\n"
+		"{\"op\":\"ping\"}\n"
+		"{\"op\":\"ping\",\"id\":\"end\"}\n"), 0);
+
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(json_integer_value(r.id), 1);
+	codec_response_free(&r);
+
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_string_equal(json_string_value(r.id), "two");
+	codec_response_free(&r);
+
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	json_t *want = json_loads("{\"a\":[1,\"x\",{\"b\":null}]}", 0, NULL);
+	assert_true(json_equal(r.id, want));
+	json_decref(want);
+	codec_response_free(&r);
+
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_non_null(r.id);
+	assert_true(json_is_null(r.id));
+	codec_response_free(&r);
+
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_true(json_is_real(r.id));
+	assert_true(json_real_value(r.id) == 1.5);
+	codec_response_free(&r);
+
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(json_integer_value(r.id), 9007199254740993LL);
+	assert_non_null(strstr(tclient_last(c), "\"id\":9007199254740993"));
+	codec_response_free(&r);
+
+	/* no id in the request: none in the answer */
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_null(r.id);
+	assert_null(strstr(tclient_last(c), "\"id\""));
+	codec_response_free(&r);
+
+	/* and nothing was answered for the blank lines */
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_string_equal(json_string_value(r.id), "end");
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* Boot order: gocd started while PostgreSQL is down serves `unavailable`
+ * (not a hang, not an exit), then real answers once PostgreSQL is up. */
+static void test_starts_while_postgres_down(void **state)
+{
+	assert_int_equal(tpg_stop(), 0);
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_error(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"boot@x\"}}",
+		   GOC_E_UNAVAILABLE);
+	assert_true(tgocd_alive(g));
+	assert_int_equal(tpg_resume(), 0);
+	int waited = 0;
+	for (;;) {
+		assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"users\","
+					     "\"key\":{\"email\":\"boot@x\"}}", &r), 0);
+		bool ok = r.ok;
+		if (!ok && r.code != GOC_E_UNAVAILABLE)
+			print_error("while PostgreSQL comes up: %s\n", tclient_last(c));
+		assert_true(ok || r.code == GOC_E_UNAVAILABLE);
+		if (ok)
+			assert_true(r.created);
+		codec_response_free(&r);
+		if (ok)
+			break;
+		if (waited >= 10000)
+			fail_msg("gocd still unavailable %d ms after PostgreSQL came up", waited);
+		harness_sleep_ms(200);
+		waited += 200;
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'boot@x'"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+#define MAXOUT_REQUESTS 3000
+
+/* max_output: a client that sends but never reads is dropped once its
+ * unread answers pass the limit, instead of growing gocd's memory; others
+ * are not affected. */
+static void test_max_output_drops_client_that_never_reads(void **state)
+{
+	assert_int_equal(tpg_exec("INSERT INTO docs(k, note) VALUES ('bigrow', repeat('x', 6000))"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--max-output=65536", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g), *by = connect_to(g);
+
+	/* about 18 MB of answers: more than the kernel's socket buffers */
+	static const char req[] = "{\"op\":\"get\",\"table\":\"docs\",\"key\":{\"k\":\"bigrow\"}}\n";
+	size_t n = sizeof req - 1;
+	char *buf = malloc(n * MAXOUT_REQUESTS);
+	assert_non_null(buf);
+	for (int i = 0; i < MAXOUT_REQUESTS; i++)
+		memcpy(buf + (size_t)i * n, req, n);
+	/* may fail part-way once gocd has dropped us */
+	tclient_send(c, buf, n * MAXOUT_REQUESTS);
+	free(buf);
+
+	check_still_serving(NULL, by, "max_output");
+	harness_sleep_ms(2000);
+	size_t lines = 0;
+	assert_int_equal(tclient_drain(c, 20000, &lines), 0);
+	if (lines >= MAXOUT_REQUESTS)
+		print_error("all %d answers were delivered: the client was never dropped\n",
+			    MAXOUT_REQUESTS);
+	assert_true(lines < MAXOUT_REQUESTS);
+	/* dropped for this reason, not another: operators are told the limit */
+	char *log = tgocd_log(g);
+	assert_non_null(log);
+	if (strstr(log, "max_output") == NULL)
+		print_error("gocd log does not name max_output as the reason for the drop\n");
+	assert_non_null(strstr(log, "max_output"));
+	free(log);
+	check_still_serving(NULL, by, "max_output2");
+	assert_true(tgocd_alive(g));
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- startup checks ---------------------------------------------------------- */
 
 /* Run gocd (with -t or for real) against a table and return its exit code;
@@ -1332,8 +1471,15 @@ int main(void)
 		T(test_disconnected_request_still_serves_waiters),
 		T(test_overloaded_max_clients),
 		T(test_overloaded_max_waiters),
+		T(test_crlf_blank_lines_and_id_echo),
+		T(test_starts_while_postgres_down),
+		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
 		T(test_check_mode_accepts_good_config),
 	};
+	/* GOCD_TEST_FILTER=test_error_* runs a subset while debugging. */
+	const char *filter = getenv("GOCD_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
