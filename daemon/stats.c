@@ -135,11 +135,13 @@ void stats_render(struct evbuffer *out)
 		first = 0;
 	}
 	evbuffer_add_printf(out, "},\"clients\":%d,\"clients_accepted\":%llu,\"clients_rejected\":%llu,"
+			    "\"clients_idle_closed\":%llu,\"auth_failures\":%llu,"
 			    "\"in_flight\":%d,\"keys_locked\":%zu,\"waiters\":%zu,"
 			    "\"pool\":{\"size\":%d,\"idle\":%d,\"busy\":%d,\"connecting\":%d,\"down\":%d,"
 			    "\"queued\":%d,\"round_trips\":%llu,\"connects\":%llu,"
 			    "\"connect_failures\":%llu,\"lost\":%llu}",
 			    conn_count(), stats.clients_accepted, stats.clients_rejected,
+			    stats.clients_idle_closed, stats.auth_failures,
 			    req_inflight(), l.keys, l.waiters, p.size, p.idle, p.busy,
 			    p.connecting, p.down, p.queued, p.round_trips, p.connects,
 			    p.connect_failures, p.lost);
@@ -246,6 +248,11 @@ void stats_render_prometheus(struct evbuffer *out)
 		"Client connections refused (max_clients or shutting down).", stats.clients_rejected);
 	counter(out, "gocd_clients_dropped_slow_total",
 		"Clients dropped for leaving more than max_output unread.", stats.dropped_slow);
+	counter(out, "gocd_clients_idle_closed_total",
+		"Client connections closed after client_idle_timeout with nothing in flight.",
+		stats.clients_idle_closed);
+	counter(out, "gocd_auth_failures_total",
+		"TCP clients refused for a missing or wrong auth_token.", stats.auth_failures);
 	counter(out, "gocd_backpressure_total",
 		"Times reading a client paused at max_pending unanswered requests.",
 		stats.backpressure);
