@@ -264,6 +264,54 @@ static void test_gocd_man_page_documents_every_option(void **state)
 	free(page);
 }
 
+/*
+ * Every --flag that `prog --help` lists at the start of a line (after
+ * spaces) appears in its man page (as roff, "\-\-flag").
+ */
+static void check_flags_documented(const char *prog, const char *page_path)
+{
+	char *help = NULL, *page = NULL;
+	assert_int_equal(run(&help, "'%s/%s' --help", build_dir(), prog), 0);
+	assert_int_equal(run(&page, "cat '%s'", page_path), 0);
+	int n = 0;
+	for (char *line = help; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+		const char *p = line;
+		while (*p == ' ')
+			p++;
+		if (p == line || strncmp(p, "--", 2) != 0 || p[2] == ' ')
+			continue;
+		char flag[64], want[160];
+		size_t i = 0;
+		for (p += 2; *p && (*p == '-' || *p == '_' || (*p >= 'a' && *p <= 'z')) && i < sizeof flag - 1; p++)
+			flag[i++] = *p;
+		flag[i] = '\0';
+		/* roff escapes each '-' of the flag */
+		size_t w = (size_t)snprintf(want, sizeof want, "\\-\\-");
+		for (i = 0; flag[i] && w + 3 < sizeof want; i++) {
+			if (flag[i] == '-') {
+				want[w++] = '\\';
+				want[w++] = '-';
+			} else {
+				want[w++] = flag[i];
+			}
+		}
+		want[w] = '\0';
+		if (strstr(page, want) == NULL)
+			fail_msg("%s does not document --%s (from %s --help)", page_path, flag, prog);
+		n++;
+	}
+	assert_true(n >= 5);
+	free(help);
+	free(page);
+}
+
+static void test_client_man_pages_document_every_flag(void **state)
+{
+	(void)state;
+	check_flags_documented("goc", "man/goc.1");
+	check_flags_documented("goc-bench", "man/goc-bench.1");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -276,6 +324,7 @@ int main(void)
 		T(test_unit_exposure_score),
 		T(test_man_pages_render_without_warnings),
 		T(test_gocd_man_page_documents_every_option),
+		T(test_client_man_pages_document_every_flag),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
