@@ -229,7 +229,8 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 		PQfinish(c->pg);
 		c->pg = NULL;
 	}
-	memset(c->prepared, 0, sizeof(bool) * (size_t)c->prepared_cap);
+	if (c->prepared)
+		memset(c->prepared, 0, sizeof(bool) * (size_t)c->prepared_cap);
 	int phase = c->phase;
 	c->job = NULL;
 	c->preparing = false;
