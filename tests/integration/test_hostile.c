@@ -1,0 +1,941 @@
+/*
+ * test_hostile.c - gocd against hostile clients: a table of malformed,
+ * oversized, injecting and oddly framed inputs, each with the outcome
+ * proto/PROTOCOL.md documents for it (error code, connection open or
+ * closed, rows written), and the limits a client can lean on (max_pending
+ * backpressure with bounded memory, auth_token, client_idle_timeout).
+ *
+ * Owns: this table, its schema (tables h_*) and the limit tests below it.
+ * Must never: look inside the daemon (only the wire, the database, the exit
+ * status and /proc/PID/status are evidence), send anything but loopback
+ * traffic, or run unbounded: every case is bounded in bytes and time.
+ * After every case gocd must still answer a ping, a bystander connection
+ * opened before the case must still be served, and no table may hold rows
+ * other than those the valid requests of the case created.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "codec.h"
+#include "errors.h"
+#include "harness.h"
+
+static const char SCHEMA[] =
+	"CREATE TABLE h_users(id bigserial primary key, email text not null unique, name text,"
+	"  age int);"
+	"CREATE TABLE h_pairs(id bigserial primary key, tenant int not null, ext text not null,"
+	"  unique (tenant, ext));"
+	"CREATE TABLE h_ints(id bigserial primary key, n bigint not null unique);"
+	"CREATE TABLE h_json(id bigserial primary key, k text not null unique, doc jsonb,"
+	"  r double precision);"
+	/* served only so that a bystander's rows never mix with the counted ones */
+	"CREATE TABLE h_by(id bigserial primary key, k text not null unique);"
+	/* exists in PostgreSQL but is not served: the target of the injections */
+	"CREATE TABLE h_victim(id int primary key, secret text);"
+	"INSERT INTO h_victim VALUES (1, 'untouched');";
+
+/* Rows the cases may create live in these tables; h_by is the bystander's. */
+#define COUNTED_ROWS \
+	"SELECT (SELECT count(*) FROM h_users) + (SELECT count(*) FROM h_pairs) +" \
+	" (SELECT count(*) FROM h_ints) + (SELECT count(*) FROM h_json)"
+
+/* max_line 1 MiB so that a 100,000-deep nesting (200 kB) reaches the JSON
+ * parser instead of the line limit; the 10 MB line still exceeds it. */
+#define HOSTILE_MAX_LINE (1024 * 1024)
+#define HOSTILE_ARGS \
+	"--table=h_users=email", "--table=h_pairs=tenant,ext", "--table=h_ints=n", \
+	"--table=h_json=k", "--table=h_by=k", "--pool-size=4", "--request-timeout=10000", \
+	"--max-line=1048576", "--admin-listen=", "--log-level=info"
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, harness_test_setup, harness_test_teardown)
+
+static int group_setup(void **state)
+{
+	if (tpg_start() != 0)
+		return -1;
+	if (tpg_exec("%s", SCHEMA) != 0) {
+		tpg_destroy();
+		return -1;
+	}
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	tpg_destroy();
+	return 0;
+}
+
+/* ---- a growable byte buffer for generated inputs ---------------------------- */
+
+struct bytes {
+	char *p;
+	size_t len, cap;
+};
+
+static void b_add(struct bytes *b, const void *data, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		assert_non_null(p);
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void b_printf(struct bytes *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void b_printf(struct bytes *b, const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0);
+	b_add(b, s, (size_t)n);
+	free(s);
+}
+
+static void b_repeat(struct bytes *b, const char *s, size_t times)
+{
+	size_t n = strlen(s);
+	for (size_t i = 0; i < times; i++)
+		b_add(b, s, n);
+}
+
+/* ---- generators for the inputs a string literal cannot hold ------------------ */
+
+static void gen_10mb_line(struct bytes *b)
+{
+	/* A syntactically plausible start, then 10 MB inside one string. */
+	b_printf(b, "{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"");
+	char chunk[65536];
+	memset(chunk, 'A', sizeof chunk);
+	for (size_t i = 0; i < (10u << 20) / sizeof chunk; i++)
+		b_add(b, chunk, sizeof chunk);
+	b_printf(b, "\"}}\n");
+}
+
+#define DEEP 100000
+
+static void gen_deep_array(struct bytes *b)
+{
+	b_repeat(b, "[", DEEP);
+	b_repeat(b, "]", DEEP);
+	b_add(b, "\n", 1);
+}
+
+static void gen_deep_id(struct bytes *b)
+{
+	b_printf(b, "{\"op\":\"ping\",\"id\":");
+	b_repeat(b, "{\"a\":", DEEP);
+	b_add(b, "1", 1);
+	b_repeat(b, "}", DEEP);
+	b_add(b, "}\n", 2);
+}
+
+static void gen_deep_defaults(struct bytes *b)
+{
+	b_printf(b, "{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"deep-100k\"},"
+		    "\"defaults\":{\"doc\":");
+	b_repeat(b, "[", DEEP);
+	b_repeat(b, "]", DEEP);
+	b_add(b, "}}\n", 3);
+}
+
+/* Deep but within the parser's limit: a valid jsonb document, stored. */
+static void gen_deep_ok(struct bytes *b)
+{
+	b_printf(b, "{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"deep-1000\"},"
+		    "\"defaults\":{\"doc\":");
+	b_repeat(b, "[", 1000);
+	b_repeat(b, "]", 1000);
+	b_add(b, "}}\n", 3);
+}
+
+#define SEGMENT_N 2000
+#define SEGMENT_KEYS 100
+
+/* Thousands of requests in one send (one TCP segment on loopback, whose
+ * MTU is 64 kB): pings, and get_or_create over SEGMENT_KEYS keys, twice
+ * each at least, so creates, hits and same-key waits all happen. */
+static void gen_segment(struct bytes *b)
+{
+	for (int i = 0; i < SEGMENT_N; i++) {
+		if (i % 2)
+			b_printf(b, "{\"op\":\"ping\"}\n");
+		else
+			b_printf(b, "{\"op\":\"get_or_create\",\"table\":\"h_ints\",\"key\":{\"n\":%d}}\n",
+				 700000 + (i / 2) % SEGMENT_KEYS);
+	}
+}
+
+/* A long key value with few repeats (so TOAST cannot compress it below
+ * the btree limit): PostgreSQL refuses it, and the request must get an
+ * error, not a hang or a crash. */
+static void gen_key_over_btree_limit(struct bytes *b)
+{
+	b_printf(b, "{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"");
+	uint32_t x = 12345;
+	for (int i = 0; i < 40000; i++) {
+		x = x * 1103515245u + 12345u;
+		char c = (char)('a' + (x >> 16) % 26);
+		b_add(b, &c, 1);
+	}
+	b_printf(b, "\"}}\n");
+}
+
+/* ---- the table -------------------------------------------------------------- */
+
+enum send_mode {
+	SEND_ALL,        /* all bytes at once (reading answers meanwhile) */
+	SEND_BYTEWISE,   /* one byte per send(), TCP_NODELAY, 1 ms apart */
+	SEND_DISCONNECT, /* send, then close the socket at once */
+};
+
+struct hcase {
+	const char *name;
+	const char *bytes;          /* NUL-free input; or NULL: */
+	size_t len;                 /* explicit length when the input holds NULs */
+	void (*gen)(struct bytes *);
+	enum send_mode mode;
+	/* Expected answers in order: "code,code" with "ok" for success and an
+	 * optional "*N" repeat; "" for no answer at all. */
+	const char *expect;
+	bool closes;                /* gocd closes the connection after answering */
+	int rows;                   /* rows the case's valid requests create */
+};
+
+#define S(lit) lit, sizeof(lit) - 1, NULL
+#define G(fn) NULL, 0, fn
+
+static const struct hcase cases[] = {
+	/* ---- encoding: the line must be UTF-8 JSON; bad_json, stays open */
+	{"invalid UTF-8 in a value", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"\xff\xfe\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"overlong UTF-8 encoding of '/'", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"\xc0\xaf\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"UTF-8 encoded surrogate", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"\xed\xa0\x80\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"invalid UTF-8 in a member name", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"em\xe9il\":\"x\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"truncated UTF-8 at end of line", S("{\"op\":\"ping\",\"id\":\"\xe2\x82\"}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"byte order mark before the object", S("\xef\xbb\xbf{\"op\":\"ping\"}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"lone surrogate escape", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"\\ud800\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"escaped surrogate pair (valid, stored)", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"smile-\\ud83d\\ude00\"}}\n"),
+	 SEND_ALL, "ok", false, 1},
+	/* ---- NUL bytes */
+	{"raw NUL inside a string", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"a\0b\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"raw NUL after the object", S("{\"op\":\"ping\"}\0\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"only NUL bytes", S("\0\0\0\0\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"\\u0000 escape in a key value", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"a\\u0000b\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"\\u0000 escape in a member name", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\\u0000\":\"a\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"raw control character inside a string", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"a\tb\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	/* ---- size and depth */
+	{"10 MB line", G(gen_10mb_line), SEND_ALL, "too_large", true, 0},
+	{"100,000-deep array", G(gen_deep_array), SEND_ALL, "bad_json", false, 0},
+	{"100,000-deep object as id", G(gen_deep_id), SEND_ALL, "bad_json", false, 0},
+	{"100,000-deep jsonb defaults", G(gen_deep_defaults), SEND_ALL, "bad_json", false, 0},
+	{"1000-deep jsonb defaults (valid, stored)", G(gen_deep_ok), SEND_ALL, "ok", false, 1},
+	{"key value over the btree row limit", G(gen_key_over_btree_limit), SEND_ALL, "internal", false, 0},
+	/* ---- numbers */
+	{"integer wider than 64 bits", S("{\"op\":\"get_or_create\",\"table\":\"h_ints\",\"key\":{\"n\":123456789012345678901234567890}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"integer below -2^63", S("{\"op\":\"get_or_create\",\"table\":\"h_ints\",\"key\":{\"n\":-9223372036854775809}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"real overflowing a double", S("{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"r1\"},\"defaults\":{\"r\":1e400}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"NaN", S("{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"r2\"},\"defaults\":{\"r\":NaN}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"Infinity", S("{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"r3\"},\"defaults\":{\"r\":Infinity}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"-Infinity", S("{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"r4\"},\"defaults\":{\"r\":-Infinity}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"\"NaN\" as a string into double precision (PostgreSQL accepts it)",
+	 S("{\"op\":\"get_or_create\",\"table\":\"h_json\",\"key\":{\"k\":\"r5\"},\"defaults\":{\"r\":\"NaN\"}}\n"),
+	 SEND_ALL, "ok", false, 1},
+	{"int64 max into an int column", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"big-age\"},\"defaults\":{\"age\":9223372036854775807}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	{"fraction into a bigint key", S("{\"op\":\"get_or_create\",\"table\":\"h_ints\",\"key\":{\"n\":1.5}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	/* ---- duplicate member names */
+	{"duplicate top-level member", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"d1\"},\"key\":{\"email\":\"d2\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"duplicate key column", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"d1\",\"email\":\"d2\"}}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"duplicate via escape spelling", S("{\"op\":\"ping\",\"o\\u0070\":\"ping\"}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	/* ---- wrong shapes and types */
+	{"null line", S("null\n"), SEND_ALL, "bad_request", false, 0},
+	{"array line", S("[]\n"), SEND_ALL, "bad_request", false, 0},
+	{"number line", S("42\n"), SEND_ALL, "bad_request", false, 0},
+	{"op as a number", S("{\"op\":1}\n"), SEND_ALL, "bad_request", false, 0},
+	{"table as an array", S("{\"op\":\"get\",\"table\":[\"h_users\"],\"key\":{\"email\":\"x\"}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"key as an array", S("{\"op\":\"get\",\"table\":\"h_users\",\"key\":[\"email\",\"x\"]}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"defaults as a string", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"t1\"},\"defaults\":\"x\"}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"object for a text key column", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":{\"$ne\":null}}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	{"array for an int column", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"t2\"},\"defaults\":{\"age\":[1]}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	{"boolean for a bigint key", S("{\"op\":\"get_or_create\",\"table\":\"h_ints\",\"key\":{\"n\":true}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	{"string for an int column", S("{\"op\":\"get_or_create\",\"table\":\"h_pairs\",\"key\":{\"tenant\":\"one\",\"ext\":\"x\"}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	/* ---- keys */
+	{"empty key object", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"empty column name", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"\":\"x\"}}\n"),
+	 SEND_ALL, "unknown_column", false, 0},
+	{"empty table name", S("{\"op\":\"get_or_create\",\"table\":\"\",\"key\":{\"email\":\"x\"}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"empty string key value (valid, stored)", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"\"}}\n"),
+	 SEND_ALL, "ok", false, 1},
+	{"key on a non-unique column", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"name\":\"x\"}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"key on the primary key instead", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"id\":1}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"key with an extra column", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"x\",\"age\":1}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"half of a composite key", S("{\"op\":\"get_or_create\",\"table\":\"h_pairs\",\"key\":{\"ext\":\"x\"}}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"null key value", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":null}}\n"),
+	 SEND_ALL, "null_key", false, 0},
+	/* ---- unknown fields, ops, tables */
+	{"unknown top-level field", S("{\"op\":\"get\",\"table\":\"h_users\",\"key\":{\"email\":\"x\"},\"where\":\"1=1\"}\n"),
+	 SEND_ALL, "bad_request", false, 0},
+	{"field name in another case", S("{\"OP\":\"ping\"}\n"), SEND_ALL, "bad_request", false, 0},
+	{"unknown op", S("{\"op\":\"delete\",\"table\":\"h_users\",\"key\":{\"email\":\"x\"}}\n"),
+	 SEND_ALL, "unknown_op", false, 0},
+	{"table in another case", S("{\"op\":\"get\",\"table\":\"H_USERS\",\"key\":{\"email\":\"x\"}}\n"),
+	 SEND_ALL, "unknown_table", false, 0},
+	{"table name by escape (same string, valid)", S("{\"op\":\"get_or_create\",\"table\":\"h\\u005fusers\",\"key\":{\"email\":\"escaped-table\"}}\n"),
+	 SEND_ALL, "ok", false, 1},
+	{"auth without auth_token configured", S("{\"op\":\"auth\",\"token\":\"anything\"}\n"),
+	 SEND_ALL, "ok", false, 0},
+	/* ---- SQL injection: identifiers come only from configuration */
+	{"injection in the table name", S("{\"op\":\"get_or_create\",\"table\":\"h_users; DROP TABLE h_victim; --\",\"key\":{\"email\":\"x\"}}\n"),
+	 SEND_ALL, "unknown_table", false, 0},
+	{"quoted injection in the table name", S("{\"op\":\"get_or_create\",\"table\":\"h_users\\\" WHERE true; DELETE FROM h_victim; --\",\"key\":{\"email\":\"x\"}}\n"),
+	 SEND_ALL, "unknown_table", false, 0},
+	{"an unserved existing table", S("{\"op\":\"get\",\"table\":\"h_victim\",\"key\":{\"id\":1}}\n"),
+	 SEND_ALL, "unknown_table", false, 0},
+	{"schema-qualified system table", S("{\"op\":\"get\",\"table\":\"pg_catalog.pg_authid\",\"key\":{\"rolname\":\"postgres\"}}\n"),
+	 SEND_ALL, "unknown_table", false, 0},
+	{"injection in a key column name", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\\\" = '' OR true; DROP TABLE h_victim; --\":\"x\"}}\n"),
+	 SEND_ALL, "unknown_column", false, 0},
+	{"injection in a defaults column name", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"inj-col\"},\"defaults\":{\"name\\\") VALUES ('x'); DROP TABLE h_victim; --\":\"y\"}}\n"),
+	 SEND_ALL, "unknown_column", false, 0},
+	{"injection in a key value (stored literally)", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"x'); DROP TABLE h_victim; --\"}}\n"),
+	 SEND_ALL, "ok", false, 1},
+	{"injection in a defaults value (stored literally)", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"inj-val\"},\"defaults\":{\"name\":\"'; DELETE FROM h_victim; --\"}}\n"),
+	 SEND_ALL, "ok", false, 1},
+	{"tautology in a get (finds nothing)", S("{\"op\":\"get\",\"table\":\"h_users\",\"key\":{\"email\":\"' OR '1'='1\"}}\n"),
+	 SEND_ALL, "ok", false, 0},
+	{"injection into an int column", S("{\"op\":\"get_or_create\",\"table\":\"h_ints\",\"key\":{\"n\":\"1; DROP TABLE h_victim\"}}\n"),
+	 SEND_ALL, "invalid_value", false, 0},
+	/* ---- framing */
+	{"CRLF line end", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"crlf\"}}\r\n"),
+	 SEND_ALL, "ok", false, 1},
+	{"CR CR LF (one CR stripped, one is JSON whitespace)", S("{\"op\":\"ping\"}\r\r\n"),
+	 SEND_ALL, "ok", false, 0},
+	{"bare CR is not a line end", S("{\"op\":\"ping\"}\r{\"op\":\"ping\"}\n"),
+	 SEND_ALL, "bad_json", false, 0},
+	{"blank and whitespace-only lines", S("\n\n   \n\t\t\n\r\n \r\n"), SEND_ALL, "", false, 0},
+	{"two objects on one line", S("{\"op\":\"ping\"}{\"op\":\"ping\"}\n"), SEND_ALL, "bad_json", false, 0},
+	{"trailing garbage", S("{\"op\":\"ping\"} x\n"), SEND_ALL, "bad_json", false, 0},
+	{"half a line, then disconnect", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"half"),
+	 SEND_DISCONNECT, "", true, 0},
+	{"whole requests, then disconnect before reading", S("{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"gone-1\"}}\n"
+							    "{\"op\":\"get_or_create\",\"table\":\"h_users\",\"key\":{\"email\":\"gone-2\"}}\n"),
+	 SEND_DISCONNECT, "", true, 2},
+	{"one byte per TCP segment", S("{\"op\":\"get_or_create\",\"id\":\"slow\",\"table\":\"h_pairs\",\"key\":{\"tenant\":1,\"ext\":\"bytewise\"}}\n"
+				       "{\"op\":\"ping\"}\r\n"),
+	 SEND_BYTEWISE, "ok,ok", false, 1},
+	{"2000 requests in one segment", G(gen_segment), SEND_ALL, "ok*2000", false, SEGMENT_KEYS},
+};
+
+/* "ok,bad_json*3" -> the i-th expected code name, or NULL past the end. */
+static const char *expected_at(const char *spec, size_t i, char *buf, size_t size)
+{
+	const char *p = spec;
+	while (*p) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		const char *star = memchr(p, '*', len);
+		size_t name_len = star ? (size_t)(star - p) : len;
+		size_t times = star ? strtoul(star + 1, NULL, 10) : 1;
+		if (i < times) {
+			snprintf(buf, size, "%.*s", (int)name_len, p);
+			return buf;
+		}
+		i -= times;
+		p = comma ? comma + 1 : p + len;
+	}
+	return NULL;
+}
+
+static size_t expected_count(const char *spec)
+{
+	char buf[64];
+	size_t n = 0;
+	while (expected_at(spec, n, buf, sizeof buf))
+		n++;
+	return n;
+}
+
+static void send_bytewise(struct tclient *c, const char *p, size_t len)
+{
+	/* TCP_NODELAY is set by tclient_tcp: each send() leaves as its own
+	 * segment; the pause keeps the kernel from coalescing them. */
+	for (size_t i = 0; i < len; i++) {
+		assert_int_equal(tclient_send(c, p + i, 1), 0);
+		harness_sleep_ms(1);
+	}
+}
+
+static long long counted_rows(void)
+{
+	long long n = tpg_count(COUNTED_ROWS);
+	assert_true(n >= 0);
+	return n;
+}
+
+/* The injections' target: still there, one row, unchanged. */
+static void assert_victim_untouched(const char *after)
+{
+	char *v = tpg_value("SELECT string_agg(id || ':' || secret, ',') FROM h_victim");
+	if (v == NULL || strcmp(v, "1:untouched") != 0)
+		print_error("after \"%s\": h_victim is %s\n", after, v ? v : "(gone or empty)");
+	assert_non_null(v);
+	assert_string_equal(v, "1:untouched");
+	free(v);
+}
+
+static void check_response_code(const char *line, const char *want, const char *what, size_t i)
+{
+	struct goc_response r;
+	if (codec_parse_response(line, strlen(line), &r) != 0) {
+		print_error("case \"%s\": answer %zu is not a response line: %.200s\n", what, i, line);
+		codec_response_free(&r);
+		fail();
+	}
+	const char *got = r.ok ? "ok" : goc_err_name(r.code);
+	if (strcmp(got, want) != 0)
+		print_error("case \"%s\": answer %zu: expected %s, got %.300s\n", what, i, want, line);
+	assert_string_equal(got, want);
+	if (!r.ok)
+		assert_true(r.message != NULL && strlen(r.message) > 0); /* errors say why */
+	codec_response_free(&r);
+}
+
+static void run_case(struct tgocd *g, struct tclient *by, const struct hcase *hc, int idx)
+{
+	struct bytes gen = {0};
+	const char *data = hc->bytes;
+	size_t len = hc->len;
+	if (hc->gen) {
+		hc->gen(&gen);
+		data = gen.p;
+		len = gen.len;
+	}
+	long long rows_before = counted_rows();
+	size_t nexp = expected_count(hc->expect);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+
+	switch (hc->mode) {
+	case SEND_ALL: {
+		if (nexp == 0) {
+			/* Nothing may come back: the ping below proves it. */
+			assert_int_equal(tclient_send(c, data, len), 0);
+			break;
+		}
+		char **lines = NULL;
+		/* Sends while reading, so a 10 MB line cannot deadlock on full
+		 * socket buffers, and stops sending when gocd closes. */
+		size_t got = tclient_exchange(c, data, len, nexp, &lines, 60000);
+		if (got != nexp)
+			print_error("case \"%s\": %zu answers, expected %zu\n", hc->name, got, nexp);
+		assert_int_equal(got, nexp);
+		char want[64];
+		for (size_t i = 0; i < got; i++)
+			check_response_code(lines[i], expected_at(hc->expect, i, want, sizeof want),
+					    hc->name, i);
+		harness_free_lines(lines, got);
+		break;
+	}
+	case SEND_BYTEWISE: {
+		send_bytewise(c, data, len);
+		char want[64];
+		for (size_t i = 0; i < nexp; i++) {
+			const char *line;
+			size_t ll;
+			assert_int_equal(tclient_line(c, &line, &ll, HARNESS_IO_TIMEOUT_MS), 1);
+			check_response_code(line, expected_at(hc->expect, i, want, sizeof want),
+					    hc->name, i);
+		}
+		break;
+	}
+	case SEND_DISCONNECT:
+		assert_int_equal(tclient_send(c, data, len), 0);
+		tclient_close(c);
+		c = NULL;
+		/* Requests already read keep running (PROTOCOL.md); give them
+		 * time to land before the rows are counted. */
+		harness_sleep_ms(300);
+		break;
+	}
+	free(gen.p);
+
+	struct goc_response r;
+	char req[160];
+	if (c && !hc->closes) {
+		/* The same connection is still served, and nothing extra was
+		 * answered before the ping (e.g. for blank lines). */
+		snprintf(req, sizeof req, "{\"op\":\"ping\",\"id\":\"after-%d\"}", idx);
+		assert_int_equal(tclient_call(c, req, &r), 0);
+		snprintf(req, sizeof req, "after-%d", idx);
+		if (!r.ok || !json_is_string(r.id) || strcmp(json_string_value(r.id), req) != 0)
+			print_error("case \"%s\": the ping after it got %s\n", hc->name, tclient_last(c));
+		assert_true(r.ok);
+		assert_string_equal(json_string_value(r.id), req);
+		codec_response_free(&r);
+	} else if (c) {
+		if (tclient_expect_eof(c, 5000) != 0)
+			print_error("case \"%s\": connection not closed\n", hc->name);
+		assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	}
+	if (c)
+		tclient_close(c);
+
+	/* gocd is up: a fresh connection gets a pong. */
+	assert_true(tgocd_alive(g));
+	struct tclient *fresh = tclient_tcp(g->port);
+	assert_non_null(fresh);
+	assert_int_equal(tclient_call(fresh, "{\"op\":\"ping\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+	tclient_close(fresh);
+
+	/* The bystander, connected before the case, is served as usual. */
+	snprintf(req, sizeof req,
+		 "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"h_by\",\"key\":{\"k\":\"case-%d\"}}",
+		 idx, idx);
+	assert_int_equal(tclient_call(by, req, &r), 0);
+	if (!r.ok || !r.created)
+		print_error("case \"%s\": bystander got %s\n", hc->name, tclient_last(by));
+	assert_true(r.ok);
+	assert_true(r.created);
+	assert_int_equal(json_integer_value(r.id), idx);
+	codec_response_free(&r);
+
+	/* Only the case's valid requests wrote rows. */
+	long long rows_after = counted_rows();
+	if (rows_after != rows_before + hc->rows)
+		print_error("case \"%s\": %lld rows before, %lld after, expected +%d\n", hc->name,
+			    rows_before, rows_after, hc->rows);
+	assert_int_equal(rows_after, rows_before + hc->rows);
+	assert_victim_untouched(hc->name);
+}
+
+static void test_hostile_inputs_table(void **state)
+{
+	assert_true(sizeof cases / sizeof cases[0] >= 30);
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, NULL);
+	assert_non_null(g);
+	struct tclient *by = tclient_tcp(g->port);
+	assert_non_null(by);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		fprintf(stderr, "[ case %2zu ] %s\n", i, cases[i].name);
+		run_case(g, by, &cases[i], (int)i);
+	}
+
+	/* Injected text went in as data, byte for byte. */
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email = "
+				   "'x''); DROP TABLE h_victim; --'"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email = 'inj-val' AND "
+				   "name = '''; DELETE FROM h_victim; --'"), 1);
+	/* Other valid cases stored exactly what was sent. */
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email = "
+				   "'smile-' || chr(128512)"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email = ''"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email = 'escaped-table'"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email IN ('gone-1','gone-2')"), 2);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_users WHERE email LIKE 'half%%'"), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_pairs WHERE tenant = 1 AND ext = 'bytewise'"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_json WHERE k = 'r5' AND r = 'NaN'"), 1);
+	assert_int_equal(tpg_count("SELECT jsonb_array_length(doc) FROM h_json WHERE k = 'deep-1000'"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_json WHERE k = 'deep-100k'"), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM h_ints WHERE n BETWEEN 700000 AND 700099"),
+			 SEGMENT_KEYS);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* ---- limits under abuse --------------------------------------------------------- */
+
+static long rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	long kb = -1;
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kb = strtol(line + 6, NULL, 10);
+	fclose(f);
+	assert_true(kb > 0);
+	return kb;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Push bytes at fd without reading anything, until the kernel accepts no
+ * more for stall_ms or `limit` bytes went out.  Returns the bytes sent.
+ */
+static size_t push_until_stalled(int fd, const char *unit, size_t unit_len, size_t limit,
+				 int stall_ms, int total_ms)
+{
+	size_t cap = unit_len * 4096;
+	char *chunk = malloc(cap);
+	assert_non_null(chunk);
+	for (size_t i = 0; i < cap / unit_len; i++)
+		memcpy(chunk + i * unit_len, unit, unit_len);
+	size_t sent = 0, off = 0;
+	long long deadline = mono_ms() + total_ms;
+	while (sent < limit && mono_ms() < deadline) {
+		ssize_t n = send(fd, chunk + off, cap - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			sent += (size_t)n;
+			off = (off + (size_t)n) % cap;
+			continue;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			break;
+		struct pollfd pf = { .fd = fd, .events = POLLOUT };
+		if (poll(&pf, 1, stall_ms) == 0)
+			break; /* stalled: nobody reads */
+	}
+	free(chunk);
+	return sent;
+}
+
+#define PENDING_PUSH_LIMIT ((size_t)256 << 20)
+
+/*
+ * max_pending: a client pipelines without ever reading.  The first
+ * request is stuck behind a table lock, so every later answer (pings,
+ * answered at once) must wait behind it: after max_pending unanswered
+ * requests gocd stops reading, TCP pushes back, and gocd's memory stays
+ * bounded however much the client tries to send.
+ */
+static void test_max_pending_stops_reading_and_bounds_memory(void **state)
+{
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--max-pending=1024", "--request-timeout=60000",
+				      "--max-output=16777216", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port), *by = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_non_null(by);
+	struct goc_response r;
+	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
+	codec_response_free(&r);
+	long before = rss_kb(g->pid);
+
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE h_by IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"h_by\","
+					  "\"key\":{\"k\":\"stuck\"}}\n"), 0);
+	static const char ping[] = "{\"op\":\"ping\"}\n";
+	size_t sent = push_until_stalled(tclient_fd(c), ping, sizeof ping - 1, PENDING_PUSH_LIMIT,
+					 1500, 30000);
+	long during = rss_kb(g->pid);
+	fprintf(stderr, "max_pending: client got %zu bytes (%zu requests) into the socket before "
+		"it stalled; gocd RSS %ld kB -> %ld kB\n", sent, sent / (sizeof ping - 1), before, during);
+	/* gocd stopped reading: the client could not push its 256 MB. */
+	if (sent >= PENDING_PUSH_LIMIT)
+		print_error("gocd kept reading: %zu bytes accepted\n", sent);
+	assert_true(sent < PENDING_PUSH_LIMIT);
+	assert_true(during - before < 64 * 1024);
+
+	/* Others are served meanwhile (on an unlocked table). */
+	assert_int_equal(tclient_call(by, "{\"op\":\"get_or_create\",\"table\":\"h_ints\","
+					  "\"key\":{\"n\":-4242}}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+
+	/* Release the lock: the stuck request is answered first, in order. */
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	const char *line;
+	size_t ll;
+	assert_int_equal(tclient_line(c, &line, &ll, HARNESS_IO_TIMEOUT_MS), 1);
+	check_response_code(line, "ok", "stuck request", 0);
+	assert_non_null(strstr(line, "\"stuck\""));
+	tclient_close(c);
+	assert_true(rss_kb(g->pid) - before < 64 * 1024);
+	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
+ * A client that never reads while its answers pile up (no stuck request
+ * here: each answer is ready at once) is dropped after max_output bytes,
+ * and gocd's memory stays bounded by that limit, not by the client's
+ * appetite.
+ */
+static void test_never_reading_client_dropped_memory_bounded(void **state)
+{
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--max-output=1048576", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port), *by = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_non_null(by);
+	/* Shrink our receive buffer so answers pile up in gocd, not in our kernel. */
+	int small = 4096;
+	setsockopt(tclient_fd(c), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	long before = rss_kb(g->pid);
+	/* stats answers are ~1 kB each: 64 MB of answers asked for. */
+	static const char stats[] = "{\"op\":\"stats\"}\n";
+	size_t sent = push_until_stalled(tclient_fd(c), stats, sizeof stats - 1,
+					 (size_t)65536 * (sizeof stats - 1), 1500, 30000);
+	long during = rss_kb(g->pid);
+	fprintf(stderr, "max_output: sent %zu bytes of requests; gocd RSS %ld kB -> %ld kB\n",
+		sent, before, during);
+	assert_true(during - before < 64 * 1024);
+	/* Dropped: reading now ends in EOF/reset well before 65536 answers. */
+	char buf[65536];
+	size_t lines = 0;
+	long long deadline = mono_ms() + 20000;
+	for (;;) {
+		ssize_t n = recv(tclient_fd(c), buf, sizeof buf, 0);
+		if (n > 0) {
+			for (ssize_t i = 0; i < n; i++)
+				lines += buf[i] == '\n';
+			continue;
+		}
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+		struct pollfd pf = { .fd = tclient_fd(c), .events = POLLIN };
+		assert_true(mono_ms() < deadline);
+		poll(&pf, 1, 1000);
+	}
+	fprintf(stderr, "max_output: the client read %zu answers before the close\n", lines);
+	assert_true(lines < 65536);
+	struct goc_response r;
+	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void expect_unauthorized_and_close(struct tclient *c, const char *what)
+{
+	struct goc_response r;
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.ok || r.code != GOC_E_UNAUTHORIZED)
+		print_error("%s: expected unauthorized, got %s\n", what, tclient_last(c));
+	assert_false(r.ok);
+	assert_int_equal(r.code, GOC_E_UNAUTHORIZED);
+	codec_response_free(&r);
+	if (tclient_expect_eof(c, 5000) != 0)
+		print_error("%s: connection not closed after unauthorized\n", what);
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+}
+
+/* auth_token: TCP clients must authenticate first; unix clients need not. */
+static void test_auth_token(void **state)
+{
+	char unix_arg[300], path[280];
+	snprintf(path, sizeof path, "%s/hostile-auth.sock", harness_dir());
+	snprintf(unix_arg, sizeof unix_arg, "--unix=%s", path);
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--auth-token=s3cret-token", unix_arg, NULL);
+	assert_non_null(g);
+	struct goc_response r;
+	long long rows = counted_rows();
+
+	/* No auth: the request is refused, not run, and the connection closed. */
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"h_users\","
+					  "\"key\":{\"email\":\"noauth\"}}\n"), 0);
+	expect_unauthorized_and_close(c, "no auth");
+	tclient_close(c);
+
+	/* Not even ping or stats before auth. */
+	c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"ping\"}\n"), 0);
+	expect_unauthorized_and_close(c, "ping before auth");
+	tclient_close(c);
+
+	/* Garbage before auth. */
+	c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_sendf(c, "\xff not json\n"), 0);
+	expect_unauthorized_and_close(c, "garbage before auth");
+	tclient_close(c);
+
+	/* Wrong tokens: a prefix, a longer one, another case, a non-string;
+	 * requests pipelined behind a wrong token are never run. */
+	static const char *const wrong[] = {
+		"{\"op\":\"auth\",\"token\":\"s3cret\"}\n",
+		"{\"op\":\"auth\",\"token\":\"s3cret-token-and-more\"}\n",
+		"{\"op\":\"auth\",\"token\":\"S3CRET-TOKEN\"}\n",
+		"{\"op\":\"auth\",\"token\":\"\"}\n",
+		"{\"op\":\"auth\",\"token\":42}\n",
+		"{\"op\":\"auth\",\"token\":\"s3cret-token\\u0000\"}\n",
+	};
+	for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+		c = tclient_tcp(g->port);
+		assert_non_null(c);
+		assert_int_equal(tclient_sendf(c, "%s{\"op\":\"get_or_create\",\"table\":\"h_users\","
+						  "\"key\":{\"email\":\"wrongauth-%zu\"}}\n", wrong[i], i), 0);
+		expect_unauthorized_and_close(c, wrong[i]);
+		tclient_close(c);
+	}
+	harness_sleep_ms(200);
+	assert_int_equal(counted_rows(), rows);
+
+	/* The right token: served, pipelined requests included. */
+	c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"auth\",\"id\":1,\"token\":\"s3cret-token\"}\n"
+					  "{\"op\":\"get_or_create\",\"id\":2,\"table\":\"h_users\","
+					  "\"key\":{\"email\":\"authed\"}}\n"), 0);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_true(r.ok);
+	assert_int_equal(json_integer_value(r.id), 1);
+	codec_response_free(&r);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok || !r.created)
+		print_error("after auth: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	/* Errors after auth do not close the connection. */
+	assert_int_equal(tclient_call(c, "{\"op\":\"nope\"}", &r), 0);
+	assert_int_equal(r.code, GOC_E_UNKNOWN_OP);
+	codec_response_free(&r);
+	assert_int_equal(tclient_call(c, "{\"op\":\"ping\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+
+	/* Unix socket: trusted by its file mode, no token needed. */
+	struct tclient *u = tclient_unix(path);
+	assert_non_null(u);
+	assert_int_equal(tclient_call(u, "{\"op\":\"get_or_create\",\"table\":\"h_users\","
+					 "\"key\":{\"email\":\"via-unix\"}}", &r), 0);
+	if (!r.ok)
+		print_error("unix socket without token: %s\n", tclient_last(u));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(counted_rows(), rows + 2);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* client_idle_timeout: an idle connection is closed; one with a request
+ * in flight is not, however long the request takes; a chatty one is not. */
+static void test_client_idle_timeout(void **state)
+{
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--client-idle-timeout=700",
+				      "--request-timeout=20000", NULL);
+	assert_non_null(g);
+	struct goc_response r;
+	struct tclient *idle = tclient_tcp(g->port), *chatty = tclient_tcp(g->port),
+		       *busy = tclient_tcp(g->port), *partial = tclient_tcp(g->port);
+	assert_non_null(idle);
+	assert_non_null(chatty);
+	assert_non_null(busy);
+	assert_non_null(partial);
+
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE h_by IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(busy, "{\"op\":\"get_or_create\",\"table\":\"h_by\","
+					     "\"key\":{\"k\":\"idle-busy\"}}\n"), 0);
+	/* A slowloris: half a line, then nothing. */
+	assert_int_equal(tclient_sendf(partial, "{\"op\":\"pi"), 0);
+
+	long long t0 = mono_ms();
+	/* The chatty client pings every 200 ms for 2.5 s. */
+	while (mono_ms() - t0 < 2500) {
+		assert_int_equal(tclient_call(chatty, "{\"op\":\"ping\"}", &r), 0);
+		assert_true(r.ok);
+		codec_response_free(&r);
+		harness_sleep_ms(200);
+	}
+	/* By now (2.5 s > 700 ms plus the janitor's tick) idle ones are gone. */
+	assert_int_equal(tclient_expect_eof(idle, 3000), 0);
+	assert_int_equal(tclient_expect_eof(partial, 3000), 0);
+
+	/* The busy one got no EOF: its request is answered once unlocked. */
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	assert_int_equal(tclient_recv(busy, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok)
+		print_error("busy client: %s\n", tclient_last(busy));
+	assert_true(r.ok);
+	codec_response_free(&r);
+	/* ... and it is closed once it has been idle in turn. */
+	assert_int_equal(tclient_expect_eof(busy, 5000), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_hostile_inputs_table),
+		T(test_max_pending_stops_reading_and_bounds_memory),
+		T(test_never_reading_client_dropped_memory_bounded),
+		T(test_auth_token),
+		T(test_client_idle_timeout),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
