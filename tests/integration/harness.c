@@ -457,11 +457,17 @@ static void notice_quiet(void *arg, const char *message)
 	(void)message;
 }
 
-/* Run one SQL text; returns the result (caller clears) or NULL after
- * printing the error. */
-static PGresult *pg_query(const char *sql)
+/* Run one SQL text in dbname (NULL: postgres); returns the result (caller
+ * clears) or NULL after printing the error. */
+static PGresult *pg_query_db(const char *dbname, const char *sql)
 {
-	PGconn *c = PQconnectdb(g_conninfo);
+	char conninfo[256];
+	if (dbname)
+		snprintf(conninfo, sizeof conninfo,
+			 "host=127.0.0.1 port=%d user=postgres dbname=%s", g_pgport, dbname);
+	else
+		snprintf(conninfo, sizeof conninfo, "%s", g_conninfo);
+	PGconn *c = PQconnectdb(conninfo);
 	if (PQstatus(c) != CONNECTION_OK) {
 		fprintf(stderr, "harness: connect to test PostgreSQL: %s", PQerrorMessage(c));
 		PQfinish(c);
@@ -478,6 +484,27 @@ static PGresult *pg_query(const char *sql)
 	}
 	PQfinish(c);
 	return r;
+}
+
+static PGresult *pg_query(const char *sql)
+{
+	return pg_query_db(NULL, sql);
+}
+
+int tpg_exec_db(const char *dbname, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *sql = vformat(fmt, ap);
+	va_end(ap);
+	if (sql == NULL)
+		return -1;
+	PGresult *r = pg_query_db(dbname, sql);
+	free(sql);
+	if (r == NULL)
+		return -1;
+	PQclear(r);
+	return 0;
 }
 
 int tpg_exec(const char *fmt, ...)

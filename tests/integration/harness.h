@@ -55,6 +55,8 @@ void tpg_print_log(void);
 
 /* Run SQL (one or more statements); 0, or -1 after printing the error. */
 int tpg_exec(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same in another database of the cluster (e.g. one created by a test). */
+int tpg_exec_db(const char *dbname, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* First column of the first row as a malloc'd string; NULL on error, no
  * rows or SQL NULL (an error is printed). */
 char *tpg_value(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

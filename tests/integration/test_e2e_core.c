@@ -47,13 +47,23 @@ static const char SCHEMA[] =
 	"CREATE TABLE noidx(id bigserial primary key, email text);"
 	"CREATE TABLE partialidx(id bigserial primary key, k text);"
 	"CREATE UNIQUE INDEX partialidx_k ON partialidx(k) WHERE k <> '';"
-	"CREATE TABLE wideidx(id bigserial primary key, a text, b text, unique (a, b));";
+	"CREATE TABLE wideidx(id bigserial primary key, a text, b text, unique (a, b));"
+	/* NULL is a value here: the key may be null */
+	"CREATE TABLE nnd(id bigserial primary key, k text, v int, unique nulls not distinct (k));"
+	/* identifiers that only work quoted */
+	"CREATE TABLE kw(id bigserial primary key, \"user\" text not null unique, \"order\" int,"
+	"  \"select\" text);"
+	/* a database whose sessions default to REPEATABLE READ, where ON CONFLICT
+	 * raises serialization failures unless gocd runs at READ COMMITTED */
+	"CREATE DATABASE rr;"
+	"ALTER DATABASE rr SET default_transaction_isolation = 'repeatable read';";
 
 /* The tables every standard gocd serves. */
 #define STD_ARGS \
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
-	"--table=app.items=sku", "--pool-size=8", "--request-timeout=10000", \
+	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", \
+	"--pool-size=8", "--request-timeout=10000", \
 	"--max-line=8192", "--log-level=info"
 #define STD_MAX_LINE 8192
 
@@ -63,7 +73,18 @@ static int group_setup(void **state)
 {
 	if (tpg_start() != 0)
 		return -1;
-	if (tpg_exec("%s", SCHEMA) != 0) {
+	/* CREATE DATABASE cannot run inside the implicit transaction of a
+	 * multi-statement string, so the schema goes statement by statement. */
+	char *sql = strdup(SCHEMA);
+	for (char *stmt = strtok(sql, ";"); stmt; stmt = strtok(NULL, ";")) {
+		if (tpg_exec("%s", stmt) != 0) {
+			free(sql);
+			tpg_destroy();
+			return -1;
+		}
+	}
+	free(sql);
+	if (tpg_exec_db("rr", "CREATE TABLE rrt(id bigserial primary key, k text not null unique, n int)") != 0) {
 		tpg_destroy();
 		return -1;
 	}
@@ -1390,6 +1411,91 @@ static void test_max_output_drops_client_that_never_reads(void **state)
 	harness_pass();
 }
 
+/* With a NULLS NOT DISTINCT unique index a null key is a key like any
+ * other: found by the SELECT (IS NOT DISTINCT FROM, not =) and created
+ * exactly once. */
+static void test_nulls_not_distinct_key(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"nnd\",\"key\":{\"k\":null},\"defaults\":{\"v\":1}}", &r);
+	assert_true(r.created);
+	long long id = row_int(&r, "id");
+	assert_true(json_is_null(json_object_get(r.row, "k")));
+	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"nnd\",\"key\":{\"k\":null},\"defaults\":{\"v\":2}}", &r);
+	assert_false(r.created);
+	assert_int_equal(row_int(&r, "id"), id);
+	assert_int_equal(row_int(&r, "v"), 1);
+	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get\",\"table\":\"nnd\",\"key\":{\"k\":null}}", &r);
+	assert_int_equal(row_int(&r, "id"), id);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM nnd WHERE k IS NULL"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* Column names that are SQL keywords must be quoted in every statement. */
+static void test_keyword_column_names(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"kw\",\"key\":{\"user\":\"u1\"},"
+		   "\"defaults\":{\"order\":3,\"select\":\"x\"}}", &r);
+	assert_true(r.created);
+	assert_int_equal(row_int(&r, "order"), 3);
+	assert_string_equal(row_str(&r, "select"), "x");
+	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get\",\"table\":\"kw\",\"key\":{\"user\":\"u1\"}}", &r);
+	assert_string_equal(row_str(&r, "user"), "u1");
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* A database defaulting to REPEATABLE READ: two daemons racing on the same
+ * keys must still give one row and one created:true per key, with no
+ * serialization failure reaching the client. */
+static void test_herd_repeatable_read_database(void **state)
+{
+	char pg[200];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=rr", tpg_port());
+	struct tgocd *g[2];
+	for (int i = 0; i < 2; i++) {
+		g[i] = tgocd_start("--table=rrt=k", "--pool-size=8", "--request-timeout=10000", pg, NULL);
+		assert_non_null(g[i]);
+	}
+	struct tclient *cl[HERD_CONNS];
+	for (int i = 0; i < HERD_CONNS; i++)
+		cl[i] = connect_to(g[i % 2]);
+	static char req[HERD_CONNS][200];
+	for (int k = 0; k < 20; k++) {
+		for (int i = 0; i < HERD_CONNS; i++)
+			snprintf(req[i], sizeof req[i],
+				 "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"rrt\","
+				 "\"key\":{\"k\":\"rr-%d\"},\"defaults\":{\"n\":%d}}\n", i, k, i);
+		for (int i = 0; i < HERD_CONNS; i++)
+			assert_int_equal(tclient_send(cl[i], req[i], strlen(req[i])), 0);
+		int created = 0;
+		for (int i = 0; i < HERD_CONNS; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok)
+				print_error("key rr-%d conn %d: %s\n", k, i, tclient_last(cl[i]));
+			assert_true(r.ok);
+			created += r.created;
+			codec_response_free(&r);
+		}
+		assert_int_equal(created, 1);
+	}
+	assert_int_equal(tgocd_stop(g[0]), 0);
+	assert_int_equal(tgocd_stop(g[1]), 0);
+	harness_pass();
+}
+
 /* ---- startup checks ---------------------------------------------------------- */
 
 /* Run gocd (with -t or for real) against a table and return its exit code;
@@ -1476,6 +1582,9 @@ int main(void)
 		T(test_overloaded_max_clients),
 		T(test_overloaded_max_waiters),
 		T(test_crlf_blank_lines_and_id_echo),
+		T(test_nulls_not_distinct_key),
+		T(test_keyword_column_names),
+		T(test_herd_repeatable_read_database),
 		T(test_starts_while_postgres_down),
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
