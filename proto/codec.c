@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 
 #include "codec.h"
+#include "jsonread.h"
 
 static const char *const op_names[GOC_OP__COUNT] = {
 	[GOC_OP_GET_OR_CREATE] = "get_or_create",
@@ -63,15 +64,15 @@ static const char *json_type_name(const json_t *v)
 int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 			struct codec_error *err)
 {
-	json_error_t jerr;
+	struct jsonread_error jerr;
 
 	memset(req, 0, sizeof *req);
 	req->op = GOC_OP__COUNT; /* until "op" is known */
 	/* Duplicate keys are rejected: with two "key" members the request
 	 * would mean whatever the parser happened to keep. */
-	json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	json_t *root = jsonread(line, len, &jerr);
 	if (root == NULL) {
-		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %d: %s%s",
+		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %zu: %s%s",
 				jerr.position, jerr.text,
 				strstr(jerr.text, "too big") ?
 				"; send numbers beyond 64-bit integers or double precision as strings" : "");
