@@ -204,6 +204,8 @@ RES=$OUT/results.md
 	awk -F '\t' '
 	function r1(x) { return x == "-" || x == "null" ? "-" : sprintf("%.0f", x) }
 	function r2(x) { return x == "-" || x == "null" ? "-" : sprintf("%.2f", x) }
+	# no successful answer, no latency: "-" rather than 0.00
+	function lat(k, t) { return rps[k, t] + 0 > 0 ? r2(p99[k, t]) : "-" }
 	{
 		k = $1 SUBSEP $2
 		if (!(k in seen)) { seen[k] = 1; order[n++] = k }
@@ -216,8 +218,8 @@ RES=$OUT/results.md
 			g = rps[k, "gocd"]; d = rps[k, "direct"]
 			ratio = (g != "-" && d != "-" && d + 0 > 0) ? sprintf("%.2f", g / d) : "-"
 			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%s/%s |\n",
-				a[1], a[2], r1(g), r2(p99[k, "gocd"]), r1(d), r2(p99[k, "direct"]),
-				r1(rps[k, "naive"]), r2(p99[k, "naive"]), ratio,
+				a[1], a[2], r1(g), lat(k, "gocd"), r1(d), lat(k, "direct"),
+				r1(rps[k, "naive"]), lat(k, "naive"), ratio,
 				dup[k, "gocd"], dup[k, "direct"], dup[k, "naive"],
 				err[k, "gocd"], err[k, "direct"], err[k, "naive"]
 		}
