@@ -8,6 +8,7 @@
  * from inside its own callback (a dead connection is reaped by close).
  */
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -117,6 +118,46 @@ static void gocd_event_cb(struct bufferevent *bev, short what, void *arg)
 	gocd_fail(g, why);
 }
 
+/*
+ * --addr as a socket address: numeric first, else one getaddrinfo (this
+ * blocks, but only before the first connection; the answer is cached).
+ */
+static int gocd_resolve(const char *addr, struct sockaddr_storage *ss, int *sslen)
+{
+	static struct sockaddr_storage cached;
+	static int cached_len;
+	if (cached_len) {
+		*ss = cached;
+		*sslen = cached_len;
+		return 0;
+	}
+	*sslen = (int)sizeof *ss;
+	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)ss, sslen) != 0) {
+		char host[256];
+		const char *colon = strrchr(addr, ':');
+		size_t hl = colon ? (size_t)(colon - addr) : 0;
+		if (colon == NULL || hl == 0 || hl >= sizeof host || colon[1] == '\0') {
+			fprintf(stderr, "goc-bench: --addr %s is not HOST:PORT\n", addr);
+			return -1;
+		}
+		memcpy(host, addr, hl);
+		host[hl] = '\0';
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+		struct addrinfo *res = NULL;
+		int rc = getaddrinfo(host, colon + 1, &hints, &res);
+		if (rc != 0 || res == NULL) {
+			fprintf(stderr, "goc-bench: --addr %s: %s\n", addr, gai_strerror(rc));
+			return -1;
+		}
+		memcpy(ss, res->ai_addr, res->ai_addrlen);
+		*sslen = (int)res->ai_addrlen;
+		freeaddrinfo(res);
+	}
+	cached = *ss;
+	cached_len = *sslen;
+	return 0;
+}
+
 static int gocd_open(struct bconn *c)
 {
 	const struct bench_cfg *cfg = &c->b->cfg;
@@ -149,8 +190,7 @@ static int gocd_open(struct bconn *c)
 		su->sun_family = AF_UNIX;
 		strcpy(su->sun_path, cfg->unix_path);
 		sslen = (int)sizeof *su;
-	} else if (evutil_parse_sockaddr_port(cfg->addr, (struct sockaddr *)&ss, &sslen)) {
-		fprintf(stderr, "goc-bench: --addr %s is not HOST:PORT (numeric)\n", cfg->addr);
+	} else if (gocd_resolve(cfg->addr, &ss, &sslen)) {
 		return -1;
 	}
 	g->bev = bufferevent_socket_new(c->b->base, -1, BEV_OPT_CLOSE_ON_FREE);
