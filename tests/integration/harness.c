@@ -743,6 +743,10 @@ struct tgocd *tgocd_startv(const char *const *args)
 	argv[n++] = gocd_bin(bin, sizeof bin);
 	argv[n++] = listen;
 	argv[n++] = pg;
+	/* No admin HTTP listener unless the test asks for one (a later
+	 * --admin-listen wins): the default 127.0.0.1:7433 is a fixed port that
+	 * other gocds on this machine may own. */
+	argv[n++] = "--admin-listen=";
 	/* gocd may open its listeners one after the other: ready means every
 	 * one it was given accepts, the unix socket included. */
 	const char *unix_path = NULL;

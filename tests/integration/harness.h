@@ -94,8 +94,9 @@ int harness_free_port(void);
 
 /*
  * Start $GOCD_BUILD/gocd (default build/gocd) with
- * --listen=127.0.0.1:PORT --postgres=<tpg_conninfo()> and the given extra
- * arguments (NULL-terminated), and wait until the port accepts.  Its stdout
+ * --listen=127.0.0.1:PORT --postgres=<tpg_conninfo()> --admin-listen= and the
+ * given extra arguments (NULL-terminated; later flags override these), and
+ * wait until the port (and a --unix socket, if given) accepts.  Its stdout
  * and stderr go to a log file.  A kill timer and PR_SET_PDEATHSIG make sure
  * it cannot outlive the test.  Returns NULL (after printing the log) when it
  * exits or does not listen within 20 s.  The harness owns the result; it is

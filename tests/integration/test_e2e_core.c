@@ -1505,8 +1505,9 @@ static int run_gocd_with_table(const char *table_arg, bool check_only, char **ou
 	char listen[64], pg[200];
 	snprintf(listen, sizeof listen, "--listen=127.0.0.1:%d", harness_free_port());
 	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
-	const char *args[] = { listen, pg, table_arg, NULL, NULL };
-	const char *check[] = { "-t", listen, pg, table_arg, NULL };
+	/* no admin listener: its default port is shared with the machine */
+	const char *args[] = { listen, pg, "--admin-listen=", table_arg, NULL };
+	const char *check[] = { "-t", listen, pg, "--admin-listen=", table_arg, NULL };
 	return tgocd_run(out, 20000, check_only ? check : args);
 }
 
@@ -1539,7 +1540,7 @@ static void test_check_mode_accepts_good_config(void **state)
 {
 	char pg[200];
 	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
-	const char *args[] = { "-t", pg, STD_ARGS, NULL };
+	const char *args[] = { "-t", pg, "--admin-listen=", STD_ARGS, NULL };
 	char *out = NULL;
 	int rc = tgocd_run(&out, 20000, args);
 	if (rc != 0)
