@@ -62,15 +62,14 @@ static TAILQ_HEAD(, req) xact_wait = TAILQ_HEAD_INITIALIZER(xact_wait);
 
 void goc_release(struct req *r)
 {
-	if (r->params_buf)
-		evbuffer_free(r->params_buf);
+	if (r->params_buf) /* kept for reuse with the request, see req.c */
+		evbuffer_drain(r->params_buf, evbuffer_get_length(r->params_buf));
 	free(r->params);
 	free(r->select_sql);
 	free(r->insert_sql);
 	free(r->lockkey);
 	free(r->held_row);
 	r->held_row = NULL;
-	r->params_buf = NULL;
 	r->params = NULL;
 	r->select_sql = r->insert_sql = NULL;
 	r->lockkey = NULL;
@@ -136,7 +135,8 @@ static int prepare(struct req *r, struct table *t)
 		}
 	}
 
-	r->params_buf = evbuffer_new();
+	if (r->params_buf == NULL)
+		r->params_buf = evbuffer_new();
 	int n = 0;
 	for (int i = 0; i < tc->ncols; i++, n++) {
 		const struct column *col = &t->cols[t->key_col[i]];

@@ -308,6 +308,7 @@ int main(int argc, char **argv)
 		event_free(sigs[i]);
 	event_free(janitor);
 	locktab_free();
+	req_shutdown();
 	table_free_all();
 	event_base_free(srv.base);
 	config_free(cfg);

@@ -25,14 +25,29 @@
 static TAILQ_HEAD(, req) pending = TAILQ_HEAD_INITIALIZER(pending);
 static int npending, nallocated;
 
+/* Freed requests kept for reuse with their buffers: malloc/free were a
+ * quarter of gocd's instructions per request (callgrind). */
+#define FREELIST_MAX 4096
+static struct req *freelist[FREELIST_MAX];
+static int nfree;
+
 struct req *req_new(struct conn *conn)
 {
-	struct req *r = calloc(1, sizeof *r);
-	if (r == NULL)
-		abort();
-	r->out = evbuffer_new();
-	if (r->out == NULL)
-		abort();
+	struct req *r;
+	if (nfree > 0) {
+		r = freelist[--nfree];
+		struct evbuffer *out = r->out, *pb = r->params_buf;
+		memset(r, 0, sizeof *r);
+		r->out = out;
+		r->params_buf = pb;
+	} else {
+		r = calloc(1, sizeof *r);
+		if (r == NULL)
+			abort();
+		r->out = evbuffer_new();
+		if (r->out == NULL)
+			abort();
+	}
 	r->conn = conn;
 	r->started_us = gocd_now_us();
 	r->started_ms = r->started_us / 1000;
@@ -49,8 +64,14 @@ static void req_free(struct req *r)
 {
 	goc_release(r);
 	codec_request_free(&r->in);
-	evbuffer_free(r->out);
 	nallocated--;
+	if (nfree < FREELIST_MAX && evbuffer_get_length(r->out) == 0) {
+		freelist[nfree++] = r;
+		return;
+	}
+	evbuffer_free(r->out);
+	if (r->params_buf)
+		evbuffer_free(r->params_buf);
 	free(r);
 }
 
@@ -117,6 +138,17 @@ int req_expire(uint64_t now_ms)
 		n++;
 	}
 	return n;
+}
+
+void req_shutdown(void)
+{
+	while (nfree > 0) {
+		struct req *r = freelist[--nfree];
+		evbuffer_free(r->out);
+		if (r->params_buf)
+			evbuffer_free(r->params_buf);
+		free(r);
+	}
 }
 
 int req_inflight(void)

@@ -99,6 +99,8 @@ int req_expire(uint64_t now_ms);
 
 /* Requests not yet answered (in-flight gauge). */
 int req_inflight(void);
+/* Free the reuse list (at exit, so leak checkers see a clean heap). */
+void req_shutdown(void);
 int req_allocated(void);
 
 #endif

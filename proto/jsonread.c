@@ -419,6 +419,13 @@ json_t *jsonread(const char *p, size_t len, struct jsonread_error *err)
 		.start = (const unsigned char *)p,
 		.err = err,
 	};
+	/* The scratch buffer outlives the call: every user of proto is a
+	 * single-threaded event loop, and a fresh buffer per line was a
+	 * malloc/free pair on the hot path. */
+	static char *scratch;
+	static size_t scratch_cap;
+	r.buf = scratch;
+	r.cap = scratch_cap;
 	json_t *v = read_value(&r);
 	if (v != NULL) {
 		skip_ws(&r);
@@ -427,6 +434,12 @@ json_t *jsonread(const char *p, size_t len, struct jsonread_error *err)
 			v = fail(&r, r.p, "end of file expected");
 		}
 	}
-	free(r.buf);
+	if (r.cap > 1 << 20) { /* don't keep a huge buffer after a huge line */
+		free(r.buf);
+		r.buf = NULL;
+		r.cap = 0;
+	}
+	scratch = r.buf;
+	scratch_cap = r.cap;
 	return v;
 }
