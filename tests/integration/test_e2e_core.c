@@ -1496,6 +1496,153 @@ static void test_herd_repeatable_read_database(void **state)
 	harness_pass();
 }
 
+/* ---- batching (a pool smaller than the offered load) ------------------------ */
+
+/* A counter from the `stats` answer's "batch" object: proves a batching
+ * test really sent batches (otherwise it would prove nothing). */
+static long long batch_stat(struct tclient *c, const char *name)
+{
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"stats\"}", &r);
+	json_t *v = json_object_get(json_object_get(json_object_get(r.root, "stats"), "batch"), name);
+	if (!json_is_integer(v))
+		print_error("stats has no batch.%s: %s\n", name, tclient_last(c));
+	assert_true(json_is_integer(v));
+	long long n = json_integer_value(v);
+	codec_response_free(&r);
+	return n;
+}
+
+#define BATCH_CONNS 8
+#define BATCH_PER_CONN 60
+
+/* Expected outcome of request j in test_batches_isolate_failures. */
+static enum goc_err batch_expect(int j, const char **age)
+{
+	switch (j % 6) {
+	case 1: *age = "-1"; return GOC_E_CONSTRAINT_VIOLATION;
+	case 3: *age = "\"abc\""; return GOC_E_INVALID_VALUE;
+	case 5: *age = "99999999999"; return GOC_E_INVALID_VALUE;
+	default: *age = "7"; return GOC_OK;
+	}
+}
+
+/*
+ * With one pool connection, concurrent requests of the same shape are sent
+ * as one statement.  A bad value or a CHECK failure in one of them must
+ * get that request its own error and leave the others created, each
+ * exactly once.  Run twice: the second pass is all hits.
+ */
+static void test_batches_isolate_failures(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *cl[BATCH_CONNS];
+	for (int i = 0; i < BATCH_CONNS; i++)
+		cl[i] = connect_to(g);
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < BATCH_CONNS; i++) {
+			char *buf = malloc(BATCH_PER_CONN * 200);
+			size_t len = 0;
+			assert_non_null(buf);
+			for (int j = 0; j < BATCH_PER_CONN; j++) {
+				const char *age;
+				batch_expect(j, &age);
+				len += (size_t)sprintf(buf + len,
+					"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"users\","
+					"\"key\":{\"email\":\"batch-%d-%d\"},\"defaults\":{\"age\":%s}}\n",
+					j, i, j, age);
+			}
+			assert_int_equal(tclient_send(cl[i], buf, len), 0);
+			free(buf);
+		}
+		for (int i = 0; i < BATCH_CONNS; i++)
+			for (int j = 0; j < BATCH_PER_CONN; j++) {
+				struct goc_response r;
+				const char *age;
+				enum goc_err want = batch_expect(j, &age);
+				assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+				assert_int_equal(json_integer_value(r.id), j);
+				if (r.code != want || (want == GOC_OK && r.created != (pass == 0)))
+					print_error("pass %d conn %d req %d (age %s): expected %s%s, got %s\n",
+						    pass, i, j, age, goc_err_name(want),
+						    want == GOC_OK ? (pass == 0 ? " created" : " found") : "",
+						    tclient_last(cl[i]));
+				assert_int_equal(r.code, want);
+				if (want == GOC_OK) {
+					assert_int_equal(r.created, pass == 0);
+					assert_int_equal(row_int(&r, "age"), 7);
+				}
+				codec_response_free(&r);
+			}
+	}
+	int good = 0;
+	for (int j = 0; j < BATCH_PER_CONN; j++) {
+		const char *age;
+		good += batch_expect(j, &age) == GOC_OK;
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email LIKE 'batch-%%'"),
+			 good * BATCH_CONNS);
+	/* batches were sent, and failing ones were split to isolate the bad request */
+	assert_true(batch_stat(cl[0], "batches") > 0);
+	assert_true(batch_stat(cl[0], "splits") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
+ * Keys that differ as text but are one value to PostgreSQL ("01", " 1",
+ * "+1", 1 for a bigint) are different entries in gocd's lock table, so they
+ * can meet in one batch statement: still one row and one created:true.
+ */
+static void test_equal_values_spelled_differently(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=1", NULL);
+	assert_non_null(g);
+	/* prefix and suffix around the digits */
+	static const char *const spell[][2] = {
+		{ "", "" }, { "\"", "\"" }, { "\"0", "\"" }, { "\" ", "\"" }, { "\"+", "\"" }, { "\"", " \"" },
+	};
+	enum { NSPELL = sizeof spell / sizeof spell[0], ROUNDS = 20 };
+	struct tclient *cl[NSPELL];
+	for (int i = 0; i < NSPELL; i++)
+		cl[i] = connect_to(g);
+	for (int k = 0; k < ROUNDS; k++) {
+		int v = 7000000 + k;
+		for (int i = 0; i < NSPELL; i++) {
+			char val[32], req[200];
+			snprintf(val, sizeof val, "%s%d%s", spell[i][0], v, spell[i][1]);
+			snprintf(req, sizeof req,
+				 "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":%s}}\n", val);
+			assert_int_equal(tclient_send(cl[i], req, strlen(req)), 0);
+		}
+		int created = 0;
+		long long id = -1;
+		for (int i = 0; i < NSPELL; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok)
+				print_error("value %d spelled %s%d%s: %s\n", v, spell[i][0], v, spell[i][1],
+					    tclient_last(cl[i]));
+			assert_true(r.ok);
+			assert_int_equal(row_int(&r, "n"), v);
+			if (id == -1)
+				id = row_int(&r, "id");
+			assert_int_equal(row_int(&r, "id"), id);
+			created += r.created;
+			codec_response_free(&r);
+		}
+		if (created != 1)
+			print_error("value %d: %d created:true\n", v, created);
+		assert_int_equal(created, 1);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM ints WHERE n BETWEEN 7000000 AND 7000019"), ROUNDS);
+	assert_true(batch_stat(cl[0], "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- startup checks ---------------------------------------------------------- */
 
 /* Run gocd (with -t or for real) against a table and return its exit code;
@@ -1586,6 +1733,8 @@ int main(void)
 		T(test_nulls_not_distinct_key),
 		T(test_keyword_column_names),
 		T(test_herd_repeatable_read_database),
+		T(test_batches_isolate_failures),
+		T(test_equal_values_spelled_differently),
 		T(test_starts_while_postgres_down),
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
