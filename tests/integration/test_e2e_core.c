@@ -1016,6 +1016,34 @@ static void test_half_close_gets_all_answers(void **state)
 	harness_pass();
 }
 
+/* Half-close while requests are still waiting in PostgreSQL: gocd must not
+ * take the client's EOF as the end of the conversation. */
+static void test_half_close_with_slow_requests(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"users\","
+						  "\"key\":{\"email\":\"hs-%d@x\"}}\n", i, i), 0);
+	assert_int_equal(shutdown(tclient_fd(c), SHUT_WR), 0);
+	harness_sleep_ms(300);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	for (int i = 0; i < 5; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok);
+		assert_true(r.created);
+		assert_int_equal(json_integer_value(r.id), i);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 static void test_sigterm_exits_zero(void **state)
 {
 	struct tgocd *g = start_std();
@@ -1128,12 +1156,39 @@ static void test_timeout_when_postgres_is_stuck(void **state)
 	call_ok(by, "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":424242}}", &r);
 	codec_response_free(&r);
 
+	/* Pipelined behind a stuck request, fast ones keep their order: the
+	 * timeout first, then the others. */
+	assert_int_equal(tclient_sendf(c,
+		"{\"op\":\"get_or_create\",\"id\":2,\"table\":\"users\",\"key\":{\"email\":\"to2@x\"}}\n"
+		"{\"op\":\"get_or_create\",\"id\":3,\"table\":\"ints\",\"key\":{\"n\":424243}}\n"
+		"{\"op\":\"ping\",\"id\":4}\n"), 0);
+	for (int id = 2; id <= 4; id++) {
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (json_integer_value(r.id) != id)
+			print_error("expected the answer to id %d, got %s\n", id, tclient_last(c));
+		assert_int_equal(json_integer_value(r.id), id);
+		if (id == 2)
+			assert_int_equal(r.code, GOC_E_TIMEOUT);
+		else
+			assert_true(r.ok);
+		codec_response_free(&r);
+	}
+
 	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
 	tpg_session_close(s);
-	/* retry is safe: the row, exactly once */
-	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"to@x\"}}", &r);
+	/* The abandoned statements finish now; their late results must not
+	 * produce a second answer.  Retry is safe: the row, exactly once. */
+	harness_sleep_ms(300);
+	call_ok(c, "{\"op\":\"get_or_create\",\"id\":5,\"table\":\"users\",\"key\":{\"email\":\"to@x\"}}", &r);
+	if (json_integer_value(r.id) != 5)
+		print_error("expected the answer to id 5, got %s\n", tclient_last(c));
+	assert_int_equal(json_integer_value(r.id), 5);
 	assert_string_equal(row_str(&r, "email"), "to@x");
 	codec_response_free(&r);
+	call_ok(c, "{\"op\":\"get_or_create\",\"id\":6,\"table\":\"users\",\"key\":{\"email\":\"to2@x\"}}", &r);
+	assert_int_equal(json_integer_value(r.id), 6);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'to2@x'"), 1);
 	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'to@x'"), 1);
 	check_still_serving(c, by, "timeout");
 	assert_int_equal(tgocd_stop(g), 0);
@@ -1721,6 +1776,7 @@ int main(void)
 		T(test_get_missing_key_returns_null_row),
 		T(test_disconnect_mid_request_does_not_disturb_others),
 		T(test_half_close_gets_all_answers),
+		T(test_half_close_with_slow_requests),
 		T(test_sigterm_exits_zero),
 		T(test_sigterm_drains_in_flight_requests),
 		T(test_unix_socket),
