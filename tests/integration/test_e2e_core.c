@@ -1698,6 +1698,58 @@ static void test_equal_values_spelled_differently(void **state)
 	harness_pass();
 }
 
+/* The pool's connections die under gocd (pg_terminate_backend: a restart,
+ * a failover, a firewall killing idle sessions).  PostgreSQL is not down,
+ * so requests must be re-run on fresh connections, not fail. */
+static void test_killed_backends_are_replaced_transparently(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"users\",\"key\":{\"email\":\"kb0@x\"}}", &r);
+	codec_response_free(&r);
+
+	/* idle connections killed, then a request right away */
+	assert_true(tpg_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+			      "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()") > 0);
+	harness_sleep_ms(100);
+	for (int i = 1; i <= 3; i++) {
+		char req[160];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"users\","
+					  "\"key\":{\"email\":\"kb%d@x\"}}", i);
+		call_ok(c, req, &r);
+		assert_true(r.created);
+		codec_response_free(&r);
+	}
+
+	/* a connection killed while its statement waits: the outcome is
+	 * unknown to gocd, and get-or-create is safe to run again */
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":9,\"table\":\"users\","
+					  "\"key\":{\"email\":\"kb-wait@x\"}}\n"), 0);
+	int killed = 0;
+	for (int waited = 0; waited < 3000 && killed == 0; waited += 50) {
+		harness_sleep_ms(50);
+		killed = (int)tpg_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+					"WHERE wait_event_type = 'Lock' AND backend_type = 'client backend'");
+	}
+	assert_true(killed > 0);
+	harness_sleep_ms(300);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok)
+		print_error("request whose connection was killed: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	assert_int_equal(json_integer_value(r.id), 9);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email = 'kb-wait@x'"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- startup checks ---------------------------------------------------------- */
 
 /* Run gocd (with -t or for real) against a table and return its exit code;
@@ -1792,6 +1844,7 @@ int main(void)
 		T(test_batches_isolate_failures),
 		T(test_equal_values_spelled_differently),
 		T(test_starts_while_postgres_down),
+		T(test_killed_backends_are_replaced_transparently),
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
 		T(test_check_mode_accepts_good_config),
