@@ -1,0 +1,148 @@
+/*
+ * test_reload.c - SIGHUP re-reads the configuration without dropping clients.
+ *
+ * Owns: tests of reload: tables added and removed, a bad file keeping the
+ * running configuration, a table without a unique index refused on reload,
+ * and connections opened before the reload still served after it.
+ * Must never: depend on timing beyond bounded polling.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "codec.h"
+#include "harness.h"
+
+static char conf_path[512];
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (tpg_start() != 0)
+		return -1;
+	if (tpg_exec("CREATE TABLE rl_a (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
+		     "CREATE TABLE rl_b (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
+		     "CREATE TABLE rl_noindex (id bigserial PRIMARY KEY, k text NOT NULL);") != 0) {
+		tpg_destroy();
+		return -1;
+	}
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	tpg_destroy();
+	return 0;
+}
+
+static void write_conf(const char *text)
+{
+	snprintf(conf_path, sizeof conf_path, "%s/reload.conf", harness_dir());
+	FILE *f = fopen(conf_path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* One request; returns the error code (GOC_OK when ok). */
+static enum goc_err code_of(struct tclient *c, const char *table, const char *k)
+{
+	char req[256];
+	struct goc_response r;
+	snprintf(req, sizeof req,
+		 "{\"op\":\"get_or_create\",\"table\":\"%s\",\"key\":{\"k\":\"%s\"}}", table, k);
+	assert_int_equal(tclient_call(c, req, &r), 0);
+	enum goc_err code = r.ok ? GOC_OK : r.code;
+	codec_response_free(&r);
+	return code;
+}
+
+/* Poll (new connection each time) until table answers want, at most 10 s. */
+static void wait_for(struct tgocd *g, const char *table, enum goc_err want)
+{
+	for (int i = 0; i < 200; i++) {
+		struct tclient *c = tclient_tcp(g->port);
+		assert_non_null(c);
+		enum goc_err got = code_of(c, table, "poll");
+		tclient_close(c);
+		if (got == want)
+			return;
+		harness_sleep_ms(50);
+	}
+	tgocd_print_log(g);
+	fail_msg("table %s never answered %s after the reload", table, goc_err_name(want));
+}
+
+static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
+{
+	(void)state;
+	write_conf("table = rl_a=k\nrequest_timeout = 5000\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	struct tclient *old = tclient_tcp(g->port);
+	assert_non_null(old);
+	assert_int_equal(code_of(old, "rl_a", "x"), GOC_OK);
+	assert_int_equal(code_of(old, "rl_b", "x"), GOC_E_UNKNOWN_TABLE);
+
+	write_conf("table = rl_b=k\n");
+	tgocd_signal(g, SIGHUP);
+	wait_for(g, "rl_b", GOC_OK);
+	/* the connection opened before the reload is still served */
+	assert_int_equal(code_of(old, "rl_b", "y"), GOC_OK);
+	assert_int_equal(code_of(old, "rl_a", "y"), GOC_E_UNKNOWN_TABLE);
+	assert_int_equal(tpg_count("SELECT count(*) FROM rl_b WHERE k = 'y'"), 1);
+
+	/* a file that does not parse changes nothing */
+	write_conf("table = rl_a=k\nthis is not an option\n");
+	tgocd_signal(g, SIGHUP);
+	harness_sleep_ms(300);
+	assert_int_equal(code_of(old, "rl_b", "z"), GOC_OK);
+	assert_int_equal(code_of(old, "rl_a", "z"), GOC_E_UNKNOWN_TABLE);
+	char *log = tgocd_log(g);
+	assert_non_null(strstr(log, "reload failed, keeping the running configuration"));
+	free(log);
+
+	/* a new table without a unique index on the key is refused, loudly,
+	 * while the others keep working */
+	write_conf("table = rl_b=k\ntable = rl_noindex=k\n");
+	tgocd_signal(g, SIGHUP);
+	bool told = false;
+	for (int i = 0; i < 200 && !told; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_call(old, "{\"op\":\"get_or_create\",\"table\":\"rl_noindex\","
+						   "\"key\":{\"k\":\"q\"}}", &r), 0);
+		assert_false(r.ok);
+		assert_int_equal(r.code, GOC_E_UNAVAILABLE);
+		told = strstr(r.message, "CREATE UNIQUE INDEX") != NULL;
+		codec_response_free(&r);
+		if (!told)
+			harness_sleep_ms(50);
+	}
+	assert_true(told);
+	assert_int_equal(code_of(old, "rl_b", "w"), GOC_OK);
+	assert_int_equal(tpg_count("SELECT count(*) FROM rl_noindex"), 0);
+
+	/* fixing the schema brings the table in without another reload */
+	assert_int_equal(tpg_exec("CREATE UNIQUE INDEX ON rl_noindex (k)"), 0);
+	wait_for(g, "rl_noindex", GOC_OK);
+
+	tclient_close(old);
+	assert_int_equal(tgocd_stop(g), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_reload_adds_and_removes_tables_keeping_clients,
+						harness_test_setup, harness_test_teardown),
+	};
+	return cmocka_run_group_tests_name("reload", tests, group_setup, group_teardown);
+}
