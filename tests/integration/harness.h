@@ -26,8 +26,9 @@
 
 /* Use as the per-test setup and teardown of every integration test. */
 int harness_test_setup(void **state);
-/* Closes leftover clients and kills leftover gocds; when the test did not
- * call harness_pass(), prints the log of every gocd the test started. */
+/* Closes leftover clients and PostgreSQL sessions, kills leftover gocds and
+ * restarts a cluster the test left stopped; when the test did not call
+ * harness_pass(), prints the log of every gocd the test started. */
 int harness_test_teardown(void **state);
 /* The last statement of a test: the test got to its end, so gocd logs need
  * not be shown.  (cmocka gives a teardown no way to know the outcome.) */
