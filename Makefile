@@ -88,9 +88,52 @@ deps:
 
 # Every suite runs even when an earlier one fails; the last line is the
 # total that CI reads: "N passed, N failed".
+#
+# A plain `make check` runs three configurations and adds them up:
+#   1. every unit and integration suite of the normal build (build/);
+#   2. the same suites built with AddressSanitizer + UBSan (build-asan/;
+#      CHECK_SAN=0 skips it): a report, a leak at exit or undefined
+#      behaviour fails the test that caused it;
+#   3. one integration suite (VALGRIND_SUITE) with every gocd it starts run
+#      under valgrind memcheck (CHECK_VALGRIND=0 skips it): any error or a
+#      definite/indirect leak makes gocd exit 99, which fails the test.
+# `make SAN=asan check` runs only the sanitizer configuration, as before.
+CHECK_SAN      ?= 1
+CHECK_VALGRIND ?= 1
+VALGRIND_SUITE ?= test_hostile
+VALGRIND_DIR   := build-valgrind
+VALGRIND_OPTS  := --quiet --error-exitcode=99 --leak-check=full \
+                  --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
+                  --num-callers=30
+
+ASAN_BIN := $(patsubst $(BUILD)/%,build-asan/%,$(UNIT_BIN) $(INTEG_BIN))
+
+ifeq ($(SAN),)
+CHECK_RUNS := --build=$(BUILD) $(UNIT_BIN) $(INTEG_BIN) \
+	$(if $(filter 1,$(CHECK_SAN)),--build=build-asan $(ASAN_BIN)) \
+	$(if $(filter 1,$(CHECK_VALGRIND)),--build=$(VALGRIND_DIR) $(BUILD)/tests/$(VALGRIND_SUITE))
+else
+CHECK_RUNS := --build=$(BUILD) $(UNIT_BIN) $(INTEG_BIN)
+endif
+
 check: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(INTEG_BIN)
-	@GOCD_BUILD=$(BUILD) sh tests/run-suites.sh $(UNIT_BIN) $(INTEG_BIN)
+ifeq ($(SAN),)
+	@if [ "$(CHECK_SAN)" = 1 ]; then \
+		$(MAKE) --no-print-directory SAN=asan build-asan/gocd $(ASAN_BIN); fi
+	@if [ "$(CHECK_VALGRIND)" = 1 ]; then \
+		$(MAKE) --no-print-directory $(VALGRIND_DIR)/gocd; fi
+endif
+	@sh tests/run-suites.sh $(CHECK_RUNS)
+
+# A "gocd" that is the normal build run under valgrind: point GOCD_BUILD at
+# this directory and the integration harness starts every gocd under memcheck
+# (exec keeps the PID, so the harness's signals reach valgrind and gocd).
+$(VALGRIND_DIR)/gocd: $(BUILD)/gocd Makefile
+	@mkdir -p $(dir $@)
+	@printf '#!/bin/sh\nexec valgrind %s %s "$$@"\n' '$(VALGRIND_OPTS)' '$(abspath $(BUILD)/gocd)' > $@.tmp
+	@chmod +x $@.tmp
+	@mv -f $@.tmp $@
 
 check-asan:
 	@$(MAKE) --no-print-directory SAN=asan check
@@ -165,6 +208,6 @@ install: all
 		install -m 0644 conf/gocd.conf $(DESTDIR)$(SYSCONFDIR)/gocd/gocd.conf
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz $(VALGRIND_DIR)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -6,7 +6,7 @@
 # or print anything when nothing is missing, so `make check` stays quiet.
 set -eu
 
-PKGS="build-essential pkg-config libevent-dev libpq-dev libjansson-dev libcmocka-dev postgresql-15 netcat-openbsd"
+PKGS="build-essential pkg-config libevent-dev libpq-dev libjansson-dev libcmocka-dev postgresql-15 netcat-openbsd valgrind"
 
 missing=""
 for p in $PKGS; do

@@ -9,7 +9,11 @@
 # A binary that crashes, times out, cannot be run, or exits non-zero without
 # a FAILED line counts as 1 failed: a suite that dies must never look green.
 #
-# Usage: sh tests/run-suites.sh BINARY...
+# Usage: sh tests/run-suites.sh [--build=DIR] BINARY... [--build=DIR BINARY...]...
+# --build=DIR sets GOCD_BUILD (where the integration harness finds gocd) for
+# the binaries after it, so one run can add up several configurations (the
+# normal build, the sanitizer build, gocd under valgrind).  Without it the
+# environment's GOCD_BUILD is used.
 # Environment: GOCD_SUITE_TIMEOUT (seconds per binary, default 300).
 set -u
 
@@ -20,7 +24,16 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 passed=0
 failed=0
 for bin in "$@"; do
-	echo "=== $bin"
+	case "$bin" in
+	--build=*)
+		GOCD_BUILD=${bin#--build=}
+		export GOCD_BUILD
+		continue
+		;;
+	esac
+	label=$bin
+	[ -n "${GOCD_BUILD:-}" ] && label="$bin (gocd from ${GOCD_BUILD})"
+	echo "=== $label"
 	out="$tmp/out"
 	rcf="$tmp/rc"
 	: >"$out"
@@ -43,10 +56,10 @@ for bin in "$@"; do
 		126|127) why="could not be run" ;;
 		*) if [ "$rc" -gt 128 ]; then why="killed by signal $((rc - 128))"; else why="exited $rc"; fi ;;
 		esac
-		echo "=== $bin: $why without a FAILED line; counted as 1 failed"
+		echo "=== $label: $why without a FAILED line; counted as 1 failed"
 		f=$((f + 1))
 	fi
-	echo "=== $bin: $p passed, $f failed (exit $rc)"
+	echo "=== $label: $p passed, $f failed (exit $rc)"
 	passed=$((passed + p))
 	failed=$((failed + f))
 done
