@@ -120,7 +120,7 @@ check: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(INTEG_BIN)
 ifeq ($(SAN),)
 	@if [ "$(CHECK_SAN)" = 1 ]; then \
-		$(MAKE) --no-print-directory SAN=asan build-asan/gocd $(ASAN_BIN); fi
+		$(MAKE) --no-print-directory SAN=asan all $(ASAN_BIN); fi
 	@if [ "$(CHECK_VALGRIND)" = 1 ]; then \
 		$(MAKE) --no-print-directory $(VALGRIND_DIR)/gocd; fi
 endif
