@@ -257,7 +257,14 @@ int main(int argc, char **argv)
 	raise_fd_limit(cfg->max_clients + cfg->pool_size + 64);
 	stats_init();
 	notify_init();
-	srv.base = event_base_new();
+	/* The changelist folds the epoll_ctl calls of one loop iteration
+	 * (enable then disable of the same event costs nothing). */
+	struct event_config *ecfg = event_config_new();
+	if (ecfg)
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	srv.base = ecfg ? event_base_new_with_config(ecfg) : event_base_new();
+	if (ecfg)
+		event_config_free(ecfg);
 	if (srv.base == NULL || locktab_init() != 0) {
 		log_error("cannot initialise the event loop");
 		return 1;

@@ -489,9 +489,16 @@ static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
 		/* Nothing is expected: this is the server going away (or a
 		 * notice).  Reading it now means the next job won't be sent
 		 * into a dead socket. */
-		if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
-			pgc_down(c, PQerrorMessage(c->pg), true);
-			return;
+		{
+			int ok = PQconsumeInput(c->pg);
+			/* Parse what arrived: a FATAL sent to an idle session (say
+			 * pg_terminate_backend's 57P01) reaches the notice processor,
+			 * and so the log, only once libpq parses it. */
+			(void)PQisBusy(c->pg);
+			if (!ok || PQstatus(c->pg) == CONNECTION_BAD) {
+				pgc_down(c, PQerrorMessage(c->pg), true);
+				return;
+			}
 		}
 		return;
 	case PGC_DOWN:

@@ -120,8 +120,11 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 		assert_int_equal(tclient_call(old, "{\"op\":\"get_or_create\",\"table\":\"rl_noindex\","
 						   "\"key\":{\"k\":\"q\"}}", &r), 0);
 		assert_false(r.ok);
-		assert_int_equal(r.code, GOC_E_UNAVAILABLE);
-		told = strstr(r.message, "CREATE UNIQUE INDEX") != NULL;
+		/* unknown_table until the signal has been handled */
+		if (r.code != GOC_E_UNKNOWN_TABLE) {
+			assert_int_equal(r.code, GOC_E_UNAVAILABLE);
+			told = strstr(r.message, "CREATE UNIQUE INDEX") != NULL;
+		}
 		codec_response_free(&r);
 		if (!told)
 			harness_sleep_ms(50);
