@@ -62,9 +62,11 @@ DIR=$(mktemp -d /tmp/gocd-bench.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"
 PGPORT=$(free_port)
 GOCD_PID=
+REDIS_PID=
 
 cleanup() {
 	set +e
+	[ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null
 	if [ -n "$GOCD_PID" ]; then
 		kill "$GOCD_PID" 2>/dev/null
 		wait "$GOCD_PID" 2>/dev/null
@@ -138,6 +140,12 @@ TSV=$OUT/runs.tsv
 : >"$RUNS"
 : >"$TSV"
 
+# gocd's CPU ticks so far (user + system), to report its own cost per request.
+HZ=$(getconf CLK_TCK)
+gocd_ticks() {
+	awk '{ print $14 + $15 }' /proc/"$GOCD_PID"/stat 2>/dev/null || echo 0
+}
+
 # A top-level number (or null) from goc-bench's compact --json line; "-" if absent.
 jnum() {
 	v=$(printf '%s' "$2" | sed -n "s/.*\"$1\":\([-0-9.eE+]*\|null\)[,}].*/\1/p")
@@ -162,6 +170,7 @@ for w in hit-heavy miss-heavy hot-key zipf; do
 			table=bench_kv
 			[ $t = naive ] && table=bench_kv_naive
 			# shellcheck disable=SC2046
+			t0=$(gocd_ticks)
 			if ! line=$(timeout $((${DURATION%.*} + 120)) "$BENCH" --target=$t \
 				--addr=127.0.0.1:$GPORT --postgres="$PG" --table=$table \
 				--defaults="$DEFAULTS" --connections=$c --duration=$DURATION \
@@ -172,6 +181,15 @@ for w in hit-heavy miss-heavy hot-key zipf; do
 				[ -n "$line" ] || { echo "bench.sh: $w/$c/$t failed:" >&2; cat "$DIR/last.err" >&2; line='{}'; }
 			fi
 			printf '{"workload":"%s","run":%s}\n' "$w" "$line" >>"$RUNS"
+			t1=$(gocd_ticks)
+			# gocd's own CPU (user+system) per 1,000 answered requests
+			cpu=-
+			if [ $t = gocd ]; then
+				n=$(jnum ok "$line")
+				[ "$n" != - ] && [ "$n" -gt 0 ] 2>/dev/null &&
+					cpu=$(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", d * 1000 / hz * 1000 / n }')
+			fi
+			[ $t = gocd ] && echo "$cpu" >"$DIR/cpu.$w.$c"
 			rps=$(jnum throughput_rps "$line"); p99=$(jnum p99 "$line")
 			dups=$(jnum duplicates "$line"); errs=$(jnum errors_total "$line")
 			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$t" "$rps" "$p99" "$dups" "$errs" >>"$TSV"
@@ -180,6 +198,27 @@ for w in hit-heavy miss-heavy hot-key zipf; do
 		done
 	done
 done
+
+# ---- the event loop alone: ping, with redis-server's PING_INLINE as a yardstick ----
+PINGN=$([ "$QUICK" = 1 ] && echo 50000 || echo 300000)
+PING_LINE="- ping (no database, 50 connections, no pipelining): redis-server not installed (apt-get install redis-server redis-tools), skipped"
+gping=$("$BENCH" --addr=127.0.0.1:$GPORT --op=ping --connections=50 --requests=$PINGN --json --quiet 2>/dev/null || true)
+grps=$(jnum throughput_rps "$gping")
+if command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; then
+	RPORT=$(free_port)
+	redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no >"$DIR/redis.log" 2>&1 &
+	REDIS_PID=$!
+	i=0
+	until redis-cli -p "$RPORT" ping >/dev/null 2>&1 || [ $i -ge 50 ]; do i=$((i + 1)); sleep 0.1; done
+	rrps=$(redis-benchmark -p "$RPORT" -t ping_inline -c 50 -n $PINGN -q 2>/dev/null | tr '\r' '\n' |
+		awk '/requests per second/ { v = $2 } END { print v }')
+	kill "$REDIS_PID" 2>/dev/null || true
+	wait "$REDIS_PID" 2>/dev/null || true
+	REDIS_PID=
+	ratio=$(awk -v g="$grps" -v r="$rrps" 'BEGIN { if (r + 0 > 0 && g + 0 > 0) printf "%.2f", g / r; else print "-" }')
+	PING_LINE="- ping (no database, 50 connections, no pipelining): gocd $(printf '%.0f' "$grps") req/s (goc-bench --op=ping), redis-server PING_INLINE $(printf '%.0f' "${rrps:-0}") req/s (redis-benchmark), ratio $ratio"
+fi
+echo "bench.sh: $PING_LINE" >&2
 
 # ---- the table ----
 RES=$OUT/results.md
@@ -199,9 +238,9 @@ RES=$OUT/results.md
 	echo "- dups = keys with more than one row afterwards (counted in PostgreSQL); naive's errors are mostly"
 	echo "  multiple_rows: its SELECT (like Django's get()) then finds the duplicates it made"
 	echo
-	echo "| workload | conns | gocd req/s | gocd p99 ms | direct req/s | direct p99 ms | naive req/s | naive p99 ms | gocd/direct | dups gocd | dups direct | dups naive | errors g/d/n |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	awk -F '\t' '
+	echo "| workload | conns | gocd req/s | gocd p99 ms | direct req/s | direct p99 ms | naive req/s | naive p99 ms | gocd/direct | dups gocd | dups direct | dups naive | errors g/d/n | gocd CPU ms/1k req |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	awk -F '\t' -v dir="$DIR" '
 	function r1(x) { return x == "-" || x == "null" ? "-" : sprintf("%.0f", x) }
 	function r2(x) { return x == "-" || x == "null" ? "-" : sprintf("%.2f", x) }
 	# no successful answer, no latency: "-" rather than 0.00
@@ -217,13 +256,18 @@ RES=$OUT/results.md
 			k = order[i]; split(k, a, SUBSEP)
 			g = rps[k, "gocd"]; d = rps[k, "direct"]
 			ratio = (g != "-" && d != "-" && d + 0 > 0) ? sprintf("%.2f", g / d) : "-"
-			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%s/%s |\n",
+			cpu = "-"; f = dir "/cpu." a[1] "." a[2]
+			if ((getline line < f) > 0) cpu = line
+			close(f)
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%s/%s | %s |\n",
 				a[1], a[2], r1(g), lat(k, "gocd"), r1(d), lat(k, "direct"),
 				r1(rps[k, "naive"]), lat(k, "naive"), ratio,
 				dup[k, "gocd"], dup[k, "direct"], dup[k, "naive"],
-				err[k, "gocd"], err[k, "direct"], err[k, "naive"]
+				err[k, "gocd"], err[k, "direct"], err[k, "naive"], cpu
 		}
 	}' "$TSV"
+	echo
+	echo "$PING_LINE"
 	echo
 	echo "Elapsed: $(( $(date +%s) - T0 )) s"
 } >"$RES"
