@@ -48,6 +48,7 @@ static const char SCHEMA[] =
 	"CREATE TABLE partialidx(id bigserial primary key, k text);"
 	"CREATE UNIQUE INDEX partialidx_k ON partialidx(k) WHERE k <> '';"
 	"CREATE TABLE wideidx(id bigserial primary key, a text, b text, unique (a, b));"
+	"CREATE TABLE tt(id bigserial primary key, a text not null, b text not null, unique (a, b));"
 	/* NULL is a value here: the key may be null */
 	"CREATE TABLE nnd(id bigserial primary key, k text, v int, unique nulls not distinct (k));"
 	/* identifiers that only work quoted */
@@ -62,7 +63,7 @@ static const char SCHEMA[] =
 #define STD_ARGS \
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
-	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", \
+	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
 	"--pool-size=8", "--request-timeout=10000", \
 	"--max-line=8192", "--log-level=info"
 #define STD_MAX_LINE 8192
@@ -1750,6 +1751,59 @@ static void test_killed_backends_are_replaced_transparently(void **state)
 	harness_pass();
 }
 
+/*
+ * Composite keys whose texts concatenate alike ("ab"+"c", "a"+"bc", with
+ * separators a lock key might use) are different keys: while all of them
+ * wait together, none may be handed another's row.
+ */
+static void test_composite_keys_never_share_a_lock(void **state)
+{
+	static const char *const keys[][2] = {
+		{ "ab", "c" }, { "a", "bc" }, { "", "abc" }, { "abc", "" },
+		{ "a\\u0001b", "c" }, { "a", "b\\u0001c" },
+		{ "a,b", "c" }, { "a", "b,c" }, { "a\\tb", "c" }, { "a", "b\\tc" },
+		{ "a|b", "c" }, { "a", "b|c" }, { "a\\\"", "b" }, { "a", "\\\"b" },
+	};
+	enum { N = sizeof keys / sizeof keys[0] };
+	struct tgocd *g = start_std();
+	struct tclient *cl[N];
+	for (int i = 0; i < N; i++)
+		cl[i] = connect_to(g);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE tt IN ACCESS EXCLUSIVE MODE"), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(tclient_sendf(cl[i], "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"tt\","
+						     "\"key\":{\"a\":\"%s\",\"b\":\"%s\"}}\n",
+					       i, keys[i][0], keys[i][1]), 0);
+	harness_sleep_ms(300);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	long long ids[N];
+	for (int i = 0; i < N; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (!r.ok || !r.created)
+			print_error("key %d (%s|%s): %s\n", i, keys[i][0], keys[i][1], tclient_last(cl[i]));
+		assert_true(r.ok);
+		assert_true(r.created);
+		/* the row is this request's own key, decoded the same way */
+		char want[64];
+		snprintf(want, sizeof want, "{\"a\":\"%s\",\"b\":\"%s\"}", keys[i][0], keys[i][1]);
+		json_t *w = json_loads(want, 0, NULL);
+		assert_non_null(w);
+		assert_true(json_equal(json_object_get(r.row, "a"), json_object_get(w, "a")));
+		assert_true(json_equal(json_object_get(r.row, "b"), json_object_get(w, "b")));
+		json_decref(w);
+		ids[i] = row_int(&r, "id");
+		for (int j = 0; j < i; j++)
+			assert_true(ids[j] != ids[i]);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM tt"), N);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- startup checks ---------------------------------------------------------- */
 
 /* Run gocd (with -t or for real) against a table and return its exit code;
@@ -1823,6 +1877,7 @@ int main(void)
 		T(test_error_too_large),
 		T(test_error_unavailable_and_recovery),
 		T(test_composite_key_and_jsonb_round_trip),
+		T(test_composite_keys_never_share_a_lock),
 		T(test_wide_values_keep_every_digit),
 		T(test_jsonb_nested_real_exact),
 		T(test_get_missing_key_returns_null_row),
