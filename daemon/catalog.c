@@ -10,6 +10,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "gocd.h"
 #include "log.h"
 #include "table.h"
 
@@ -97,6 +98,15 @@ static void on_recheck(struct pgjob *job, const PGresult *res,
 		log_debug("table \"%s\": catalog re-check deferred to the next connection: %s",
 			  t->own.name, msg);
 	t->checking = false;
+}
+
+void catalog_recheck_hint(struct table *t)
+{
+	uint64_t now = gocd_now_ms();
+	if (now - t->hinted_ms < 1000)
+		return;
+	t->hinted_ms = now;
+	catalog_recheck(t);
 }
 
 void catalog_recheck(struct table *t)

@@ -29,4 +29,8 @@ bool catalog_setup_step(int step, struct pgjob *job);
 /* Re-check one table through the pool (no-op if a check is in flight). */
 void catalog_recheck(struct table *t);
 
+/* A request named a column the table lacks: maybe it was just added.
+ * Re-check, at most once a second per table. */
+void catalog_recheck_hint(struct table *t);
+
 #endif

@@ -113,6 +113,7 @@ static int prepare(struct req *r, struct table *t)
 	}
 	json_object_foreach(key, name, v) {
 		if (table_column(t, name) < 0) {
+			catalog_recheck_hint(t);
 			req_answer_error(r, GOC_E_UNKNOWN_COLUMN, "table \"%s\" has no column \"%.64s\"",
 					 tc->name, name);
 			return -1;
@@ -164,6 +165,7 @@ static int prepare(struct req *r, struct table *t)
 		json_object_foreach(defs, name, v) {
 			int ci = table_column(t, name);
 			if (ci < 0) {
+				catalog_recheck_hint(t);
 				req_answer_error(r, GOC_E_UNKNOWN_COLUMN,
 						 "table \"%s\" has no column \"%.64s\" (in defaults)", tc->name, name);
 				return -1;
@@ -435,6 +437,12 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		table_invalidate(r->table, msg);
 		catalog_recheck(r->table);
 		finish_error(r, GOC_E_UNAVAILABLE, msg);
+		return;
+	}
+	if (strncmp(state, "54", 2) == 0) {
+		/* program limit exceeded: a value too large for its index, say */
+		snprintf(msg, sizeof msg, "%s (SQLSTATE %s)", primary, state);
+		finish_error(r, GOC_E_INVALID_VALUE, msg);
 		return;
 	}
 	if (strncmp(state, "53", 2) == 0) {

@@ -235,10 +235,19 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 	c->job = NULL;
 	c->preparing = false;
 	pgc_set_state(c, PGC_DOWN);
-	c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
-	if (c->backoff_ms > BACKOFF_MAX_MS)
-		c->backoff_ms = BACKOFF_MAX_MS;
-	pgc_timer(c, c->backoff_ms);
+	if (was_connected && c->backoff_ms == 0) {
+		/* It was serving (backoff is reset once setup completes): try
+		 * again at once, before anything is failed, so a terminated
+		 * backend with PostgreSQL still up costs no request.  The next
+		 * failure in a row backs off. */
+		c->backoff_ms = BACKOFF_MIN_MS;
+		pgc_connect(c);
+	} else {
+		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (c->backoff_ms > BACKOFF_MAX_MS)
+			c->backoff_ms = BACKOFF_MAX_MS;
+		pgc_timer(c, c->backoff_ms);
+	}
 
 	if (job && job != &c->setup_job) {
 		if (phase == PH_COMMIT)

@@ -11,6 +11,7 @@
 #define GOCD_TABLE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <libpq-fe.h>
 
@@ -44,6 +45,7 @@ struct table {
 	unsigned gen;                  /* bumped on every catalog load: cached SQL is stale */
 	struct pgjob check_job;        /* catalog re-check in flight, see catalog.c */
 	bool checking;
+	uint64_t hinted_ms;            /* last re-check asked for by an unknown column */
 };
 
 /* Every table ever configured in this process, by idx.  A reload marks
