@@ -165,11 +165,9 @@ int batch_enqueue(struct req *r, bool select_only)
 	return 0;
 }
 
-static struct req *shape_pop(struct shape *s)
+/* Take r out of its shape's queue; an emptied shape leaves the ready list. */
+static void shape_remove(struct shape *s, struct req *r)
 {
-	struct req *r = TAILQ_FIRST(&s->q);
-	if (r == NULL)
-		return NULL;
 	TAILQ_REMOVE(&s->q, r, batch_link);
 	s->n--;
 	bt.queued--;
@@ -178,22 +176,21 @@ static struct req *shape_pop(struct shape *s)
 		s->ready = false;
 		TAILQ_REMOVE(&bt.ready, s, ready_link);
 	}
+}
+
+static struct req *shape_pop(struct shape *s)
+{
+	struct req *r = TAILQ_FIRST(&s->q);
+	if (r != NULL)
+		shape_remove(s, r);
 	return r;
 }
 
 bool batch_cancel(struct req *r)
 {
-	struct shape *s = r->shape;
-	if (s == NULL || r->step != STEP_QUEUED)
+	if (r->shape == NULL || r->step != STEP_QUEUED)
 		return false;
-	TAILQ_REMOVE(&s->q, r, batch_link);
-	s->n--;
-	bt.queued--;
-	r->shape = NULL;
-	if (s->n == 0 && s->ready) {
-		s->ready = false;
-		TAILQ_REMOVE(&bt.ready, s, ready_link);
-	}
+	shape_remove(r->shape, r);
 	return true;
 }
 

@@ -305,41 +305,11 @@ int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 	return 0;
 }
 
-/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing past U+10FFFF), or 0. */
-static int utf8_seq_len(const unsigned char *p)
-{
-	unsigned char c = p[0];
-	int n;
-	unsigned lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (int i = 2; i < n; i++)
-		if ((p[i] & 0xC0) != 0x80)
-			return 0;
-	return n;
-}
-
 /* JSON string escaping that survives any bytes: invalid UTF-8 becomes '?'. */
 static void add_json_string(struct evbuffer *out, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *end = p + strlen(s);
 	evbuffer_add(out, "\"", 1);
 	while (*p) {
 		unsigned char c = *p;
@@ -354,7 +324,7 @@ static void add_json_string(struct evbuffer *out, const char *s)
 			evbuffer_add(out, p, 1);
 			p++;
 		} else {
-			int n = utf8_seq_len(p);
+			int n = jsonread_utf8_len(p, end);
 			if (n > 0) {
 				evbuffer_add(out, p, (size_t)n);
 				p += n;

@@ -76,8 +76,7 @@ static int hex4(const unsigned char *p, unsigned *out)
 	return 0;
 }
 
-/* Length of a valid UTF-8 sequence at p (RFC 3629), or 0. */
-static int utf8_len(const unsigned char *p, const unsigned char *end)
+int jsonread_utf8_len(const unsigned char *p, const unsigned char *end)
 {
 	unsigned c = p[0];
 	int n;
@@ -197,7 +196,7 @@ static long read_string(struct rd *r)
 			}
 			continue;
 		}
-		int l = utf8_len(r->p, r->end);
+		int l = jsonread_utf8_len(r->p, r->end);
 		if (l == 0) {
 			fail(r, r->p, "unable to decode byte 0x%x", c);
 			return -1;

@@ -21,6 +21,10 @@ struct jsonread_error {
 	char text[96];
 };
 
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF), or 0.  Never reads at or past end. */
+int jsonread_utf8_len(const unsigned char *p, const unsigned char *end);
+
 /* Returns a new reference, or NULL with *err filled. */
 json_t *jsonread(const char *p, size_t len, struct jsonread_error *err);
 
