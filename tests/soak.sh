@@ -53,11 +53,13 @@ while [ "$(date +%s)" -lt "$END" ]; do
 	case $((round % 4)) in 0) c=8 ;; 1) c=32 ;; 2) c=64 ;; 3) c=128 ;; esac
 	# separate key spaces: each run's exactly-once check needs to know
 	# every writer of its keys (two-instance races are in test_e2e_core)
+	bp=""
 	for port in $A $Bp; do
 		"$B/goc-bench" --addr=127.0.0.1:$port --table=soak_kv --connections=$c \
 			--duration=$ROUND --keys=zipf:200000:0.9 --key-prefix=p$port- --defaults='{"v":"soak"}' \
 			--verify-db="$PG" --drain-timeout=10 --json --quiet \
 			>>"$DIR/runs.jsonl" 2>>"$DIR/bench.err" &
+		bp="$bp $!"
 	done
 	# PostgreSQL restarts mid-round, every third round; immediate every other time
 	if [ $((round % 3)) = 0 ]; then
@@ -73,8 +75,7 @@ while [ "$(date +%s)" -lt "$END" ]; do
 		sleep 2
 		sh tests/pg.sh start "$DIR/pg" $PGPORT >/dev/null
 	fi
-	wait_benches() { for j in $(jobs -p); do case " $PIDS " in *" $j "*) ;; *) wait "$j" || true ;; esac; done; }
-	wait_benches
+	for p in $bp; do wait "$p" || true; done # exit 1 = a violation, counted below
 	kill -0 "$GA" && kill -0 "$GB" || { echo "soak: a gocd died" >&2; break; }
 done
 
