@@ -43,6 +43,11 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 INTEG_SRC  := $(wildcard tests/integration/test_*.c)
 HARNESS_SRC := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
 
+# Unit and integration binaries share build/tests/: one name must not be both.
+ifneq ($(filter $(notdir $(UNIT_SRC)),$(notdir $(INTEG_SRC))),)
+$(error tests/unit and tests/integration both have $(filter $(notdir $(UNIT_SRC)),$(notdir $(INTEG_SRC))))
+endif
+
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 PROTO_LIB  := $(BUILD)/libgocproto.a
