@@ -216,6 +216,7 @@ install: all
 	    systemd/gocd.service > $(DESTDIR)$(UNITDIR)/gocd.service.tmp
 	chmod 0644 $(DESTDIR)$(UNITDIR)/gocd.service.tmp
 	mv -f $(DESTDIR)$(UNITDIR)/gocd.service.tmp $(DESTDIR)$(UNITDIR)/gocd.service
+	install -m 0644 systemd/gocd.socket $(DESTDIR)$(UNITDIR)/gocd.socket
 	[ -e $(DESTDIR)$(SYSCONFDIR)/gocd/gocd.conf ] || \
 		install -m 0644 conf/gocd.conf $(DESTDIR)$(SYSCONFDIR)/gocd/gocd.conf
 

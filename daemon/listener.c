@@ -30,7 +30,8 @@
 #include "log.h"
 #include "stats.h"
 
-#define MAX_LISTENERS 2
+#define MAX_LISTENERS 8
+#define SD_LISTEN_FDS_START 3
 
 static struct {
 	struct evconnlistener *l[MAX_LISTENERS];
@@ -159,9 +160,58 @@ static int open_unix(const char *path, int mode)
 	return add(evconnlistener_new(srv.base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd), what);
 }
 
+/*
+ * Socket activation: systemd passes already-listening sockets as fds 3..
+ * with LISTEN_PID (ours) and LISTEN_FDS.  Returns how many were adopted
+ * (then listen/unix are not opened), or -1 on a bad hand-over.
+ */
+static int adopt_systemd_sockets(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	if (pid == NULL || fds == NULL || atol(pid) != (long)getpid())
+		return 0;
+	int n = atoi(fds);
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (n < 1 || n > MAX_LISTENERS) {
+		log_error("socket activation: LISTEN_FDS=%s is not 1..%d", fds, MAX_LISTENERS);
+		return -1;
+	}
+	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		int type = 0, acc = 0;
+		socklen_t tl = sizeof type, al = sizeof acc;
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+		    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
+		    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) != 0 || !acc) {
+			log_error("socket activation: fd %d is not a listening stream socket", fd);
+			return -1;
+		}
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		char what[64];
+		snprintf(what, sizeof what, "fd %d from systemd (%s)", fd,
+			 ss.ss_family == AF_UNIX ? "unix" : "tcp");
+		if (add(evconnlistener_new(srv.base, on_accept, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd),
+			what) != 0)
+			return -1;
+	}
+	return n;
+}
+
 int listener_open_all(const struct config *cfg)
 {
 	ls.resume = evtimer_new(srv.base, on_resume, NULL);
+	int adopted = adopt_systemd_sockets();
+	if (adopted < 0)
+		return -1;
+	if (adopted > 0) {
+		log_info("socket activation: serving %d socket(s) from systemd; listen and unix are not opened",
+			 adopted);
+		return 0;
+	}
 	if (cfg->listen[0]) {
 		struct sockaddr_storage ss;
 		int len = sizeof ss;
