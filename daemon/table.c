@@ -255,19 +255,9 @@ static void build_sql(struct table *t)
 	struct sb b = {0};
 	const struct table_conf *tc = t->conf;
 
-	sb_add(&b, "SELECT row_to_json(t.*)::text FROM ");
-	sb_add(&b, t->qname);
-	sb_add(&b, " AS t WHERE ");
-	for (int i = 0; i < tc->ncols; i++) {
-		if (i)
-			sb_add(&b, " AND ");
-		sb_ident(&b, tc->cols[i]);
-		sb_add(&b, " = ");
-		sb_param(&b, i + 1);
-	}
-	t->sql_select = b.s;
+	static const bool none_null[32];
+	t->sql_select = table_sql_select_nulls(t, none_null);
 
-	b = (struct sb){0};
 	sb_add(&b, "(");
 	for (int i = 0; i < tc->ncols; i++) {
 		if (i)

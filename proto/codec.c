@@ -268,8 +268,6 @@ static void add_json_value(struct evbuffer *out, const json_t *v)
 int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 		     const char **why)
 {
-	char num[40];
-
 	if (json_is_null(v)) {
 		*why = "null";
 		return -1;
@@ -279,27 +277,13 @@ int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 		evbuffer_add(out, "", 1);
 		return 0;
 	}
-	switch (json_typeof(v)) {
-	case JSON_STRING:
+	if (json_is_string(v)) {
 		evbuffer_add(out, json_string_value(v), json_string_length(v));
-		break;
-	case JSON_INTEGER:
-		snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		evbuffer_add(out, num, strlen(num));
-		break;
-	case JSON_REAL:
-		format_real(json_real_value(v), num, sizeof num);
-		evbuffer_add(out, num, strlen(num));
-		break;
-	case JSON_TRUE:
-		evbuffer_add(out, "true", 4);
-		break;
-	case JSON_FALSE:
-		evbuffer_add(out, "false", 5);
-		break;
-	default:
+	} else if (json_is_object(v) || json_is_array(v)) {
 		*why = "objects and arrays are accepted only for json and jsonb columns";
 		return -1;
+	} else {
+		add_json_value(out, v); /* numbers and booleans read the same as JSON */
 	}
 	evbuffer_add(out, "", 1);
 	return 0;
