@@ -24,7 +24,11 @@ cleanup() {
 	set +e
 	for p in $PIDS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 	sh tests/pg.sh stop "$DIR/pg"
-	rm -rf "$DIR"
+	if [ "${SOAK_KEEP:-0}" = 1 ]; then
+		echo "soak: kept $DIR (runs.jsonl, gocd logs)" >&2
+	else
+		rm -rf "$DIR"
+	fi
 }
 trap cleanup EXIT INT TERM
 
