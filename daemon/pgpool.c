@@ -71,7 +71,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[3][96];
+	char session_sql[512];
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
 	int nqueued;
@@ -160,7 +160,7 @@ static void setup_next(struct pgconn *c)
 	memset(j, 0, sizeof *j);
 	j->stmt = -1;
 	if (c->setup_step < 0) {
-		j->sql = pool.session_sql[c->setup_step + 3];
+		j->sql = pool.session_sql;
 	} else if (pool.cfg.setup == NULL || !pool.cfg.setup(c->setup_step, j)) {
 		evtimer_del(&c->timer);
 		c->backoff_ms = 0;
@@ -484,7 +484,7 @@ static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 			pgc_set_state(c, PGC_SETUP);
-			c->setup_step = -3;
+			c->setup_step = -1;
 			setup_next(c);
 			return;
 		default:
@@ -608,21 +608,29 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	pool.base = base;
 	pool.cfg = *cfg;
 	pool.conninfo = strdup(cfg->conninfo ? cfg->conninfo : "");
-	/* gocd's correctness argument is made for READ COMMITTED: each
-	 * statement gets a fresh snapshot, so the re-read after a lost
-	 * ON CONFLICT sees the winner's row.  Force it whatever the role's
-	 * default is. */
-	snprintf(pool.session_sql[0], sizeof pool.session_sql[0],
-		 "SET default_transaction_isolation TO 'read committed'");
-	snprintf(pool.session_sql[1], sizeof pool.session_sql[1],
-		 "SET statement_timeout TO %d", cfg->statement_timeout_ms);
-	/* Every statement gocd prepares is a key lookup whose best plan does
-	 * not depend on the values (an index nested loop over the keys).  In
-	 * auto mode PostgreSQL kept re-planning the batch statements because
-	 * a custom plan for a known array length looks cheaper than the
-	 * generic one; measured +18..28% throughput at 16-64 clients. */
-	snprintf(pool.session_sql[2], sizeof pool.session_sql[2],
-		 "SET plan_cache_mode TO force_generic_plan");
+	/*
+	 * Session settings, in one round trip:
+	 * - READ COMMITTED whatever the role's default: gocd's correctness
+	 *   argument needs each statement's fresh snapshot, so the re-read
+	 *   after a lost ON CONFLICT sees the winner's row.
+	 * - statement_timeout = request_timeout.
+	 * - Generic plans: every statement gocd prepares is a key lookup whose
+	 *   best plan does not depend on the values.  In auto mode PostgreSQL
+	 *   kept re-planning the batch statements (a custom plan for a known
+	 *   array length looks cheaper); forcing generic plans measured
+	 *   +18..28% at 16-64 clients.
+	 * - No seq scans, hash or merge joins: a generic plan made while the
+	 *   table was empty was a hash join over a seq scan, kept for the life
+	 *   of the connection while the table grew (seen in make soak: 1.5k
+	 *   req/s until a reconnect).  The unique index is always the way in.
+	 */
+	snprintf(pool.session_sql, sizeof pool.session_sql,
+		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
+		 " set_config('statement_timeout', '%d', false),"
+		 " set_config('plan_cache_mode', 'force_generic_plan', false),"
+		 " set_config('enable_seqscan', 'off', false),"
+		 " set_config('enable_hashjoin', 'off', false),"
+		 " set_config('enable_mergejoin', 'off', false)", cfg->statement_timeout_ms);
 	TAILQ_INIT(&pool.queue);
 	TAILQ_INIT(&pool.idle);
 	pool.conns = calloc((size_t)cfg->size, sizeof *pool.conns);
