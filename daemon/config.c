@@ -43,7 +43,7 @@ static const struct option_def options[] = {
 	 "serve table NAME keyed by its unique index on COLs; repeatable"},
 	{"pool_size", OPT_INT, OFF(pool_size), "4", 1, 256, "connections",
 	 "PostgreSQL connections in the pool"},
-	{"batch_max", OPT_INT, OFF(batch_max), "100", 1, 10000, "keys",
+	{"batch_max", OPT_INT, OFF(batch_max), "32", 1, 10000, "keys",
 	 "most requests of one table sent as one statement"},
 	{"max_clients", OPT_INT, OFF(max_clients), "10000", 1, 1000000, "connections",
 	 "client connections; one more gets 'overloaded' and is closed"},
