@@ -1340,3 +1340,21 @@ int tclient_drain(struct tclient *c, int timeout_ms, size_t *lines)
 		}
 	}
 }
+
+int tpg_start_with_schema(const char *schema)
+{
+	if (tpg_start() != 0)
+		return -1;
+	if (tpg_exec("%s", schema) != 0) {
+		tpg_destroy();
+		return -1;
+	}
+	return 0;
+}
+
+int harness_group_teardown(void **state)
+{
+	(void)state;
+	tpg_destroy();
+	return 0;
+}

@@ -45,6 +45,10 @@ void harness_pass(void);
 int tpg_start(void) __attribute__((warn_unused_result));
 /* Stop immediately and remove the directory; safe to call twice. */
 void tpg_destroy(void);
+/* Group setup/teardown for suites with one schema: start PostgreSQL and run
+ * the schema (one string, run as one multi-statement query), or clean up. */
+int tpg_start_with_schema(const char *schema) __attribute__((warn_unused_result));
+int harness_group_teardown(void **state);
 /* Fast shutdown keeping the data (to provoke `unavailable`). */
 int tpg_stop(void) __attribute__((warn_unused_result));
 /* Start the stopped cluster again on the same port. */

@@ -92,11 +92,6 @@ static int group_setup(void **state)
 	return 0;
 }
 
-static int group_teardown(void **state)
-{
-	tpg_destroy();
-	return 0;
-}
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -1908,5 +1903,5 @@ int main(void)
 	const char *filter = getenv("GOCD_TEST_FILTER");
 	if (filter && *filter)
 		cmocka_set_test_filter(filter);
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
 }

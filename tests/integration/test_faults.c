@@ -200,13 +200,8 @@ static void pg_thaw(void)
 
 static int group_setup(void **state)
 {
-	if (tpg_start() != 0)
-		return -1;
-	if (tpg_exec("%s", SCHEMA) != 0) {
-		tpg_destroy();
-		return -1;
-	}
-	return 0;
+	(void)state;
+	return tpg_start_with_schema(SCHEMA);
 }
 
 static int group_teardown(void **state)

@@ -64,19 +64,8 @@ static const char SCHEMA[] =
 
 static int group_setup(void **state)
 {
-	if (tpg_start() != 0)
-		return -1;
-	if (tpg_exec("%s", SCHEMA) != 0) {
-		tpg_destroy();
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	tpg_destroy();
-	return 0;
+	(void)state;
+	return tpg_start_with_schema(SCHEMA);
 }
 
 /* ---- a growable byte buffer for generated inputs ---------------------------- */
@@ -937,5 +926,5 @@ int main(void)
 		T(test_auth_token),
 		T(test_client_idle_timeout),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
 }

@@ -60,20 +60,7 @@ static long long now_ms(void)
 static int group_setup(void **state)
 {
 	(void)state;
-	if (tpg_start() != 0)
-		return -1;
-	if (tpg_exec("%s", SCHEMA) != 0) {
-		tpg_destroy();
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tpg_destroy();
-	return 0;
+	return tpg_start_with_schema(SCHEMA);
 }
 
 static int setup(void **state)
@@ -682,5 +669,5 @@ int main(void)
 		T(test_admin_port_taken_is_not_fatal),
 		T(test_slow_request_logged_with_op_table_latency_outcome),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
 }

@@ -25,22 +25,9 @@ static char conf_path[512];
 static int group_setup(void **state)
 {
 	(void)state;
-	if (tpg_start() != 0)
-		return -1;
-	if (tpg_exec("CREATE TABLE rl_a (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
+	return tpg_start_with_schema("CREATE TABLE rl_a (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
 		     "CREATE TABLE rl_b (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
-		     "CREATE TABLE rl_noindex (id bigserial PRIMARY KEY, k text NOT NULL);") != 0) {
-		tpg_destroy();
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tpg_destroy();
-	return 0;
+		     "CREATE TABLE rl_noindex (id bigserial PRIMARY KEY, k text NOT NULL);");
 }
 
 static void write_conf(const char *text)
@@ -147,5 +134,5 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_adds_and_removes_tables_keeping_clients,
 						harness_test_setup, harness_test_teardown),
 	};
-	return cmocka_run_group_tests_name("reload", tests, group_setup, group_teardown);
+	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
 }

@@ -26,20 +26,7 @@
 static int group_setup(void **state)
 {
 	(void)state;
-	if (tpg_start() != 0)
-		return -1;
-	if (tpg_exec("CREATE TABLE sa (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE)") != 0) {
-		tpg_destroy();
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tpg_destroy();
-	return 0;
+	return tpg_start_with_schema("CREATE TABLE sa (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE)");
 }
 
 static void test_adopts_socket_from_systemd(void **state)
@@ -112,5 +99,5 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_adopts_socket_from_systemd,
 						harness_test_setup, harness_test_teardown),
 	};
-	return cmocka_run_group_tests_name("socket_activation", tests, group_setup, group_teardown);
+	return cmocka_run_group_tests_name("socket_activation", tests, group_setup, harness_group_teardown);
 }
