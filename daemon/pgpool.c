@@ -81,6 +81,8 @@ static struct {
 	bool ever_ready;
 	pgpool_source_fn *source;
 	pgpool_source_fail_fn *source_fail;
+	struct event pump_ev;  /* pump() at the end of this loop turn */
+	bool pump_pending;
 	unsigned long long round_trips, connects, connect_failures, lost;
 } pool;
 
@@ -92,6 +94,7 @@ static void pgc_on_timer(evutil_socket_t fd, short what, void *arg);
 static void pgc_send(struct pgconn *c, struct pgjob *job);
 static void pgc_down(struct pgconn *c, const char *why, bool was_connected);
 static void pump(void);
+static void pump_later(void);
 
 static void pgc_set_state(struct pgconn *c, enum pgc_state s)
 {
@@ -168,7 +171,7 @@ static void setup_next(struct pgconn *c)
 			log_info("pg[%d]: connected and ready", c->idx);
 		pool.ever_ready = true;
 		pgc_set_state(c, PGC_IDLE);
-		pump();
+		pump_later();
 		return;
 	}
 	j->stmt = -1;
@@ -340,7 +343,7 @@ static void pgc_release(struct pgconn *c, struct pgjob *job, pgjob_fn *fn,
 	if (fn)
 		fn(job, res, outcome, NULL);
 	PQclear(res);
-	pump();
+	pump_later();
 }
 
 /* A held job's command results are complete and nothing is committed yet. */
@@ -552,9 +555,34 @@ void pgpool_set_source(pgpool_source_fn *fn, pgpool_source_fail_fn *fail)
 	pool.source_fail = fail;
 }
 
+/*
+ * Work is sent at the end of the current loop turn, not when it arrives:
+ * event_active() queues the pump behind the events already active from
+ * this epoll_wait, so every request read in this turn joins one batch
+ * instead of the first one going out alone to whichever connection is
+ * idle.  (Measured: at 64 clients, most round trips were batches of one
+ * before.)  Same priority, so the pump cannot be starved.
+ */
+static void on_pump(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pool.pump_pending = false;
+	pump();
+}
+
+static void pump_later(void)
+{
+	if (pool.pump_pending || pool.base == NULL)
+		return;
+	pool.pump_pending = true;
+	event_active(&pool.pump_ev, EV_TIMEOUT, 0);
+}
+
 void pgpool_kick(void)
 {
-	pump();
+	pump_later();
 }
 
 bool pgpool_all_down(void)
@@ -572,7 +600,7 @@ int pgpool_submit(struct pgjob *job, bool urgent)
 		TAILQ_INSERT_TAIL(&pool.queue, job, link);
 	job->queued = true;
 	pool.nqueued++;
-	pump();
+	pump_later();
 	return 0;
 }
 
@@ -633,6 +661,7 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 		 " set_config('enable_mergejoin', 'off', false)", cfg->statement_timeout_ms);
 	TAILQ_INIT(&pool.queue);
 	TAILQ_INIT(&pool.idle);
+	event_assign(&pool.pump_ev, base, -1, 0, on_pump, NULL);
 	pool.conns = calloc((size_t)cfg->size, sizeof *pool.conns);
 	if (pool.conns == NULL || pool.conninfo == NULL)
 		return -1;
@@ -649,6 +678,8 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 
 void pgpool_shutdown(void)
 {
+	if (pool.base)
+		event_del(&pool.pump_ev);
 	for (int i = 0; i < pool.cfg.size; i++) {
 		struct pgconn *c = &pool.conns[i];
 		pgc_arm(c, 0);
