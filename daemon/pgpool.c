@@ -13,7 +13,8 @@
  * after sending, PQflush until 0, waiting for read *or* write readiness;
  * on readable, PQconsumeInput, then PQgetResult while !PQisBusy.
  *
- * Connections run in pipeline mode, one job at a time.  That lets a job
+ * Connections run in pipeline mode, one job at a time, plus at most one
+ * held job whose commit (sync) went out just ahead of it.  That lets a job
  * carry its PREPARE in the same round trip, and lets a held job (see
  * hold_commit) read its results - including the transaction id - before
  * the sync commits it: the one moment after which a lost connection
@@ -62,6 +63,10 @@ struct pgconn {
 	bool sync_sent;
 	enum { PH_RESULTS, PH_COMMIT, PH_DISCARD } phase;
 	PGresult *res;         /* result kept while the rest is drained */
+	struct pgjob *cjob;    /* committing: its sync went out ahead of job */
+	int cphase;            /* PH_COMMIT or PH_DISCARD, for cjob */
+	int cnulls;            /* NULLs from PQgetResult in a row while cjob waits */
+	PGresult *cres;        /* an error the commit returned */
 	bool *prepared;        /* per registered statement */
 	int prepared_cap;
 	TAILQ_ENTRY(pgconn) idle_link;
@@ -94,6 +99,7 @@ static void pgc_on_timer(evutil_socket_t fd, short what, void *arg);
 static void pgc_send(struct pgconn *c, struct pgjob *job);
 static void pgc_down(struct pgconn *c, const char *why, bool was_connected);
 static void pump(void);
+static struct pgjob *next_work(void);
 static void pump_later(void);
 
 static void pgc_set_state(struct pgconn *c, enum pgc_state s)
@@ -228,6 +234,10 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 		PQclear(c->res);
 		c->res = NULL;
 	}
+	if (c->cres) {
+		PQclear(c->cres);
+		c->cres = NULL;
+	}
 	if (c->pg) {
 		PQfinish(c->pg);
 		c->pg = NULL;
@@ -235,6 +245,9 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 	if (c->prepared)
 		memset(c->prepared, 0, sizeof(bool) * (size_t)c->prepared_cap);
 	int phase = c->phase;
+	struct pgjob *cjob = c->cjob;
+	int cphase = c->cphase;
+	c->cjob = NULL;
 	c->job = NULL;
 	c->preparing = false;
 	pgc_set_state(c, PGC_DOWN);
@@ -252,6 +265,9 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 		pgc_timer(c, c->backoff_ms);
 	}
 
+	/* The committing job's sync was sent first: settle it first. */
+	if (cjob && cphase == PH_COMMIT)
+		cjob->committed(cjob, NULL, PGJOB_CONN_LOST, msg);
 	if (job && job != &c->setup_job) {
 		if (phase == PH_COMMIT)
 			job->committed(job, NULL, PGJOB_CONN_LOST, msg);
@@ -365,7 +381,39 @@ static void pgc_results_done(struct pgconn *c)
 		return;
 	}
 	c->sync_sent = true;
-	pgc_flush(c);
+	/*
+	 * While the commit travels, the connection takes its next job: it is
+	 * sent right behind the sync, so the server commits and runs it in one
+	 * wake-up and a connection costs one round trip per batch, not two.
+	 * Results stay in order: first the sync's, then the next job's.
+	 */
+	c->cjob = job;
+	c->cphase = c->phase;
+	c->cnulls = 0;
+	c->job = NULL;
+	struct pgjob *next = next_work();
+	if (next)
+		pgc_send(c, next);
+	else
+		pgc_flush(c);
+}
+
+/* The committing job's sync result arrived: its transaction is over. */
+static void pgc_commit_done(struct pgconn *c)
+{
+	struct pgjob *job = c->cjob;
+	PGresult *res = c->cres;
+	c->cjob = NULL;
+	c->cres = NULL;
+	bool failed = res && PQresultStatus(res) == PGRES_FATAL_ERROR;
+	if (c->job == NULL)
+		pgc_set_state(c, PGC_IDLE);
+	/* An error here is the commit itself failing: nothing written. */
+	if (c->cphase == PH_COMMIT)
+		job->committed(job, res, failed ? PGJOB_SQL_ERROR : PGJOB_OK, NULL);
+	PQclear(res);
+	if (c->job == NULL)
+		pump_later();
 }
 
 /* PGRES_PIPELINE_SYNC: the job's transaction is over. */
@@ -377,16 +425,6 @@ static void pgc_sync_done(struct pgconn *c)
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
 
-	if (c->phase == PH_COMMIT) {
-		/* An error here is the commit itself failing: nothing written. */
-		pgc_release(c, job, job->committed, res,
-			    res && !ok ? PGJOB_SQL_ERROR : PGJOB_OK);
-		return;
-	}
-	if (c->phase == PH_DISCARD) {
-		pgc_release(c, job, NULL, res, PGJOB_OK);
-		return;
-	}
 	if (job == &c->setup_job) {
 		if (job->done)
 			job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
@@ -419,8 +457,31 @@ static void pgc_io(struct pgconn *c, short what)
 		if (c->state == PGC_DOWN)
 			return;
 	}
-	while (c->job && !PQisBusy(c->pg)) {
+	while ((c->job || c->cjob) && !PQisBusy(c->pg)) {
 		PGresult *r = PQgetResult(c->pg);
+		if (c->cjob) {
+			/* Everything before the sync's result belongs to the commit. */
+			if (r == NULL) {
+				if (++c->cnulls > 1)
+					break; /* nothing more parsed yet */
+				continue;
+			}
+			c->cnulls = 0;
+			if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+				PQclear(r);
+				pgc_commit_done(c);
+				if (c->state != PGC_BUSY)
+					return; /* idle now, or down */
+				continue;
+			}
+			if (c->cres == NULL || PQresultStatus(r) == PGRES_FATAL_ERROR) {
+				PQclear(c->cres);
+				c->cres = r;
+			} else {
+				PQclear(r);
+			}
+			continue;
+		}
 		if (r == NULL) {
 			/* One command's results are complete. */
 			if (++c->nulls == 1 && c->preparing) {
@@ -533,18 +594,26 @@ static void pgc_on_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The next job to send: the pool's own queue first, then the batcher. */
+static struct pgjob *next_work(void)
+{
+	struct pgjob *j = TAILQ_FIRST(&pool.queue);
+	if (j != NULL) {
+		TAILQ_REMOVE(&pool.queue, j, link);
+		pool.nqueued--;
+		j->queued = false;
+		return j;
+	}
+	return pool.source ? pool.source() : NULL;
+}
+
 static void pump(void)
 {
 	struct pgconn *c;
 	struct pgjob *j;
 	while ((c = TAILQ_FIRST(&pool.idle)) != NULL) {
-		if ((j = TAILQ_FIRST(&pool.queue)) != NULL) {
-			TAILQ_REMOVE(&pool.queue, j, link);
-			pool.nqueued--;
-			j->queued = false;
-		} else if (pool.source == NULL || (j = pool.source()) == NULL) {
+		if ((j = next_work()) == NULL)
 			return;
-		}
 		pgc_send(c, j);
 	}
 }
@@ -686,6 +755,8 @@ void pgpool_shutdown(void)
 		evtimer_del(&c->timer);
 		if (c->res)
 			PQclear(c->res);
+		if (c->cres)
+			PQclear(c->cres);
 		if (c->pg)
 			PQfinish(c->pg);
 		free(c->prepared);
