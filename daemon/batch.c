@@ -146,6 +146,29 @@ static struct shape *shape_get(const struct req *r, bool sel)
 	return s;
 }
 
+bool batch_skip_lookup(const struct table *t)
+{
+	return t->miss_rate > 0.5f;
+}
+
+/*
+ * Fold a batch's lookups (first-time get_or_create lookups only: re-reads
+ * and gets say nothing about how often keys are new) into the table's
+ * miss rate; a batch of 32 or more replaces it.
+ */
+static void note_lookups(struct table *t, int lookups, int misses)
+{
+	if (lookups == 0)
+		return;
+	float w = lookups >= 32 ? 1.0f : (float)lookups / 32.0f;
+	t->miss_rate += ((float)misses / (float)lookups - t->miss_rate) * w;
+}
+
+static bool first_lookup(const struct req *r)
+{
+	return r->phase == PHASE_LOOKUP && r->in.op == GOC_OP_GET_OR_CREATE;
+}
+
 int batch_enqueue(struct req *r, bool select_only)
 {
 	struct shape *s = shape_get(r, select_only);
@@ -386,8 +409,11 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 	switch (outcome) {
 	case PGJOB_OK: {
 		if (b->job.hold_commit) {
-			/* Keep each result until the commit is confirmed. */
-			int rows = PQntuples(res);
+			/* Keep each result until the commit is confirmed, except a
+			 * row that existed before this statement (no xid: the f part
+			 * of the SQL): someone else committed it, so it is answered
+			 * now and leaves the batch. */
+			int rows = PQntuples(res), lookups = 0, misses = 0;
 			for (int i = 0; i < b->n; i++)
 				goc_hold(b->reqs[i], NULL, 0, false, "");
 			for (int i = 0; i < rows; i++) {
@@ -398,13 +424,30 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 					 (size_t)PQgetlength(res, i, 1), PQgetvalue(res, i, 2)[0] == 't',
 					 PQgetisnull(res, i, 3) ? "" : PQgetvalue(res, i, 3));
 			}
+			int kept = 0;
+			for (int i = 0; i < b->n; i++) {
+				struct req *r = b->reqs[i];
+				bool existing = r->held_row && !r->held_created && r->xid[0] == '\0';
+				if (first_lookup(r)) {
+					lookups++;
+					misses += !existing;
+				}
+				if (existing)
+					goc_commit_outcome(r, PGJOB_OK, NULL, NULL);
+				else
+					b->reqs[kept++] = r;
+			}
+			b->n = kept;
+			note_lookups(tables[b->s->table], lookups, misses);
 			bt.deferring--;
 			return; /* the batch lives on until on_batch_committed */
 		}
 		bool *got = calloc((size_t)b->n, sizeof *got);
 		if (got == NULL)
 			abort();
-		int rows = PQntuples(res);
+		int rows = PQntuples(res), lookups = 0, misses = 0;
+		for (int i = 0; i < b->n; i++)
+			lookups += first_lookup(b->reqs[i]);
 		for (int i = 0; i < rows; i++) {
 			int ord = atoi(PQgetvalue(res, i, 0));
 			if (ord < 1 || ord > b->n || got[ord - 1])
@@ -414,6 +457,9 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 				       (size_t)PQgetlength(res, i, 1),
 				       PQgetvalue(res, i, 2)[0] == 't');
 		}
+		for (int i = 0; i < b->n; i++)
+			misses += !got[i] && first_lookup(b->reqs[i]);
+		note_lookups(tables[b->s->table], lookups, misses);
 		for (int i = 0; i < b->n; i++) {
 			if (got[i])
 				continue;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 struct req;
+struct table;
 
 void batch_init(int batch_max);
 void batch_set_max(int batch_max); /* reload */
@@ -22,6 +23,12 @@ void batch_free_all(void);
 
 /* Queue r (busy, validated, batchable); 0, or -1 when r must go alone. */
 int batch_enqueue(struct req *r, bool select_only);
+/*
+ * True when most recent lookups on t found no row: a get_or_create's
+ * lookup then goes straight into an insert batch, whose statement finds
+ * existing rows itself, saving the lookup round trip (fresh keys).
+ */
+bool batch_skip_lookup(const struct table *t);
 
 /* Take r out of its queue if it is still there (timeout). */
 bool batch_cancel(struct req *r);

@@ -344,8 +344,14 @@ void goc_run(struct req *r, enum goc_phase phase)
 		return;
 	}
 	r->phase = phase;
-	if (r->batchable && batch_enqueue(r, phase != PHASE_INSERT) == 0)
-		return;
+	if (r->batchable) {
+		bool sel = phase != PHASE_INSERT;
+		if (phase == PHASE_LOOKUP && r->in.op == GOC_OP_GET_OR_CREATE &&
+		    batch_skip_lookup(r->table))
+			sel = false; /* still PHASE_LOOKUP: alone, it runs the plain flow */
+		if (batch_enqueue(r, sel) == 0)
+			return;
+	}
 	if (submit(r, first_step(phase), phase != PHASE_LOOKUP) != 0)
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
 }

@@ -46,6 +46,7 @@ struct table {
 	struct pgjob check_job;        /* catalog re-check in flight, see catalog.c */
 	bool checking;
 	uint64_t hinted_ms;            /* last re-check asked for by an unknown column */
+	float miss_rate;               /* recent lookups that found no row (batch.c) */
 };
 
 /* Every table ever configured in this process, by idx.  A reload marks

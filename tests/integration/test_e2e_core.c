@@ -41,6 +41,10 @@ static const char SCHEMA[] =
 	"CREATE TABLE docs(id bigserial primary key, k text not null unique, big bigint,"
 	"  num numeric, ts timestamptz, flag boolean, score double precision, note text, doc jsonb);"
 	"CREATE TABLE ints(id bigserial primary key, n bigint not null unique, label text);"
+	/* a foreign key checked only at commit: an insert can fail after its rows */
+	"CREATE TABLE dparent(id int primary key); INSERT INTO dparent VALUES (1);"
+	"CREATE TABLE dchild(id bigserial primary key, k text not null unique,"
+	"  p int references dparent(id) deferrable initially deferred);"
 	"CREATE SCHEMA app;"
 	"CREATE TABLE app.items(id bigserial primary key, sku text not null unique, qty int);"
 	/* tables gocd must refuse to serve with key email / k / a */
@@ -64,6 +68,7 @@ static const char SCHEMA[] =
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
 	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
+	"--table=dchild=k", \
 	"--pool-size=8", "--request-timeout=10000", \
 	"--max-line=8192", "--log-level=info"
 #define STD_MAX_LINE 8192
@@ -1643,6 +1648,70 @@ static void test_batches_isolate_failures(void **state)
 }
 
 /*
+ * A deferred foreign key fails at commit, after the batch statement has
+ * returned its rows: only the request with the bad reference may get the
+ * error, the others must be created exactly once (the commit of the next
+ * batch travels with the sync of the previous one on the one connection).
+ * The second pass asks again for the good keys only: all hits, and hits
+ * write nothing, so the id sequence does not move, whether the lookups
+ * ran alone or inside insert batches (after a pass of new keys gocd skips
+ * the lookup round trip and lets the insert batch find existing rows).
+ */
+static void test_commit_failure_isolated(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *cl[BATCH_CONNS];
+	for (int i = 0; i < BATCH_CONNS; i++)
+		cl[i] = connect_to(g);
+
+	long long seq_after_first = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < BATCH_CONNS; i++) {
+			char *buf = malloc(BATCH_PER_CONN * 200);
+			size_t len = 0;
+			assert_non_null(buf);
+			for (int j = 0; j < BATCH_PER_CONN; j++)
+				if (pass == 0 || j % 7 != 3)
+					len += (size_t)sprintf(buf + len,
+					"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"dchild\","
+					"\"key\":{\"k\":\"fk-%d-%d\"},\"defaults\":{\"p\":%d}}\n",
+					j, i, j, j % 7 == 3 ? 999 : 1);
+			assert_int_equal(tclient_send(cl[i], buf, len), 0);
+			free(buf);
+		}
+		for (int i = 0; i < BATCH_CONNS; i++)
+			for (int j = 0; j < BATCH_PER_CONN; j++) {
+				struct goc_response r;
+				enum goc_err want = j % 7 == 3 ? GOC_E_CONSTRAINT_VIOLATION : GOC_OK;
+				if (pass == 1 && want != GOC_OK)
+					continue;
+				assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+				assert_int_equal(json_integer_value(r.id), j);
+				if (r.code != want || (want == GOC_OK && r.created != (pass == 0)))
+					print_error("pass %d conn %d req %d: got %s\n", pass, i, j,
+						    tclient_last(cl[i]));
+				assert_int_equal(r.code, want);
+				if (want == GOC_OK)
+					assert_int_equal(r.created, pass == 0);
+				codec_response_free(&r);
+			}
+		if (pass == 0)
+			seq_after_first = tpg_count("SELECT last_value FROM dchild_id_seq");
+	}
+	int good = 0;
+	for (int j = 0; j < BATCH_PER_CONN; j++)
+		good += j % 7 != 3;
+	assert_int_equal(tpg_count("SELECT count(*) FROM dchild WHERE k LIKE 'fk-%%'"),
+			 good * BATCH_CONNS);
+	assert_int_equal(tpg_count("SELECT count(*) FROM dchild WHERE p <> 1"), 0);
+	assert_int_equal(tpg_count("SELECT last_value FROM dchild_id_seq"), seq_after_first);
+	assert_true(batch_stat(cl[0], "splits") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * Keys that differ as text but are one value to PostgreSQL ("01", " 1",
  * "+1", 1 for a bigint) are different entries in gocd's lock table, so they
  * can meet in one batch statement: still one row and one created:true.
@@ -1892,6 +1961,7 @@ int main(void)
 		T(test_keyword_column_names),
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
+		T(test_commit_failure_isolated),
 		T(test_equal_values_spelled_differently),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
