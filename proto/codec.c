@@ -296,6 +296,15 @@ static void add_json_string(struct evbuffer *out, const char *s)
 	const unsigned char *end = p + strlen(s);
 	evbuffer_add(out, "\"", 1);
 	while (*p) {
+		/* Plain ASCII goes out a run at a time. */
+		const unsigned char *q = p;
+		while (*q >= 0x20 && *q < 0x80 && *q != '"' && *q != '\\')
+			q++;
+		if (q > p) {
+			evbuffer_add(out, p, (size_t)(q - p));
+			p = q;
+			continue;
+		}
 		unsigned char c = *p;
 		if (c == '"' || c == '\\') {
 			char esc[2] = {'\\', (char)c};
@@ -418,6 +427,39 @@ int codec_parse_response(const char *line, size_t len, struct goc_response *resp
 			resp->code = GOC_E_INTERNAL;
 		resp->message = m ? m : "";
 	}
+	return 0;
+}
+
+struct scan_state {
+	struct goc_response_scan *s;
+	bool have_ok;
+};
+
+static int scan_member(void *arg, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	struct scan_state *st = arg;
+	bool t = vlen == 4 && memcmp(v, "true", 4) == 0;
+	bool f = vlen == 5 && memcmp(v, "false", 5) == 0;
+	if (nlen == 2 && memcmp(name, "ok", 2) == 0) {
+		if (!t && !f)
+			return -1;
+		st->s->ok = t;
+		st->have_ok = true;
+	} else if (nlen == 7 && memcmp(name, "created", 7) == 0) {
+		st->s->created = t;
+	} else if (nlen == 3 && memcmp(name, "row", 3) == 0 && v[0] == '{') {
+		st->s->row = v;
+		st->s->row_len = vlen;
+	}
+	return 0;
+}
+
+int codec_scan_response(const char *line, size_t len, struct goc_response_scan *s)
+{
+	struct scan_state st = { s, false };
+	memset(s, 0, sizeof *s);
+	if (jsonread_members(line, line + len, scan_member, &st) != 0 || !st.have_ok)
+		return -1;
 	return 0;
 }
 

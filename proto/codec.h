@@ -114,6 +114,21 @@ int codec_parse_response(const char *line, size_t len, struct goc_response *resp
 	__attribute__((warn_unused_result));
 void codec_response_free(struct goc_response *resp);
 
+/*
+ * The same line read without allocating, for load generators: ok, created
+ * and the row's raw text (pointing into line).  Returns -1 when the line
+ * is not one JSON object with a boolean "ok".  An error response (ok
+ * false) carries no code here: parse it with codec_parse_response.
+ */
+struct goc_response_scan {
+	bool ok;
+	bool created;
+	const char *row; /* the "row" object's text, or NULL (absent or null) */
+	size_t row_len;
+};
+int codec_scan_response(const char *line, size_t len, struct goc_response_scan *s)
+	__attribute__((warn_unused_result));
+
 /* Requests rendered by clients (one line each, LF appended). */
 void codec_render_request(struct evbuffer *out, enum goc_op op, const json_t *id,
 			  const char *table, const json_t *key,

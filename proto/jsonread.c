@@ -442,3 +442,141 @@ json_t *jsonread(const char *p, size_t len, struct jsonread_error *err)
 	scratch_cap = r.cap;
 	return v;
 }
+
+/* ---- reading without building: skip a value, find a member ---------------- */
+
+static const char *skip_ws_raw(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* p at the opening quote; returns just past the closing one, or NULL. */
+static const char *skip_string_raw(const char *p, const char *end)
+{
+	for (p++; p < end; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"')
+			return p + 1;
+		if (c < 0x20)
+			return NULL;
+		if (c != '\\')
+			continue;
+		if (++p >= end)
+			return NULL;
+		if (*p == 'u') {
+			unsigned v;
+			if (end - p < 5 || hex4((const unsigned char *)p + 1, &v) != 0)
+				return NULL;
+			p += 4;
+		} else if (strchr("\"\\/bfnrt", *p) == NULL || *p == '\0') {
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+static const char *skip_digits(const char *p, const char *end)
+{
+	const char *s = p;
+	while (p < end && *p >= '0' && *p <= '9')
+		p++;
+	return p > s ? p : NULL;
+}
+
+static const char *skip_value_raw(const char *p, const char *end, int depth)
+{
+	p = skip_ws_raw(p, end);
+	if (p >= end || depth > JSON_PARSER_MAX_DEPTH)
+		return NULL;
+	switch (*p) {
+	case '"':
+		return skip_string_raw(p, end);
+	case '{':
+	case '[': {
+		char close = *p == '{' ? '}' : ']';
+		p = skip_ws_raw(p + 1, end);
+		if (p < end && *p == close)
+			return p + 1;
+		for (;;) {
+			if (close == '}') {
+				if (p >= end || *p != '"' || (p = skip_string_raw(p, end)) == NULL)
+					return NULL;
+				p = skip_ws_raw(p, end);
+				if (p >= end || *p++ != ':')
+					return NULL;
+			}
+			if ((p = skip_value_raw(p, end, depth + 1)) == NULL)
+				return NULL;
+			p = skip_ws_raw(p, end);
+			if (p >= end)
+				return NULL;
+			if (*p == close)
+				return p + 1;
+			if (*p++ != ',')
+				return NULL;
+			p = skip_ws_raw(p, end);
+		}
+	}
+	case 't':
+		return end - p >= 4 && memcmp(p, "true", 4) == 0 ? p + 4 : NULL;
+	case 'f':
+		return end - p >= 5 && memcmp(p, "false", 5) == 0 ? p + 5 : NULL;
+	case 'n':
+		return end - p >= 4 && memcmp(p, "null", 4) == 0 ? p + 4 : NULL;
+	default:
+		if (*p == '-')
+			p++;
+		if (p < end && *p == '0')
+			p++;
+		else if ((p = skip_digits(p, end)) == NULL)
+			return NULL;
+		if (p < end && *p == '.' && (p = skip_digits(p + 1, end)) == NULL)
+			return NULL;
+		if (p < end && (*p == 'e' || *p == 'E')) {
+			p++;
+			if (p < end && (*p == '+' || *p == '-'))
+				p++;
+			if ((p = skip_digits(p, end)) == NULL)
+				return NULL;
+		}
+		return p;
+	}
+}
+
+const char *jsonread_skip(const char *p, const char *end)
+{
+	return skip_value_raw(p, end, 0);
+}
+
+int jsonread_members(const char *p, const char *end, jsonread_member_fn *fn, void *arg)
+{
+	p = skip_ws_raw(p, end);
+	if (p >= end || *p != '{')
+		return -1;
+	p = skip_ws_raw(p + 1, end);
+	if (p < end && *p == '}')
+		return skip_ws_raw(p + 1, end) == end ? 0 : -1;
+	for (;;) {
+		const char *name = p, *ne;
+		if (p >= end || *p != '"' || (ne = skip_string_raw(p, end)) == NULL)
+			return -1;
+		p = skip_ws_raw(ne, end);
+		if (p >= end || *p++ != ':')
+			return -1;
+		const char *v = skip_ws_raw(p, end), *ve = skip_value_raw(v, end, 1);
+		if (ve == NULL)
+			return -1;
+		if (fn(arg, name + 1, (size_t)(ne - name - 2), v, (size_t)(ve - v)) != 0)
+			return -1;
+		p = skip_ws_raw(ve, end);
+		if (p >= end)
+			return -1;
+		if (*p == '}')
+			return skip_ws_raw(p + 1, end) == end ? 0 : -1;
+		if (*p++ != ',')
+			return -1;
+		p = skip_ws_raw(p, end);
+	}
+}

@@ -28,4 +28,22 @@ int jsonread_utf8_len(const unsigned char *p, const unsigned char *end);
 /* Returns a new reference, or NULL with *err filled. */
 json_t *jsonread(const char *p, size_t len, struct jsonread_error *err);
 
+/*
+ * Reading without building a tree, for clients that look at two or three
+ * members of a line (goc-bench; every allocation there is load the box
+ * under test does not get).  These check structure, escapes and number
+ * syntax, not UTF-8 or duplicate names: use jsonread where that matters.
+ */
+/* Just past the one value starting at p (leading whitespace allowed), or NULL. */
+const char *jsonread_skip(const char *p, const char *end);
+/*
+ * Call fn for each member of the object that is all of [p, end) (outer
+ * whitespace allowed).  name is the raw text between the quotes (escapes
+ * not decoded), value the member's raw text.  Returns 0, or -1 when the
+ * text is not one object or fn returned non-zero.
+ */
+typedef int jsonread_member_fn(void *arg, const char *name, size_t name_len,
+			       const char *value, size_t value_len);
+int jsonread_members(const char *p, const char *end, jsonread_member_fn *fn, void *arg);
+
 #endif

@@ -651,6 +651,54 @@ static void test_parse_response_rejects_garbage(void **state)
 	}
 }
 
+/*
+ * goc-bench reads responses with codec_scan_response (no allocation): it
+ * must agree with codec_parse_response on what is a response, on ok and
+ * created, and give the row's exact text.
+ */
+static void test_scan_response_agrees_with_parse(void **state)
+{
+	static const char *const lines[] = {
+		"{\"ok\":true,\"created\":true,\"row\":{\"id\":1,\"k\":\"a\"}}",
+		"{\"id\":7,\"ok\":true,\"created\":false,\"row\":{\"id\":12345678901234567,\"k\":\"q\\\"}\",\"d\":{\"x\":[1,{\"y\":null}]}}}",
+		" { \"ok\" : true , \"row\" : null } ",
+		"{\"ok\":true,\"pong\":true}",
+		"{\"id\":\"s\",\"ok\":false,\"error\":{\"code\":\"timeout\",\"message\":\"m\"}}",
+		"{\"ok\":true,\"created\":true,\"row\":{\"n\":-1.5e-3,\"t\":\"\\u00e9\"}}",
+		/* not responses: both refuse */
+		"", "[1]", "{\"x\":1}", "{\"ok\":1}", "{\"ok\":true", "{\"ok\":true}x",
+		"{\"ok\":true,\"row\":{\"a\":01}}", "{\"ok\":true,\"row\":{\"a\":\"\\q\"}}",
+		"{\"ok\":true,}", "{\"ok\":tru}", "{\"ok\":true,\"row\":{\"a\":1,}}",
+		"{\"ok\":true,\"row\":[1,2}", "{\"ok\":true,\"m\":\"a\tb\"}",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+		const char *l = lines[i];
+		struct goc_response r;
+		struct goc_response_scan sc;
+		int pr = codec_parse_response(l, strlen(l), &r);
+		int sr = codec_scan_response(l, strlen(l), &sc);
+		/* an error response without a code is refused by parse only */
+		if (pr != 0 && sr == 0 && !sc.ok) {
+			codec_response_free(&r);
+			continue;
+		}
+		if (pr != sr)
+			fail_msg("line %zu: parse %d, scan %d: %s", i, pr, sr, l);
+		if (pr == 0) {
+			assert_int_equal(sc.ok, r.ok);
+			assert_int_equal(sc.created, r.created);
+			assert_int_equal(sc.row != NULL, r.row != NULL);
+			if (sc.row) {
+				json_t *j = json_loadb(sc.row, sc.row_len, 0, NULL);
+				assert_non_null(j);
+				assert_true(json_equal(j, r.row));
+				json_decref(j);
+			}
+		}
+		codec_response_free(&r);
+	}
+}
+
 /* ---- frame_next ---------------------------------------------------------- */
 
 struct framed {
@@ -858,6 +906,7 @@ int main(void)
 		cmocka_unit_test(test_render_error_every_code_round_trips),
 		cmocka_unit_test(test_render_ok),
 		cmocka_unit_test(test_parse_response_rejects_garbage),
+		cmocka_unit_test(test_scan_response_agrees_with_parse),
 		cmocka_unit_test(test_frame_line),
 		cmocka_unit_test(test_frame_crlf),
 		cmocka_unit_test(test_frame_across_chains),

@@ -19,6 +19,15 @@
 
 #include "jsonread.h"
 
+static int count_member(void *arg, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	(void)arg;
+	(void)name;
+	(void)nlen;
+	assert_non_null(jsonread_skip(v, v + vlen));
+	return vlen > 0 ? 0 : -1;
+}
+
 static void same(const char *in, size_t len)
 {
 	json_error_t jerr;
@@ -31,6 +40,17 @@ static void same(const char *in, size_t len)
 			 a ? "" : jerr.text, b ? "accepts" : "rejects", b ? "" : rerr.text);
 	if (a && !json_equal(a, b))
 		fail_msg("different trees for \"%.*s\"", (int)(len > 200 ? 200 : len), in);
+	/* The tree-less skipper accepts at least what jansson accepts (it does
+	 * not check UTF-8, \u0000 or duplicate names), and, for an object, the
+	 * member walker agrees with it. */
+	const char *end = in + len, *p = jsonread_skip(in, end);
+	while (p && p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	if (a && p != end)
+		fail_msg("skip rejects \"%.*s\", which jansson accepts", (int)(len > 200 ? 200 : len), in);
+	if (p == end && json_is_object(a) != (jsonread_members(in, end, count_member, NULL) == 0) &&
+	    a != NULL)
+		fail_msg("member walk disagrees on \"%.*s\"", (int)(len > 200 ? 200 : len), in);
 	json_decref(a);
 	json_decref(b);
 }
