@@ -513,7 +513,7 @@ void bench_done(struct bconn *c, const struct bench_req *r,
 		st->ok++;
 		if (res->created)
 			st->created++;
-		else if (res->row || res->row_text)
+		else if (res->row_text)
 			st->found++;
 		else if (b->cfg.op != GOC_OP_PING)
 			st->not_found++;

@@ -90,8 +90,7 @@ struct bench_req {
 struct bench_result {
 	int code;             /* GOC_OK or an error slot */
 	bool created;
-	const json_t *row;    /* parsed row (gocd), or NULL */
-	const char *row_text; /* raw row_to_json text (pg targets), or NULL */
+	const char *row_text; /* the row's JSON text, or NULL; valid during bench_done */
 	size_t row_len;
 	const char *message;  /* for the first error of each code; may be NULL */
 };

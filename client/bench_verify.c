@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bench_verify.h"
+#include "jsonread.h"
 
 enum {
 	VE_SEEN = 1,        /* some response carried a row */
@@ -110,11 +111,47 @@ static bool verify_uncertain_code(int code)
 	       code == BENCH_E_CONNECTION || code == BENCH_E_PROTOCOL;
 }
 
-static void verify_note_other(struct ventry *e, const json_t *id)
+static void verify_note_other(struct ventry *e, const char *id, size_t len)
 {
 	e->mismatches++;
 	if (e->other == NULL)
-		e->other = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+		e->other = strndup(id, len);
+}
+
+/* The id column's raw JSON text in a row, found without building a tree. */
+struct id_find {
+	const char *name;
+	size_t name_len;
+	const char *val;
+	size_t len;
+};
+
+static int find_id(void *arg, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	struct id_find *f = arg;
+	if (nlen == f->name_len && memcmp(name, f->name, nlen) == 0) {
+		f->val = v;
+		f->len = vlen;
+	}
+	return 0;
+}
+
+/* A JSON integer that fits int64 (what bigserial ids are); else false. */
+static bool id_integer(const char *p, size_t n, int64_t *out)
+{
+	size_t i = p[0] == '-';
+	if (n == i || n - i > 19)
+		return false;
+	uint64_t v = 0;
+	for (; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(p[i] - '0');
+	}
+	if (v > (uint64_t)INT64_MAX)
+		return false; /* INT64_MIN itself is taken as text: no bigserial is that */
+	*out = p[0] == '-' ? -(int64_t)v : (int64_t)v;
+	return true;
 }
 
 void verify_record(struct verify *v, uint64_t key, enum goc_op op,
@@ -130,43 +167,34 @@ void verify_record(struct verify *v, uint64_t key, enum goc_op op,
 	}
 	if (op == GOC_OP_GET_OR_CREATE)
 		e->flags |= VE_GOC;
-	json_t *parsed = NULL;
-	const json_t *row = res->row;
-	if (row == NULL && res->row_text) {
-		parsed = json_loadb(res->row_text, res->row_len, 0, NULL);
-		row = parsed;
-	}
 	if (res->created)
 		e->created++;
-	if (row == NULL)
+	if (res->row_text == NULL)
 		return;
-	const json_t *id = json_object_get(row, v->id_col);
-	if (id == NULL) {
+	struct id_find f = { v->id_col, strlen(v->id_col), NULL, 0 };
+	if (jsonread_members(res->row_text, res->row_text + res->row_len, find_id, &f) != 0 ||
+	    f.val == NULL) {
 		v->no_id++;
-		goto out;
+		return;
 	}
+	int64_t id_i;
+	bool is_int = id_integer(f.val, f.len, &id_i);
 	if (!(e->flags & VE_SEEN)) {
 		e->flags |= VE_SEEN;
-		if (json_is_integer(id)) {
-			e->id_i = json_integer_value(id);
+		if (is_int) {
+			e->id_i = id_i;
 		} else {
 			e->flags |= VE_ID_TEXT;
-			e->id_s = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
+			e->id_s = strndup(f.val, f.len);
 		}
-		goto out;
+		return;
 	}
 	if (!(e->flags & VE_ID_TEXT)) {
-		if (!json_is_integer(id) || json_integer_value(id) != e->id_i)
-			verify_note_other(e, id);
-	} else {
-		char *t = json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT);
-		if (t == NULL || e->id_s == NULL || strcmp(t, e->id_s) != 0)
-			verify_note_other(e, id);
-		free(t);
+		if (!is_int || id_i != e->id_i)
+			verify_note_other(e, f.val, f.len);
+	} else if (e->id_s == NULL || strlen(e->id_s) != f.len || memcmp(e->id_s, f.val, f.len) != 0) {
+		verify_note_other(e, f.val, f.len);
 	}
-out:
-	if (parsed)
-		json_decref(parsed);
 }
 
 static void verify_say(FILE *out, unsigned *lines, unsigned max_lines,
