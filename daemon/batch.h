@@ -29,6 +29,8 @@ int batch_enqueue(struct req *r, bool select_only);
  * existing rows itself, saving the lookup round trip (fresh keys).
  */
 bool batch_skip_lookup(const struct table *t);
+/* From the janitor: let held-back requests go once their gate expired. */
+void batch_tick(void);
 
 /* Take r out of its queue if it is still there (timeout). */
 bool batch_cancel(struct req *r);

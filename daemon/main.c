@@ -151,6 +151,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = gocd_now_ms();
 	req_expire(now);
 	goc_tick();
+	batch_tick();
 	if (cfg->client_idle_timeout > 0 && now >= next_idle_check) {
 		next_idle_check = now + 1000;
 		conn_close_idle(now, cfg->client_idle_timeout);

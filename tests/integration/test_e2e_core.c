@@ -1712,6 +1712,71 @@ static void test_commit_failure_isolated(void **state)
 }
 
 /*
+ * A key whose row another session inserted and has not committed makes its
+ * insert wait on that row's lock.  gocd holds a shape's next insert batch
+ * back while one is in flight (fewer index-page fights), but only briefly:
+ * inserts of other keys must still be answered while the lock is held,
+ * and the waiting request gets the other session's row once it commits.
+ */
+static void test_row_lock_wait_does_not_stall_other_inserts(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, NULL);
+	assert_non_null(g);
+	struct tpg_session *holder = tpg_session_open();
+	assert_non_null(holder);
+	assert_int_equal(tpg_session_exec(holder, "BEGIN; INSERT INTO race2(k, n) VALUES ('held', 7)"), 0);
+
+	struct tclient *a = connect_to(g), *b = connect_to(g);
+	/* New keys first: most lookups miss, so gocd sends the next ones
+	 * straight as insert batches, the path that is held back. */
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(tclient_sendf(b, "{\"op\":\"get_or_create\",\"table\":\"race2\","
+						  "\"key\":{\"k\":\"warm-%d\"},\"defaults\":{\"n\":1}}\n", i), 0);
+	for (int i = 0; i < 64; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(b, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_int_equal(r.code, GOC_OK);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tclient_sendf(a, "{\"op\":\"get_or_create\",\"table\":\"race2\","
+					  "\"key\":{\"k\":\"held\"},\"defaults\":{\"n\":1}}\n"), 0);
+	/* until a's insert waits on the lock (bounded polling) */
+	long long waiting = 0;
+	for (int i = 0; i < 200 && waiting == 0; i++) {
+		waiting = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gocd'"
+				    " AND wait_event_type = 'Lock'");
+		if (waiting == 0)
+			usleep(50 * 1000);
+	}
+	assert_int_equal(waiting, 1);
+
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(tclient_sendf(b, "{\"op\":\"get_or_create\",\"table\":\"race2\","
+						  "\"key\":{\"k\":\"free-%d\"},\"defaults\":{\"n\":1}}\n", i), 0);
+	for (int i = 0; i < 20; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(b, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.code != GOC_OK)
+			print_error("free-%d: %s\n", i, tclient_last(b));
+		assert_int_equal(r.code, GOC_OK);
+		assert_true(r.created);
+		codec_response_free(&r);
+	}
+	/* the held key is still waiting, and gets the holder's row */
+	assert_int_equal(tpg_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gocd'"
+				   " AND wait_event_type = 'Lock'"), 1);
+	assert_int_equal(tpg_session_exec(holder, "COMMIT"), 0);
+	struct goc_response r;
+	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(r.code, GOC_OK);
+	assert_false(r.created);
+	assert_int_equal(row_int(&r, "n"), 7);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * Keys that differ as text but are one value to PostgreSQL ("01", " 1",
  * "+1", 1 for a bigint) are different entries in gocd's lock table, so they
  * can meet in one batch statement: still one row and one created:true.
@@ -1962,6 +2027,7 @@ int main(void)
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
 		T(test_commit_failure_isolated),
+		T(test_row_lock_wait_does_not_stall_other_inserts),
 		T(test_equal_values_spelled_differently),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
