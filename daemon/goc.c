@@ -219,8 +219,6 @@ static int prepare(struct req *r, struct table *t)
 	r->batchable = !anynull;
 	if (anynull)
 		r->select_sql = table_sql_select_nulls(t, isnull);
-	if (ndefs > 0)
-		r->insert_sql = table_sql_insert(t, cols, n);
 
 	r->lockkey = locktab_key(t->idx, r->params, tc->ncols, &r->lockkey_len);
 	return 0;
@@ -237,6 +235,10 @@ static struct pgjob *setup_job(struct req *r, enum req_step step)
 	j->hold_commit = step == STEP_INSERT;
 	j->committed = on_committed;
 	if (step == STEP_INSERT) {
+		/* Built here, not in prepare(): most requests are hits or go
+		 * in batches and never run the single-row insert. */
+		if (r->insert_sql == NULL && r->nparams > t->conf->ncols)
+			r->insert_sql = table_sql_insert(t, r->param_cols, r->nparams);
 		j->stmt = r->insert_sql ? -1 : t->stmt_insert_key;
 		j->sql = r->insert_sql;
 		j->params = r->params;

@@ -62,7 +62,7 @@ struct req {
 	struct shape *shape;          /* while STEP_QUEUED */
 	TAILQ_ENTRY(req) batch_link;  /* in shape's queue */
 	char *select_sql;             /* NULL: the table's prepared lookup */
-	char *insert_sql;             /* NULL: the table's prepared key-only insert */
+	char *insert_sql;             /* built on first single-row insert with defaults; NULL: the table's prepared key-only insert */
 	unsigned char *lockkey;
 	size_t lockkey_len;
 	struct lockwaiter lock;
