@@ -102,7 +102,7 @@ SQL
 start_gocd() {
 	GPORT=$(free_port) # after PostgreSQL holds its own
 	"$GOCD" --listen=127.0.0.1:$GPORT --postgres="$PG" --table=bench_kv=k \
-		--pool-size=$POOL --log-level=warn >"$DIR/gocd.log" 2>&1 &
+		--pool-size=$POOL --max-clients=20000 --log-level=warn >"$DIR/gocd.log" 2>&1 &
 	GOCD_PID=$!
 	i=0
 	until "$BENCH" --addr=127.0.0.1:$GPORT --op=ping --requests=1 --quiet \
@@ -190,9 +190,9 @@ for w in hit-heavy miss-heavy hot-key zipf; do
 					cpu=$(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.1f", d * 1000 / hz * 1000 / n }')
 			fi
 			[ $t = gocd ] && echo "$cpu" >"$DIR/cpu.$w.$c"
-			rps=$(jnum throughput_rps "$line"); p99=$(jnum p99 "$line")
+			rps=$(jnum throughput_rps "$line"); p99=$(jnum p99 "$line"); p50=$(jnum p50 "$line")
 			dups=$(jnum duplicates "$line"); errs=$(jnum errors_total "$line")
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$t" "$rps" "$p99" "$dups" "$errs" >>"$TSV"
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$c" "$t" "$rps" "$p99" "$dups" "$errs" "$p50" >>"$TSV"
 			printf 'bench.sh: %-10s %3s conns %-6s %s req/s, p99 %s ms, dups %s, errors %s\n' \
 				"$w" "$c" "$t" "$rps" "$p99" "$dups" "$errs" >&2
 		done
@@ -219,6 +219,28 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/n
 	PING_LINE="- ping (no database, 50 connections, no pipelining): gocd $(printf '%.0f' "$grps") req/s (goc-bench --op=ping), redis-server PING_INLINE $(printf '%.0f' "${rrps:-0}") req/s (redis-benchmark), ratio $ratio"
 fi
 echo "bench.sh: $PING_LINE" >&2
+
+# ---- memory: gocd's RSS with 10,000 idle client connections open ----
+# goc-bench holds them with a trickle of pings (--rate), and the peak RSS
+# while they are open is compared with the RSS before.
+IDLEN=$([ "$QUICK" = 1 ] && echo 2000 || echo 10000)
+rss_kb() { awk '/^VmRSS/ { print $2 }' /proc/"$GOCD_PID"/status 2>/dev/null || echo 0; }
+r0=$(rss_kb)
+(ulimit -n $((IDLEN + 1000)) 2>/dev/null; "$BENCH" --addr=127.0.0.1:$GPORT --op=ping \
+	--connections=$IDLEN --rate=50 --duration=3 --connect-timeout=30 --quiet --json \
+	>"$DIR/idle.json" 2>"$DIR/idle.err") &
+IDLE_PID=$!
+rmax=$r0
+while kill -0 "$IDLE_PID" 2>/dev/null; do
+	r=$(rss_kb)
+	[ "$r" -gt "$rmax" ] && rmax=$r
+	sleep 0.2
+done
+wait "$IDLE_PID" 2>/dev/null || true
+iok=$(jnum ok "$(cat "$DIR/idle.json")")
+IDLE_LINE=$(awk -v n="$IDLEN" -v a="$r0" -v b="$rmax" -v ok="$iok" 'BEGIN {
+	printf "- %d idle client connections (goc-bench --op=ping --rate=50, %s pings answered): gocd RSS %.1f MB before, %.1f MB peak, %.2f KB per connection", n, ok, a / 1024, b / 1024, (b - a) / n }')
+echo "bench.sh: $IDLE_LINE" >&2
 
 # ---- the table ----
 RES=$OUT/results.md
@@ -267,7 +289,19 @@ RES=$OUT/results.md
 		}
 	}' "$TSV"
 	echo
+	# one connection: what the extra hop costs in latency
+	awk -F '\t' '$2 == 1 && ($3 == "gocd" || $3 == "direct") { p[$1, $3] = $8; if (!($1 in s)) { s[$1] = 1; o[n++] = $1 } }
+	END {
+		printf "- p50 at 1 connection, gocd / direct:"
+		for (i = 0; i < n; i++) {
+			g = p[o[i], "gocd"]; d = p[o[i], "direct"]
+			printf "%s %s %.3f / %.3f ms (%s)", i ? ";" : "", o[i], g, d,
+				(d + 0 > 0 && g + 0 > 0) ? sprintf("%.2fx", g / d) : "-"
+		}
+		printf "\n"
+	}' "$TSV"
 	echo "$PING_LINE"
+	echo "$IDLE_LINE"
 	echo
 	echo "Elapsed: $(( $(date +%s) - T0 )) s"
 } >"$RES"
