@@ -9,6 +9,8 @@
  * message, an ok) is exactly one line of valid JSON that codec_parse_response
  * reads back with the same id, ok flag and code.  A request rendered by
  * codec_render_request (what goc sends) must parse again with the same op.
+ * The tree-less reader (jsonread_skip/members, codec_scan_response, used by
+ * goc-bench) stays inside the input and agrees with the strict one.
  * Must never: include daemon headers (proto/ stands alone, like the CLI), keep
  * state between inputs, or print on the happy path (libFuzzer runs millions).
  * Build: make fuzz (clang -fsanitize=fuzzer,address,undefined).
@@ -24,6 +26,7 @@
 #include "codec.h"
 #include "errors.h"
 #include "frame.h"
+#include "jsonread.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -61,7 +64,42 @@ static void check_line(struct evbuffer *out, const json_t *id, bool ok, enum goc
 	else
 		CHECK(r.id != NULL, "id lost");
 	codec_response_free(&r);
+	/* goc-bench reads the same line without a tree: same verdict. */
+	struct goc_response_scan sc;
+	CHECK(codec_scan_response(line, n - 1, &sc) == 0, "rendered response does not scan");
+	CHECK(sc.ok == ok, "scan reads another ok flag");
 	evbuffer_drain(out, n);
+}
+
+static int member_ok(void *arg, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	(void)arg;
+	(void)name;
+	(void)nlen;
+	CHECK(vlen > 0 && jsonread_skip(v, v + vlen) == v + vlen, "member value is not one value");
+	return 0;
+}
+
+/* The tree-less reader on raw bytes: never reads past the end, and accepts
+ * at least what the strict reader accepts. */
+static void check_skip(const uint8_t *data, size_t size)
+{
+	const char *p = (const char *)data, *end = p + size;
+	const char *e = jsonread_skip(p, end);
+	CHECK(e == NULL || (e > p && e <= end), "skip ended outside the input");
+	struct jsonread_error jerr;
+	json_t *j = jsonread(p, size, &jerr);
+	if (j != NULL) {
+		while (e && e < end && (*e == ' ' || *e == '\t' || *e == '\n' || *e == '\r'))
+			e++;
+		CHECK(e == end, "skip rejects what jsonread accepts");
+		if (json_is_object(j))
+			CHECK(jsonread_members(p, end, member_ok, NULL) == 0,
+			      "member walk rejects an object jsonread accepts");
+		json_decref(j);
+	} else {
+		(void)jsonread_members(p, end, member_ok, NULL);
+	}
 }
 
 static void check_values(const json_t *obj, struct evbuffer *scratch)
@@ -115,6 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(out != NULL, "evbuffer_new");
 
 	check_frame(data, size);
+	check_skip(data, size);
 
 	memset(&err, 0, sizeof err);
 	int rc = codec_parse_request((const char *)data, size, &req, &err);
