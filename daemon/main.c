@@ -22,6 +22,7 @@
 #include "conn.h"
 #include "goc.h"
 #include "gocd.h"
+#include "jalloc.h"
 #include "listener.h"
 #include "locktab.h"
 #include "log.h"
@@ -204,6 +205,7 @@ int main(int argc, char **argv)
 	struct cli_flags cli;
 	char err[1024];
 
+	jalloc_init(); /* before any JSON value exists */
 	log_init();
 	saved_argc = argc;
 	saved_argv = argv;
@@ -251,6 +253,7 @@ int main(int argc, char **argv)
 		table_free_all();
 		config_free(cfg);
 		free(cfg);
+		jalloc_release();
 		return 0;
 	}
 
@@ -321,6 +324,7 @@ int main(int argc, char **argv)
 	event_base_free(srv.base);
 	config_free(cfg);
 	free(cfg);
+	jalloc_release();
 	log_info("bye");
 	return 0;
 }
