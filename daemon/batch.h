@@ -17,8 +17,8 @@
 struct req;
 struct table;
 
-void batch_init(int batch_max);
-void batch_set_max(int batch_max); /* reload */
+void batch_init(int batch_max, int insert_batches);
+void batch_set_max(int batch_max, int insert_batches); /* reload */
 void batch_free_all(void);
 
 /* Queue r (busy, validated, batchable); 0, or -1 when r must go alone. */

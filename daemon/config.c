@@ -45,6 +45,8 @@ static const struct option_def options[] = {
 	 "PostgreSQL connections in the pool"},
 	{"batch_max", OPT_INT, OFF(batch_max), "32", 1, 10000, "keys",
 	 "most requests of one table sent as one statement"},
+	{"insert_batches", OPT_INT, OFF(insert_batches), "1", 1, 256, "batches",
+	 "inserting batches of one table (and defaults columns) in flight at once"},
 	{"max_clients", OPT_INT, OFF(max_clients), "10000", 1, 1000000, "connections",
 	 "client connections; one more gets 'overloaded' and is closed"},
 	{"max_line", OPT_INT, OFF(max_line), "65536", 64, 16777216, "bytes",

@@ -27,6 +27,7 @@ struct config {
 	int ntables;
 	int pool_size;
 	int batch_max;
+	int insert_batches;
 	int max_clients;
 	int max_line;
 	int max_pending;

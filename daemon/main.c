@@ -116,7 +116,7 @@ static void reload(void)
 	}
 	keep_restart_only(nc, cfg);
 	log_min_level = (enum log_level)log_level_parse(nc->log_level);
-	batch_set_max(nc->batch_max);
+	batch_set_max(nc->batch_max, nc->insert_batches);
 
 	struct config *old = cfg;
 	cfg = nc;
@@ -283,7 +283,7 @@ int main(int argc, char **argv)
 		.statement_timeout_ms = cfg->request_timeout,
 		.setup = catalog_setup_step,
 	};
-	batch_init(cfg->batch_max);
+	batch_init(cfg->batch_max, cfg->insert_batches);
 	if (pgpool_init(srv.base, &pc) != 0) {
 		log_error("cannot create the PostgreSQL pool");
 		return 1;

@@ -1777,6 +1777,63 @@ static void test_row_lock_wait_does_not_stall_other_inserts(void **state)
 }
 
 /*
+ * insert_batches > 1: several insert batches of one table in flight on
+ * different connections, with keys shared across clients so that batches
+ * race on the same keys.  Still one row and one created:true per key.
+ */
+#define IB_CONNS 16
+#define IB_PER_CONN 100
+#define IB_KEYS 200
+static void test_insert_batches_in_parallel_keep_the_guarantee(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=4", "--insert-batches=4", NULL);
+	assert_non_null(g);
+	struct tclient *cl[IB_CONNS];
+	for (int i = 0; i < IB_CONNS; i++) {
+		cl[i] = connect_to(g);
+		char *buf = malloc(IB_PER_CONN * 160);
+		size_t len = 0;
+		assert_non_null(buf);
+		for (int j = 0; j < IB_PER_CONN; j++)
+			len += (size_t)sprintf(buf + len,
+				"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"pipe\","
+				"\"key\":{\"k\":\"ib-%d\"},\"defaults\":{\"n\":%d}}\n",
+				j, (i * 37 + j) % IB_KEYS, i);
+		assert_int_equal(tclient_send(cl[i], buf, len), 0);
+		free(buf);
+	}
+	static long long row_id[IB_KEYS];
+	int created[IB_KEYS] = {0};
+	for (int k = 0; k < IB_KEYS; k++)
+		row_id[k] = -1;
+	for (int i = 0; i < IB_CONNS; i++)
+		for (int j = 0; j < IB_PER_CONN; j++) {
+			struct goc_response r;
+			int k = (i * 37 + j) % IB_KEYS;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok)
+				print_error("conn %d req %d: %s\n", i, j, tclient_last(cl[i]));
+			assert_true(r.ok);
+			assert_int_equal(json_integer_value(r.id), j);
+			long long id = row_int(&r, "id");
+			if (row_id[k] == -1)
+				row_id[k] = id;
+			assert_int_equal(id, row_id[k]);
+			created[k] += r.created;
+			codec_response_free(&r);
+		}
+	for (int k = 0; k < IB_KEYS; k++) {
+		if (created[k] != 1)
+			print_error("key ib-%d: created:true %d times\n", k, created[k]);
+		assert_int_equal(created[k], 1);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM pipe WHERE k LIKE 'ib-%%'"), IB_KEYS);
+	assert_true(batch_stat(cl[0], "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * Keys that differ as text but are one value to PostgreSQL ("01", " 1",
  * "+1", 1 for a bigint) are different entries in gocd's lock table, so they
  * can meet in one batch statement: still one row and one created:true.
@@ -2028,6 +2085,7 @@ int main(void)
 		T(test_batches_isolate_failures),
 		T(test_commit_failure_isolated),
 		T(test_row_lock_wait_does_not_stall_other_inserts),
+		T(test_insert_batches_in_parallel_keep_the_guarantee),
 		T(test_equal_values_spelled_differently),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
