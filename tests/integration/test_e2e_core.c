@@ -1777,6 +1777,59 @@ static void test_row_lock_wait_does_not_stall_other_inserts(void **state)
 }
 
 /*
+ * Batches carry their keys as PostgreSQL array literals: keys with quotes,
+ * backslashes, commas, braces, spaces, the text NULL and multibyte
+ * characters must reach the table byte for byte, each created once, and
+ * be found again by a batch of lookups.
+ */
+static void test_batch_keys_with_array_syntax(void **state)
+{
+	static const char *const keys[] = {
+		"a\\\"b", "\\\\", "\\\"", "c,d", "{e}", " f ", "NULL", "null", "",
+		"\u00e9t\u00e9", "x\\\\y\\\"z", "'q'", "NULL,NULL", "}{", "\\\\\\\"",
+	};
+	enum { NK = sizeof keys / sizeof keys[0], ROUNDS = 4 };
+	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	for (int pass = 0; pass < 2; pass++) {
+		char buf[8192];
+		size_t len = 0;
+		for (int r = 0; r < ROUNDS; r++)
+			for (int k = 0; k < NK; k++)
+				len += (size_t)snprintf(buf + len, sizeof buf - len,
+					"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"pipe\","
+					"\"key\":{\"k\":\"arr-%s\"},\"defaults\":{\"n\":%d}}\n",
+					r * NK + k, keys[k], k);
+		assert_true(len < sizeof buf);
+		assert_int_equal(tclient_send(c, buf, len), 0);
+		int created[NK] = {0};
+		for (int i = 0; i < ROUNDS * NK; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok)
+				print_error("req %d: %s\n", i, tclient_last(c));
+			assert_true(r.ok);
+			int k = (int)(json_integer_value(r.id) % NK);
+			assert_int_equal(row_int(&r, "n"), k);
+			created[k] += r.created;
+			codec_response_free(&r);
+		}
+		for (int k = 0; k < NK; k++)
+			assert_int_equal(created[k], pass == 0 ? 1 : 0);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM pipe WHERE k LIKE 'arr-%%'"), NK);
+	/* byte for byte: the table holds exactly the decoded JSON strings */
+	assert_int_equal(tpg_count("SELECT count(*) FROM pipe WHERE k IN ('arr-a\"b', 'arr-\\', "
+				   "'arr-\"', 'arr-c,d', 'arr-{e}', 'arr- f ', 'arr-NULL', 'arr-null', 'arr-', "
+				   "'arr-\u00e9t\u00e9', 'arr-x\\y\"z', 'arr-''q''', 'arr-NULL,NULL', 'arr-}{', "
+				   "'arr-\\\"')"), NK);
+	assert_true(batch_stat(c, "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * insert_batches > 1: several insert batches of one table in flight on
  * different connections, with keys shared across clients so that batches
  * race on the same keys.  Still one row and one created:true per key.
@@ -2086,6 +2139,7 @@ int main(void)
 		T(test_commit_failure_isolated),
 		T(test_row_lock_wait_does_not_stall_other_inserts),
 		T(test_insert_batches_in_parallel_keep_the_guarantee),
+		T(test_batch_keys_with_array_syntax),
 		T(test_equal_values_spelled_differently),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
