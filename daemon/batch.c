@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "batch.h"
 #include "goc.h"
 #include "gocd.h"
