@@ -156,11 +156,6 @@ static struct shape *shape_get(const struct req *r, bool sel)
 	return s;
 }
 
-bool batch_skip_lookup(const struct table *t)
-{
-	return t->miss_rate > 0.5f;
-}
-
 /*
  * Fold a batch's lookups (first-time get_or_create lookups only: re-reads
  * and gets say nothing about how often keys are new) into the table's
@@ -177,6 +172,11 @@ static void note_lookups(struct table *t, int lookups, int misses)
 static bool first_lookup(const struct req *r)
 {
 	return r->phase == PHASE_LOOKUP && r->in.op == GOC_OP_GET_OR_CREATE;
+}
+
+bool batch_skip_lookup(const struct req *r)
+{
+	return first_lookup(r) && r->table->miss_rate > 0.5f;
 }
 
 int batch_enqueue(struct req *r, bool select_only)

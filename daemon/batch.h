@@ -15,7 +15,6 @@
 #include <stdbool.h>
 
 struct req;
-struct table;
 
 void batch_init(int batch_max, int insert_batches);
 void batch_set_max(int batch_max, int insert_batches); /* reload */
@@ -24,11 +23,12 @@ void batch_free_all(void);
 /* Queue r (busy, validated, batchable); 0, or -1 when r must go alone. */
 int batch_enqueue(struct req *r, bool select_only);
 /*
- * True when most recent lookups on t found no row: a get_or_create's
- * lookup then goes straight into an insert batch, whose statement finds
- * existing rows itself, saving the lookup round trip (fresh keys).
+ * True when r is a get_or_create's first lookup and most recent lookups
+ * on its table found no row: it then goes straight into an insert batch,
+ * whose statement finds existing rows itself, saving the lookup round
+ * trip (fresh keys).
  */
-bool batch_skip_lookup(const struct table *t);
+bool batch_skip_lookup(const struct req *r);
 /* From the janitor: let held-back requests go once their gate expired. */
 void batch_tick(void);
 

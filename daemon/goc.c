@@ -347,10 +347,8 @@ void goc_run(struct req *r, enum goc_phase phase)
 	}
 	r->phase = phase;
 	if (r->batchable) {
-		bool sel = phase != PHASE_INSERT;
-		if (phase == PHASE_LOOKUP && r->in.op == GOC_OP_GET_OR_CREATE &&
-		    batch_skip_lookup(r->table))
-			sel = false; /* still PHASE_LOOKUP: alone, it runs the plain flow */
+		/* A skipped lookup stays PHASE_LOOKUP: batch_next knows it by that. */
+		bool sel = phase != PHASE_INSERT && !batch_skip_lookup(r);
 		if (batch_enqueue(r, sel) == 0)
 			return;
 	}
