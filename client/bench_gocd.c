@@ -187,30 +187,19 @@ static void on_line(struct gconn *g, const char *line, size_t len)
 	g->head = (g->head + 1) % g->cap;
 	g->len--;
 	struct goc_response_scan sc;
-	struct bench_result res = { 0 };
-	if (codec_scan_response(line, len, &sc) != 0) {
-		res.code = BENCH_E_PROTOCOL;
-		res.message = "response is not a valid gocd response";
-	} else if (sc.ok) {
-		res.code = GOC_OK;
-		res.created = sc.created;
-		res.row_text = sc.row;
-		res.row_len = sc.row_len;
-	} else {
-		/* errors are rare: the full parser gives the code and message */
-		struct goc_response resp;
-		if (codec_parse_response(line, len, &resp) != 0) {
-			res.code = BENCH_E_PROTOCOL;
-			res.message = "response is not a valid gocd response";
-		} else {
-			res.code = (int)resp.code;
-			res.message = resp.message;
-		}
-		bench_done(g->c, &r, &res);
-		codec_response_free(&resp);
-		return;
+	struct goc_response resp = { 0 }; /* errors only: they are rare */
+	struct bench_result res = {
+		.code = BENCH_E_PROTOCOL, .message = "response is not a valid gocd response",
+	};
+	if (codec_scan_response(line, len, &sc) == 0 && sc.ok) {
+		res = (struct bench_result){ .code = GOC_OK, .created = sc.created,
+					     .row_text = sc.row, .row_len = sc.row_len };
+	} else if (codec_parse_response(line, len, &resp) == 0) {
+		res.code = (int)resp.code;
+		res.message = resp.message;
 	}
 	bench_done(g->c, &r, &res);
+	codec_response_free(&resp);
 }
 
 static void gocd_readable(struct gconn *g)
