@@ -67,6 +67,8 @@ static const struct option_def options[] = {
 	 "re-runs of a request after serialization failure, deadlock or lost connection"},
 	{"auth_token", OPT_STR, OFF(auth_token), "", 0, 0, "TOKEN",
 	 "shared secret TCP clients must send first ({\"op\":\"auth\",\"token\":..}); empty: none"},
+	{"auth_token_file", OPT_STR, OFF(auth_token_file), "", 0, 0, "PATH",
+	 "read auth_token from this file's first line (at start and on reload); empty: none"},
 	{"client_idle_timeout", OPT_INT, OFF(client_idle_timeout), "0", 0, 86400000, "ms",
 	 "close client connections idle this long; 0 = never"},
 	{"log_level", OPT_LEVEL, OFF(log_level), "info", 0, 0, "level",
@@ -371,6 +373,57 @@ static int load_file(struct config *cfg, const char *path, char *err, size_t err
 	return rc;
 }
 
+/*
+ * auth_token_file: the secret lives in a file only gocd's user can read
+ * (systemd's LoadCredential=), because gocd.conf must stay readable by the
+ * dynamic user and so is world-readable.  Its first line is the token;
+ * a trailing newline (and CR) is not part of it.  Read on every load, so a
+ * reload picks up a rotated token.
+ */
+static int load_token_file(struct config *cfg, char *err, size_t errlen)
+{
+	const char *path = cfg->auth_token_file;
+	if (cfg->auth_token[0] != '\0') {
+		errf(err, errlen, "auth_token and auth_token_file are both set; use one");
+		return -1;
+	}
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		errf(err, errlen, "auth_token_file: cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	char buf[4097];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	int rerr = ferror(f);
+	fclose(f);
+	if (rerr) {
+		errf(err, errlen, "auth_token_file: cannot read %s", path);
+		return -1;
+	}
+	buf[n] = '\0';
+	if (memchr(buf, '\0', n) != NULL) {
+		errf(err, errlen, "auth_token_file %s contains a NUL byte", path);
+		return -1;
+	}
+	char *nl = strchr(buf, '\n');
+	if (nl == NULL && n == sizeof buf - 1) {
+		errf(err, errlen, "auth_token_file %s: the token is longer than 4096 bytes", path);
+		return -1;
+	}
+	if (nl)
+		*nl = '\0';
+	size_t len = strlen(buf);
+	if (len > 0 && buf[len - 1] == '\r')
+		buf[--len] = '\0';
+	if (len == 0) {
+		errf(err, errlen, "auth_token_file %s: the first line is empty", path);
+		return -1;
+	}
+	free(cfg->auth_token);
+	cfg->auth_token = xstrdup(buf);
+	return 0;
+}
+
 /* Split argv[i] into name/value: --name=value, --name value, -c FILE. */
 int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv,
 		char *err, size_t errlen)
@@ -446,6 +499,8 @@ int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv
 			return -1;
 		}
 	}
+	if (cfg->auth_token_file[0] != '\0')
+		return load_token_file(cfg, err, errlen);
 	return 0;
 }
 
@@ -485,9 +540,14 @@ void config_dump(const struct config *cfg, FILE *out)
 		const struct option_def *o = &options[i];
 		switch (o->type) {
 		case OPT_STR:
-		case OPT_LEVEL:
-			fprintf(out, "%s = %s\n", o->name, *(char *const *)(base + o->offset));
+		case OPT_LEVEL: {
+			const char *v = *(char *const *)(base + o->offset);
+			/* a dump is for logs and tickets: never the secret itself */
+			if (o->offset == OFF(auth_token) && v[0] != '\0')
+				v = "(set)";
+			fprintf(out, "%s = %s\n", o->name, v);
 			break;
+		}
 		case OPT_INT:
 			fprintf(out, "%s = %d\n", o->name, *(const int *)(base + o->offset));
 			break;

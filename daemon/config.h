@@ -39,6 +39,7 @@ struct config {
 	int retry_limit;
 	char *log_level;
 	char *auth_token;      /* "" = TCP clients need no token */
+	char *auth_token_file; /* "" = none; else auth_token is read from it */
 	int client_idle_timeout; /* ms, 0 = never */
 	int slow_request_ms;  /* 0 = no slow-request log */
 	char *admin_listen;   /* HOST:PORT for /metrics and /healthz, "" = none */

@@ -3,7 +3,8 @@
  *
  * Owns: tests of reload: tables added and removed, a bad file keeping the
  * running configuration, a table without a unique index refused on reload,
- * and connections opened before the reload still served after it.
+ * connections opened before the reload still served after it, and a token
+ * rotated through auth_token_file.
  * Must never: depend on timing beyond bounded polling.
  */
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -128,10 +130,91 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 	assert_int_equal(tgocd_stop(g), 0);
 }
 
+/* Authenticate on a new TCP connection; the auth answer's error code. */
+static enum goc_err auth_code(struct tgocd *g, const char *token)
+{
+	char req[256];
+	struct goc_response r;
+	snprintf(req, sizeof req, "{\"op\":\"auth\",\"token\":\"%s\"}", token);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_call(c, req, &r), 0);
+	enum goc_err code = r.ok ? GOC_OK : r.code;
+	codec_response_free(&r);
+	tclient_close(c);
+	return code;
+}
+
+/*
+ * auth_token_file is read at start and again on SIGHUP: rewriting the file
+ * and reloading rotates the token; connections authenticated before keep
+ * being served; a file gone missing fails the reload and keeps the token.
+ */
+static void test_reload_rotates_auth_token_file(void **state)
+{
+	(void)state;
+	char token_path[512], conf[1024];
+	snprintf(token_path, sizeof token_path, "%s/reload.token", harness_dir());
+	FILE *f = fopen(token_path, "w");
+	assert_non_null(f);
+	fputs("first-token\n", f);
+	fclose(f);
+	snprintf(conf, sizeof conf, "table = rl_a=k\nauth_token_file = %s\n", token_path);
+	write_conf(conf);
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+
+	assert_int_equal(auth_code(g, "first-token"), GOC_OK);
+	assert_int_equal(auth_code(g, "first-token\\n"), GOC_E_UNAUTHORIZED);
+	struct tclient *old = tclient_tcp(g->port);
+	assert_non_null(old);
+	struct goc_response r;
+	assert_int_equal(tclient_call(old, "{\"op\":\"auth\",\"token\":\"first-token\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+	assert_int_equal(code_of(old, "rl_a", "tok1"), GOC_OK);
+
+	f = fopen(token_path, "w");
+	assert_non_null(f);
+	fputs("second-token\n", f);
+	fclose(f);
+	tgocd_signal(g, SIGHUP);
+	bool rotated = false;
+	for (int i = 0; i < 200 && !rotated; i++) {
+		rotated = auth_code(g, "second-token") == GOC_OK;
+		if (!rotated)
+			harness_sleep_ms(50);
+	}
+	assert_true(rotated);
+	assert_int_equal(auth_code(g, "first-token"), GOC_E_UNAUTHORIZED);
+	assert_int_equal(code_of(old, "rl_a", "tok2"), GOC_OK);
+
+	/* the file gone: the reload fails, the running token stays */
+	assert_int_equal(unlink(token_path), 0);
+	tgocd_signal(g, SIGHUP);
+	char *log = NULL;
+	for (int i = 0; i < 200; i++) {
+		free(log);
+		log = tgocd_log(g);
+		if (strstr(log, "auth_token_file: cannot open"))
+			break;
+		harness_sleep_ms(50);
+	}
+	assert_non_null(strstr(log, "reload failed, keeping the running configuration"));
+	assert_null(strstr(log, "second-token"));
+	free(log);
+	assert_int_equal(auth_code(g, "second-token"), GOC_OK);
+
+	tclient_close(old);
+	assert_int_equal(tgocd_stop(g), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reload_adds_and_removes_tables_keeping_clients,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_rotates_auth_token_file,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/buffer.h>
@@ -228,6 +229,73 @@ static void test_config_errors(void **state)
 	config_free(&cfg);
 }
 
+static void write_file(const char *path, const char *text, size_t len)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, len, f), len);
+	fclose(f);
+}
+
+/* auth_token_file: the first line is the token; mistakes name the file. */
+static void test_config_auth_token_file(void **state)
+{
+	(void)state;
+	struct config cfg;
+	struct cli_flags cli;
+	char err[512], path[64], arg[96];
+	snprintf(path, sizeof path, "/tmp/gocd-token-test.%d", (int)getpid());
+	snprintf(arg, sizeof arg, "--auth-token-file=%s", path);
+	char *argv[] = {"gocd", arg, NULL, NULL};
+
+	write_file(path, "s3cret\r\nsecond line ignored\n", 28);
+	assert_int_equal(config_load(&cfg, &cli, 2, argv, err, sizeof err), 0);
+	assert_string_equal(cfg.auth_token, "s3cret");
+	/* a dump never shows the token */
+	char dump[4096] = "";
+	FILE *mf = fmemopen(dump, sizeof dump - 1, "w");
+	assert_non_null(mf);
+	config_dump(&cfg, mf);
+	fclose(mf);
+	assert_null(strstr(dump, "s3cret"));
+	assert_non_null(strstr(dump, "auth_token = (set)"));
+	config_free(&cfg);
+
+	write_file(path, "no-newline", 10);
+	assert_int_equal(config_load(&cfg, &cli, 2, argv, err, sizeof err), 0);
+	assert_string_equal(cfg.auth_token, "no-newline");
+	config_free(&cfg);
+
+	struct {
+		const char *text;
+		size_t len;
+		const char *want;
+	} bad[] = {
+		{"\nafter an empty first line\n", 27, "first line is empty"},
+		{"", 0, "first line is empty"},
+		{"to\0ken\n", 7, "NUL byte"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		write_file(path, bad[i].text, bad[i].len);
+		assert_int_equal(config_load(&cfg, &cli, 2, argv, err, sizeof err), -1);
+		if (strstr(err, bad[i].want) == NULL || strstr(err, path) == NULL)
+			fail_msg("case %zu: got \"%s\", want \"%s\" and the path", i, err, bad[i].want);
+		config_free(&cfg);
+	}
+
+	argv[2] = "--auth-token=inline";
+	write_file(path, "s3cret\n", 7);
+	assert_int_equal(config_load(&cfg, &cli, 3, argv, err, sizeof err), -1);
+	assert_non_null(strstr(err, "both set"));
+	config_free(&cfg);
+
+	unlink(path);
+	assert_int_equal(config_load(&cfg, &cli, 2, argv, err, sizeof err), -1);
+	assert_non_null(strstr(err, "cannot open"));
+	assert_non_null(strstr(err, path));
+	config_free(&cfg);
+}
+
 /* The sample file parses, and documents every option of the table. */
 static void test_sample_conf_documents_every_option(void **state)
 {
@@ -264,6 +332,7 @@ int main(void)
 		cmocka_unit_test(test_canonical_key),
 		cmocka_unit_test(test_config_defaults_and_flags),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_config_auth_token_file),
 		cmocka_unit_test(test_sample_conf_documents_every_option),
 	};
 	return cmocka_run_group_tests_name("core", tests, NULL, NULL);
