@@ -1,8 +1,9 @@
 /*
  * conn.h - a client connection.
  *
- * Owns: the socket (a bufferevent), line framing and its limits, the FIFO
- * that keeps answers in request order, read backpressure, and closing.
+ * Owns: the socket (read and written directly; libevent only says when),
+ * line framing and its limits, the FIFO that keeps answers in request
+ * order, read backpressure, and closing.
  * Must never: free itself inside a callback that is still using it (it is
  * marked and reaped at the end of the callback), or free a request that
  * is still running (requests are detached and outlive their client).
