@@ -35,14 +35,16 @@ enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_CLOSED };
 static const char *const conn_state_names[] = {"open", "draining", "closed"};
 
 /*
- * Bytes asked of one read().  Most requests are far smaller, so one read
- * takes a whole burst; a longer line just takes more readiness callbacks.
  * We read ourselves rather than through a bufferevent because libevent's
  * reader asks the kernel how much is waiting (FIONREAD) before every read:
- * an extra system call per request.
+ * an extra system call per request.  All connections read into one buffer
+ * (the loop is single-threaded and a callback is done with it before it
+ * returns); lines that arrive whole are framed straight out of it, and
+ * only an unfinished tail, or input held back by max_pending, is copied
+ * into the connection's own buffer.
  */
-#define READ_CHUNK 4096
 #define READS_PER_CALLBACK 4 /* then let other clients have the loop */
+static char rbuf[65536];
 
 struct conn {
 	evutil_socket_t fd;
@@ -155,6 +157,36 @@ static void conn_process_input(struct conn *c)
 	set_reading(c, c->state == CONN_OPEN);
 }
 
+/* n bytes just read: dispatch the whole lines, keep the rest in c->in. */
+static void conn_take(struct conn *c, const char *buf, size_t n)
+{
+	const struct config *cfg = srv.cfg;
+	/* Straight from buf only when nothing older waits in c->in. */
+	if (evbuffer_get_length(c->in) == 0) {
+		while (n > 0 && c->state == CONN_OPEN && c->npending < cfg->max_pending) {
+			const char *line;
+			size_t len, used;
+			/* need-more and too-large are conn_process_input's, from c->in */
+			if (frame_next_mem(buf, n, (size_t)cfg->max_line, &line, &len, &used) != FRAME_LINE)
+				break;
+			if (!frame_is_blank(line, len))
+				dispatch_line(c, line, len);
+			if (c->state == CONN_CLOSED)
+				return;
+			buf += used;
+			n -= used;
+		}
+	}
+	if (c->state != CONN_OPEN)
+		return; /* draining: what was not read as a line is dropped */
+	if (n > 0 && evbuffer_add(c->in, buf, n) != 0) {
+		log_error("client %s: out of memory for its input; closing", c->peer);
+		conn_close(c);
+		return;
+	}
+	conn_process_input(c);
+}
+
 /*
  * Readable: take what the socket has (a bounded amount), frame it.  End of
  * input is a half-close: answer everything already read, then close.
@@ -166,13 +198,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	c->last_active_ms = gocd_now_ms();
 	c->in_callback++;
 	for (int i = 0; i < READS_PER_CALLBACK && c->state == CONN_OPEN && c->reading; i++) {
-		struct evbuffer_iovec v;
-		if (evbuffer_reserve_space(c->in, READ_CHUNK, &v, 1) < 1) {
-			log_error("client %s: out of memory for its input; closing", c->peer);
-			conn_close(c);
-			break;
-		}
-		ssize_t n = read(fd, v.iov_base, v.iov_len);
+		ssize_t n = read(fd, rbuf, sizeof rbuf);
 		if (n < 0) {
 			int err = errno;
 			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
@@ -188,10 +214,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 			log_debug("client %s: end of input", c->peer);
 			break;
 		}
-		v.iov_len = (size_t)n;
-		evbuffer_commit_space(c->in, &v, 1);
-		conn_process_input(c);
-		if ((size_t)n < READ_CHUNK)
+		conn_take(c, rbuf, (size_t)n);
+		if ((size_t)n < sizeof rbuf)
 			break; /* the socket is empty: no EAGAIN round trip */
 	}
 	c->in_callback--;

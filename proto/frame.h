@@ -27,6 +27,15 @@ enum frame_rc {
 enum frame_rc frame_next(struct evbuffer *in, size_t max_line,
 			 const char **line, size_t *len, size_t *consumed);
 
+/*
+ * The same, over bytes in plain memory (a read buffer): on FRAME_LINE,
+ * *line points into buf and *consumed bytes of buf are used up.  The scan
+ * for LF stops at max_line + 2 bytes, so a long unterminated line costs a
+ * bounded search.
+ */
+enum frame_rc frame_next_mem(const char *buf, size_t avail, size_t max_line,
+			     const char **line, size_t *len, size_t *consumed);
+
 /* True when the line is empty or only spaces/tabs: such lines are ignored. */
 int frame_is_blank(const char *line, size_t len);
 

@@ -707,13 +707,30 @@ struct framed {
 	size_t len, consumed;
 };
 
-/* One frame_next call; on FRAME_LINE the line is copied out and drained. */
+/* One frame_next call (checked against frame_next_mem on the same bytes);
+ * on FRAME_LINE the line is copied out and drained. */
 static struct framed next_frame(struct evbuffer *in, size_t max_line)
 {
 	struct framed f;
 	const char *line = NULL;
 	memset(&f, 0, sizeof f);
+	/* frame_next_mem over a flat copy must agree with frame_next */
+	size_t avail = evbuffer_get_length(in);
+	char *flat = malloc(avail + 1);
+	assert_non_null(flat);
+	assert_int_equal(evbuffer_copyout(in, flat, avail), (ev_ssize_t)avail);
+	const char *mline = NULL;
+	size_t mlen = 0, mconsumed = 0;
+	enum frame_rc mrc = frame_next_mem(flat, avail, max_line, &mline, &mlen, &mconsumed);
 	f.rc = frame_next(in, max_line, &line, &f.len, &f.consumed);
+	assert_int_equal(mrc, f.rc);
+	if (f.rc == FRAME_LINE) {
+		assert_ptr_equal(mline, flat);
+		assert_int_equal(mlen, f.len);
+		assert_int_equal(mconsumed, f.consumed);
+		assert_memory_equal(mline, line, f.len);
+	}
+	free(flat);
 	if (f.rc == FRAME_LINE) {
 		assert_true(f.len < sizeof f.text);
 		memcpy(f.text, line, f.len);
