@@ -220,6 +220,17 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/n
 fi
 echo "bench.sh: $PING_LINE" >&2
 
+# Hot keys are answered from the lock table's coalescing, mostly without
+# PostgreSQL: the loop's ping rate is their ceiling.  Say how close they get,
+# and what the issue's 5x-direct target would need.
+HOT_LINE=$(awk -F '\t' -v ping="$grps" '$1 == "hot-key" && $2 == 64 { r[$3] = $4 }
+	END {
+		if (r["gocd"] + 0 > 0 && ping + 0 > 0 && r["direct"] + 0 > 0)
+			printf "- hot-key at 64 connections: gocd %.0f req/s = %.0f%% of its ping rate above (the loop alone); 5x direct would be %.0f req/s = %.0f%% of it",
+				r["gocd"], 100 * r["gocd"] / ping, 5 * r["direct"], 500 * r["direct"] / ping
+	}' "$TSV")
+[ -n "$HOT_LINE" ] && echo "bench.sh: $HOT_LINE" >&2
+
 # ---- memory: gocd's RSS with 10,000 idle client connections open ----
 # goc-bench holds them with a trickle of pings (--rate), and the peak RSS
 # while they are open is compared with the RSS before.
@@ -301,6 +312,7 @@ RES=$OUT/results.md
 		printf "\n"
 	}' "$TSV"
 	echo "$PING_LINE"
+	[ -n "$HOT_LINE" ] && echo "$HOT_LINE"
 	echo "$IDLE_LINE"
 	echo
 	echo "Elapsed: $(( $(date +%s) - T0 )) s"
