@@ -9,7 +9,8 @@
  * message, an ok) is exactly one line of valid JSON that codec_parse_response
  * reads back with the same id, ok flag and code.  A request rendered by
  * codec_render_request (what goc sends) must parse again with the same op.
- * The tree-less reader (jsonread_skip/members, codec_scan_response, used by
+ * frame_next_mem (the daemon's read-buffer framing) cuts exactly the lines
+ * frame_next does.  The tree-less reader (jsonread_skip/members, codec_scan_response, used by
  * goc-bench) stays inside the input and agrees with the strict one.
  * Must never: include daemon headers (proto/ stands alone, like the CLI), keep
  * state between inputs, or print on the happy path (libFuzzer runs millions).
@@ -130,12 +131,20 @@ static void check_frame(const uint8_t *data, size_t size)
 	struct evbuffer *in = evbuffer_new();
 	CHECK(in != NULL, "evbuffer_new");
 	evbuffer_add(in, data, size);
+	const char *flat = (const char *)data; /* frame_next_mem walks the same bytes */
+	size_t left = size;
 	for (int i = 0; i < 64; i++) {
-		const char *line;
-		size_t len, consumed;
+		const char *line, *mline = NULL;
+		size_t len, consumed, mlen = 0, mconsumed = 0;
+		enum frame_rc mrc = frame_next_mem(flat, left, 64, &mline, &mlen, &mconsumed);
 		enum frame_rc rc = frame_next(in, 64, &line, &len, &consumed);
+		CHECK(mrc == rc, "frame_next_mem and frame_next disagree");
 		if (rc != FRAME_LINE)
 			break;
+		CHECK(mline == flat && mlen == len && mconsumed == consumed &&
+		      memcmp(mline, line, len) == 0, "frame_next_mem cut another line");
+		flat += consumed;
+		left -= consumed;
 		CHECK(len <= 64, "frame returned a line over the limit");
 		CHECK(consumed >= len + 1 && consumed <= len + 2, "frame consumed bytes");
 		CHECK(memchr(line, '\n', len) == NULL, "LF inside a framed line");
