@@ -41,10 +41,11 @@ static const char *const conn_state_names[] = {"open", "draining", "closed"};
  * (the loop is single-threaded and a callback is done with it before it
  * returns); lines that arrive whole are framed straight out of it, and
  * only an unfinished tail, or input held back by max_pending, is copied
- * into the connection's own buffer.
+ * into the connection's own buffer.  One read per readiness, as Redis does:
+ * a client with more waiting is called again on the next turn, after the
+ * others, so a pipelining client cannot hold the loop for long.
  */
-#define READS_PER_CALLBACK 4 /* then let other clients have the loop */
-static char rbuf[65536];
+static char rbuf[16384];
 
 struct conn {
 	evutil_socket_t fd;
@@ -195,28 +196,21 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)what;
+	if (c->state != CONN_OPEN || !c->reading)
+		return;
 	c->last_active_ms = gocd_now_ms();
 	c->in_callback++;
-	for (int i = 0; i < READS_PER_CALLBACK && c->state == CONN_OPEN && c->reading; i++) {
-		ssize_t n = read(fd, rbuf, sizeof rbuf);
-		if (n < 0) {
-			int err = errno;
-			if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
-				break;
-			log_debug("client %s: read: %s", c->peer, strerror(err));
-			conn_close(c);
-			break;
-		}
-		if (n == 0) {
-			conn_process_input(c);
-			if (c->state == CONN_OPEN) /* not if answering closed it */
-				conn_set_state(c, CONN_DRAINING);
-			log_debug("client %s: end of input", c->peer);
-			break;
-		}
+	ssize_t n = read(fd, rbuf, sizeof rbuf);
+	if (n > 0) {
 		conn_take(c, rbuf, (size_t)n);
-		if ((size_t)n < sizeof rbuf)
-			break; /* the socket is empty: no EAGAIN round trip */
+	} else if (n == 0) {
+		conn_process_input(c);
+		if (c->state == CONN_OPEN) /* not if answering closed it */
+			conn_set_state(c, CONN_DRAINING);
+		log_debug("client %s: end of input", c->peer);
+	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		log_debug("client %s: read: %s", c->peer, strerror(errno));
+		conn_close(c);
 	}
 	c->in_callback--;
 	conn_reap(c);
