@@ -88,6 +88,23 @@ static void conn_set_state(struct conn *c, enum conn_state s)
 	}
 }
 
+/* Release the socket and its events and buffers (any may be missing). */
+static void conn_free_io(struct conn *c)
+{
+	if (c->rev)
+		event_free(c->rev);
+	if (c->wev)
+		event_free(c->wev);
+	if (c->in)
+		evbuffer_free(c->in);
+	if (c->out)
+		evbuffer_free(c->out);
+	c->rev = c->wev = NULL;
+	c->in = c->out = NULL;
+	evutil_closesocket(c->fd);
+	c->fd = -1;
+}
+
 /* Drop the socket now; running requests carry on detached. */
 static void conn_close(struct conn *c)
 {
@@ -100,14 +117,7 @@ static void conn_close(struct conn *c)
 		req_detach(r);
 	}
 	c->npending = 0;
-	event_free(c->rev);
-	event_free(c->wev);
-	evbuffer_free(c->in);
-	evbuffer_free(c->out);
-	c->rev = c->wev = NULL;
-	c->in = c->out = NULL;
-	evutil_closesocket(c->fd);
-	c->fd = -1;
+	conn_free_io(c);
 }
 
 static void set_reading(struct conn *c, bool on)
@@ -367,16 +377,8 @@ void conn_accept(evutil_socket_t fd, const char *peer, int is_unix)
 	c->out = evbuffer_new();
 	if (!c->rev || !c->wev || !c->in || !c->out || event_add(c->rev, NULL) != 0) {
 		log_error("client %s: out of memory; closing", peer);
-		if (c->rev)
-			event_free(c->rev);
-		if (c->wev)
-			event_free(c->wev);
-		if (c->in)
-			evbuffer_free(c->in);
-		if (c->out)
-			evbuffer_free(c->out);
+		conn_free_io(c);
 		free(c);
-		evutil_closesocket(fd);
 		return;
 	}
 	TAILQ_INIT(&c->reqs);
