@@ -368,6 +368,18 @@ static void sb_key_match(struct sb *b, const struct table *t, const char *left, 
 	}
 }
 
+/* The order the batch INSERT takes its inputs in: by key, so concurrent
+ * batches lock index entries in the same order (no deadlock), then by input
+ * number, so ties - equal keys spelled differently - have one first. */
+static void sb_insert_order(struct sb *b, const struct table *t)
+{
+	for (int k = 0; k < t->conf->ncols; k++) {
+		sb_cast(b, "i", k, &t->cols[t->key_col[k]]);
+		sb_add(b, ", ");
+	}
+	sb_add(b, "i.ord");
+}
+
 /*
  * One statement for many keys:
  *   i: the input rows, numbered;
@@ -378,8 +390,11 @@ static void sb_key_match(struct sb *b, const struct table *t, const char *left, 
  * A key that another transaction committed after this statement's
  * snapshot is neither in f nor in n: the caller re-reads it with a fresh
  * statement.  Two inputs that are the same value spelled differently
- * ("1" and "01" for an int) can both match one inserted row: row_number()
- * gives created=true to exactly one of them.
+ * ("1" and "01" for an int, "a@x" and "A@X" for citext) both match the one
+ * row inserted for them.  Of such inputs, the INSERT takes the first in
+ * sb_insert_order's order and the rest conflict with it; row_number()
+ * ranks them in that same order, so created=true goes to the input whose
+ * values (key spelling, defaults) are in the row, and to no other.
  */
 char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 {
@@ -408,10 +423,7 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 		sb_cast(&b, "i", k, &t->cols[k < nk ? t->key_col[k] : defcols[k - nk]]);
 	}
 	sb_add(&b, " FROM i WHERE NOT EXISTS (SELECT FROM f WHERE f.ord = i.ord) ORDER BY ");
-	for (int k = 0; k < nk; k++) {
-		snprintf(c, sizeof c, "%s%d", k ? ", " : "", k + 1);
-		sb_add(&b, c);
-	}
+	sb_insert_order(&b, t);
 	sb_add(&b, " ON CONFLICT ");
 	sb_add(&b, t->conflict_target);
 	sb_add(&b, " DO NOTHING RETURNING ");
@@ -423,9 +435,9 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 	}
 	sb_add(&b, "row_to_json(t.*)::text AS r) "
 		   "SELECT f.ord, f.r, false, NULL::text FROM f UNION ALL "
-		   "SELECT i.ord, n.r, row_number() OVER (PARTITION BY n.r ORDER BY i.ord) = 1, "
-		   "pg_current_xact_id_if_assigned()::text "
-		   "FROM n JOIN i ON ");
+		   "SELECT i.ord, n.r, row_number() OVER (PARTITION BY n.r ORDER BY ");
+	sb_insert_order(&b, t);
+	sb_add(&b, ") = 1, pg_current_xact_id_if_assigned()::text FROM n JOIN i ON ");
 	sb_key_match(&b, t, "n.", false);
 	return b.s;
 }

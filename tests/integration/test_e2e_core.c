@@ -41,6 +41,9 @@ static const char SCHEMA[] =
 	"CREATE TABLE docs(id bigserial primary key, k text not null unique, big bigint,"
 	"  num numeric, ts timestamptz, flag boolean, score double precision, note text, doc jsonb);"
 	"CREATE TABLE ints(id bigserial primary key, n bigint not null unique, label text);"
+	/* one key, many spellings: "ab" = "AB" here */
+	"CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);"
+	"CREATE TABLE cikeys(id bigserial primary key, k text collate ci not null unique, label text);"
 	/* a foreign key checked only at commit: an insert can fail after its rows */
 	"CREATE TABLE dparent(id int primary key); INSERT INTO dparent VALUES (1);"
 	"CREATE TABLE dchild(id bigserial primary key, k text not null unique,"
@@ -67,6 +70,7 @@ static const char SCHEMA[] =
 #define STD_ARGS \
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
+	"--table=cikeys=k", \
 	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
 	"--table=dchild=k", \
 	"--pool-size=8", "--request-timeout=10000", \
@@ -1888,52 +1892,77 @@ static void test_insert_batches_in_parallel_keep_the_guarantee(void **state)
 
 /*
  * Keys that differ as text but are one value to PostgreSQL ("01", " 1",
- * "+1", 1 for a bigint) are different entries in gocd's lock table, so they
- * can meet in one batch statement: still one row and one created:true.
+ * "+1", 1 for a bigint; "Ab" and "aB" under a case-insensitive collation)
+ * are different entries in gocd's lock table, so they meet in one batch
+ * statement: still one row, one created:true, and that answer goes to the
+ * request whose spelling and defaults the row holds - the one whose INSERT
+ * made it - not to another one of them.
  */
+static void spelled_rounds(struct tgocd *g, const char *table, const char *col,
+			   const char *const (*spell)[2], int nspell, int first)
+{
+	enum { ROUNDS = 20, MAXSPELL = 8 };
+	struct tclient *cl[MAXSPELL];
+	assert_true(nspell <= MAXSPELL);
+	for (int i = 0; i < nspell; i++)
+		cl[i] = connect_to(g);
+	for (int k = 0; k < ROUNDS; k++) {
+		int v = first + k;
+		for (int i = 0; i < nspell; i++) {
+			char req[300];
+			snprintf(req, sizeof req,
+				 "{\"op\":\"get_or_create\",\"table\":\"%s\",\"key\":{\"%s\":%s%d%s},"
+				 "\"defaults\":{\"label\":\"by %d\"}}\n",
+				 table, col, spell[i][0], v, spell[i][1], i);
+			assert_int_equal(tclient_send(cl[i], req, strlen(req)), 0);
+		}
+		int created = 0;
+		long long id = -1;
+		for (int i = 0; i < nspell; i++) {
+			struct goc_response r;
+			char label[32];
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok)
+				print_error("%s: value %d spelled %s%d%s: %s\n", table, v, spell[i][0], v,
+					    spell[i][1], tclient_last(cl[i]));
+			assert_true(r.ok);
+			if (id == -1)
+				id = row_int(&r, "id");
+			assert_int_equal(row_int(&r, "id"), id);
+			snprintf(label, sizeof label, "by %d", i);
+			if (r.created && strcmp(row_str(&r, "label"), label) != 0)
+				print_error("%s: value %d: created:true went to spelling %d, the row is %s\n",
+					    table, v, i, tclient_last(cl[i]));
+			if (r.created)
+				assert_string_equal(row_str(&r, "label"), label);
+			created += r.created;
+			codec_response_free(&r);
+		}
+		if (created != 1)
+			print_error("%s: value %d: %d created:true\n", table, v, created);
+		assert_int_equal(created, 1);
+	}
+	for (int i = 0; i < nspell; i++)
+		tclient_close(cl[i]);
+}
+
 static void test_equal_values_spelled_differently(void **state)
 {
 	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=1", NULL);
 	assert_non_null(g);
 	/* prefix and suffix around the digits */
-	static const char *const spell[][2] = {
+	static const char *const ints[][2] = {
 		{ "", "" }, { "\"", "\"" }, { "\"0", "\"" }, { "\" ", "\"" }, { "\"+", "\"" }, { "\"", " \"" },
 	};
-	enum { NSPELL = sizeof spell / sizeof spell[0], ROUNDS = 20 };
-	struct tclient *cl[NSPELL];
-	for (int i = 0; i < NSPELL; i++)
-		cl[i] = connect_to(g);
-	for (int k = 0; k < ROUNDS; k++) {
-		int v = 7000000 + k;
-		for (int i = 0; i < NSPELL; i++) {
-			char val[32], req[200];
-			snprintf(val, sizeof val, "%s%d%s", spell[i][0], v, spell[i][1]);
-			snprintf(req, sizeof req,
-				 "{\"op\":\"get_or_create\",\"table\":\"ints\",\"key\":{\"n\":%s}}\n", val);
-			assert_int_equal(tclient_send(cl[i], req, strlen(req)), 0);
-		}
-		int created = 0;
-		long long id = -1;
-		for (int i = 0; i < NSPELL; i++) {
-			struct goc_response r;
-			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
-			if (!r.ok)
-				print_error("value %d spelled %s%d%s: %s\n", v, spell[i][0], v, spell[i][1],
-					    tclient_last(cl[i]));
-			assert_true(r.ok);
-			assert_int_equal(row_int(&r, "n"), v);
-			if (id == -1)
-				id = row_int(&r, "id");
-			assert_int_equal(row_int(&r, "id"), id);
-			created += r.created;
-			codec_response_free(&r);
-		}
-		if (created != 1)
-			print_error("value %d: %d created:true\n", v, created);
-		assert_int_equal(created, 1);
-	}
-	assert_int_equal(tpg_count("SELECT count(*) FROM ints WHERE n BETWEEN 7000000 AND 7000019"), ROUNDS);
-	assert_true(batch_stat(cl[0], "batches") > 0);
+	static const char *const cases[][2] = {
+		{ "\"ab", "\"" }, { "\"AB", "\"" }, { "\"aB", "\"" }, { "\"Ab", "\"" },
+	};
+	spelled_rounds(g, "ints", "n", ints, sizeof ints / sizeof ints[0], 7000000);
+	assert_int_equal(tpg_count("SELECT count(*) FROM ints WHERE n BETWEEN 7000000 AND 7000019"), 20);
+	spelled_rounds(g, "cikeys", "k", cases, sizeof cases / sizeof cases[0], 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM cikeys"), 20);
+	struct tclient *c = connect_to(g);
+	assert_true(batch_stat(c, "batches") > 0);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
