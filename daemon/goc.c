@@ -317,7 +317,11 @@ static void finish_row(struct req *r, const char *row, size_t len, bool created)
 		codec_render_row(r->out, r->in.id, created, row, len);
 		req_answered(r);
 	}
-	if (r->lock.ent) {
+	if (row == NULL) {
+		/* A get that found nothing: a waiting get_or_create must still
+		 * create, so each waiter runs its own request. */
+		release_to_next(r);
+	} else if (r->lock.ent) {
 		struct lockwaiter *w;
 		while ((w = locktab_pop_waiter(&r->lock)) != NULL) {
 			struct req *wr = REQ_OF(w, lock);
@@ -691,25 +695,21 @@ void goc_start(struct req *r)
 	if (prepare(r, t) != 0)
 		return;
 
+	/* A get takes the key too: one that a client pipelines after a
+	 * get_or_create of the same key must see that request's row. */
 	r->busy = true;
-	if (r->in.op == GOC_OP_GET) {
-		goc_run(r, PHASE_LOOKUP);
+	switch (locktab_acquire(&r->lock, r->lockkey, r->lockkey_len, srv.cfg->max_waiters)) {
+	case LOCK_OWNED:
+		break;
+	case LOCK_QUEUED:
+		r->step = STEP_WAITING;
 		return;
-	}
-	{
-		switch (locktab_acquire(&r->lock, r->lockkey, r->lockkey_len, srv.cfg->max_waiters)) {
-		case LOCK_OWNED:
-			break;
-		case LOCK_QUEUED:
-			r->step = STEP_WAITING;
-			return;
-		case LOCK_FULL:
-			r->busy = false;
-			req_answer_error(r, GOC_E_OVERLOADED,
-					 "%d requests already wait on this key (max_waiters)",
-					 srv.cfg->max_waiters);
-			return;
-		}
+	case LOCK_FULL:
+		r->busy = false;
+		req_answer_error(r, GOC_E_OVERLOADED,
+				 "%d requests already wait on this key (max_waiters)",
+				 srv.cfg->max_waiters);
+		return;
 	}
 	goc_run(r, PHASE_LOOKUP);
 }

@@ -964,6 +964,51 @@ static void test_get_missing_key_returns_null_row(void **state)
 	harness_pass();
 }
 
+/*
+ * A get pipelined behind a get_or_create of the same key on one connection
+ * must see the row the connection was just told about: gets take the key in
+ * the lock table like get_or_create does.  And a get that finds nothing must
+ * not answer a get_or_create waiting behind it with its null row.
+ */
+static void test_pipelined_get_sees_earlier_create(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	enum { ROUNDS = 20 };
+	for (int k = 0; k < ROUNDS; k++) {
+		/* get (miss), get_or_create, get, get_or_create, get: one write */
+		assert_int_equal(tclient_sendf(c,
+			"{\"op\":\"get\",\"id\":0,\"table\":\"pipe\",\"key\":{\"k\":\"getpipe-%d\"}}\n"
+			"{\"op\":\"get_or_create\",\"id\":1,\"table\":\"pipe\",\"key\":{\"k\":\"getpipe-%d\"},\"defaults\":{\"n\":%d}}\n"
+			"{\"op\":\"get\",\"id\":2,\"table\":\"pipe\",\"key\":{\"k\":\"getpipe-%d\"}}\n"
+			"{\"op\":\"get_or_create\",\"id\":3,\"table\":\"pipe\",\"key\":{\"k\":\"getpipe-%d\"}}\n"
+			"{\"op\":\"get\",\"id\":4,\"table\":\"pipe\",\"key\":{\"k\":\"getpipe-%d\"}}\n",
+			k, k, k, k, k, k), 0);
+		long long id = -1;
+		for (int i = 0; i < 5; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || (i > 0 && r.row == NULL))
+				print_error("round %d answer %d: %s\n", k, i, tclient_last(c));
+			assert_true(r.ok);
+			assert_int_equal(json_integer_value(r.id), i);
+			assert_int_equal(r.created, i == 1);
+			if (i == 0) {
+				assert_null(r.row);
+			} else {
+				assert_int_equal(row_int(&r, "n"), k);
+				if (id == -1)
+					id = row_int(&r, "id");
+				assert_int_equal(row_int(&r, "id"), id);
+			}
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM pipe WHERE k LIKE 'getpipe-%%'"), ROUNDS);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* A client that vanishes (mid-line, or right after a full request, with a
  * reset) must not disturb anyone else; its complete request still runs. */
 static void test_disconnect_mid_request_does_not_disturb_others(void **state)
@@ -2149,6 +2194,7 @@ int main(void)
 		T(test_wide_values_keep_every_digit),
 		T(test_jsonb_nested_real_exact),
 		T(test_get_missing_key_returns_null_row),
+		T(test_pipelined_get_sees_earlier_create),
 		T(test_disconnect_mid_request_does_not_disturb_others),
 		T(test_half_close_gets_all_answers),
 		T(test_half_close_with_slow_requests),
