@@ -192,19 +192,71 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 	return 0;
 }
 
-static int dump_to_evbuffer(const char *buf, size_t size, void *data)
+/*
+ * The shortest digits that read back as d, laid out as JavaScript prints
+ * numbers: positional for 1e-6 <= |d| < 1e21, else with an exponent.  So
+ * 20.0 is "20", which an integer column takes (printf's shortest %g gives
+ * "2e+01", which it refuses), 0.1 is "0.1" and 1e300 is "1e+300".  In JSON
+ * (as_json) a whole number gets ".0", so that it stays a real: "20.0".
+ */
+static void format_real(double d, bool as_json, char *buf, size_t size)
 {
-	return evbuffer_add((struct evbuffer *)data, buf, size);
-}
+	char e[40], digits[20];
+	int k = 0;
 
-/* Shortest %.*g that reads back as the same double, so 0.1 stays "0.1". */
-static void format_real(double d, char *buf, size_t size)
-{
 	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(buf, size, "%.*g", prec, d);
-		if (strtod(buf, NULL) == d)
-			return;
+		snprintf(e, sizeof e, "%.*e", prec - 1, d);
+		if (strtod(e, NULL) == d)
+			break;
 	}
+	/* e is [-]D[.DDD]e[+-]X: collect the digits, then the exponent. */
+	const char *p = e + (e[0] == '-');
+	for (; *p && *p != 'e'; p++)
+		if (*p != '.')
+			digits[k++] = *p;
+	while (k > 1 && digits[k - 1] == '0')
+		k--;
+	int n = atoi(p + 1) + 1; /* d = 0.DIGITS x 10^n */
+	char *o = buf, *end = buf + size - 1;
+#define PUT(c) do { if (o < end) *o++ = (c); } while (0)
+	if (e[0] == '-')
+		PUT('-');
+	if (d == 0) {
+		PUT('0');
+		n = k = 1;
+	} else if (n >= k && n <= 21) {          /* whole: 12300 */
+		for (int i = 0; i < n; i++)
+			PUT(i < k ? digits[i] : '0');
+	} else if (n > 0 && n <= 21) {           /* 12.3 */
+		for (int i = 0; i < k; i++) {
+			if (i == n)
+				PUT('.');
+			PUT(digits[i]);
+		}
+	} else if (n > -6 && n <= 0) {           /* 0.00123 */
+		PUT('0');
+		PUT('.');
+		for (int i = n; i < 0; i++)
+			PUT('0');
+		for (int i = 0; i < k; i++)
+			PUT(digits[i]);
+	} else {                                 /* 1.23e+25 */
+		PUT(digits[0]);
+		if (k > 1)
+			PUT('.');
+		for (int i = 1; i < k; i++)
+			PUT(digits[i]);
+		char x[16];
+		snprintf(x, sizeof x, "e%+d", n - 1);
+		for (const char *q = x; *q; q++)
+			PUT(*q);
+	}
+	if (as_json && n >= k && n <= 21) {
+		PUT('.');
+		PUT('0');
+	}
+#undef PUT
+	*o = '\0';
 }
 
 static void add_json_string(struct evbuffer *out, const char *s);
@@ -250,7 +302,7 @@ static void add_json_value(struct evbuffer *out, const json_t *v)
 		evbuffer_add(out, num, strlen(num));
 		break;
 	case JSON_REAL:
-		format_real(json_real_value(v), num, sizeof num);
+		format_real(json_real_value(v), true, num, sizeof num);
 		evbuffer_add(out, num, strlen(num));
 		break;
 	case JSON_TRUE:
@@ -282,8 +334,12 @@ int codec_value_text(const json_t *v, bool as_json, struct evbuffer *out,
 	} else if (json_is_object(v) || json_is_array(v)) {
 		*why = "objects and arrays are accepted only for json and jsonb columns";
 		return -1;
+	} else if (json_is_real(v)) {
+		char num[40];
+		format_real(json_real_value(v), false, num, sizeof num);
+		evbuffer_add(out, num, strlen(num));
 	} else {
-		add_json_value(out, v); /* numbers and booleans read the same as JSON */
+		add_json_value(out, v); /* integers and booleans read the same as JSON */
 	}
 	evbuffer_add(out, "", 1);
 	return 0;
@@ -335,8 +391,7 @@ static void add_head(struct evbuffer *out, const json_t *id, bool ok)
 	evbuffer_add(out, "{", 1);
 	if (id != NULL) {
 		evbuffer_add(out, "\"id\":", 5);
-		json_dump_callback(id, dump_to_evbuffer, out,
-				   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+		add_json_value(out, id);
 		evbuffer_add(out, ",", 1);
 	}
 	if (ok)
@@ -478,8 +533,7 @@ void codec_render_request(struct evbuffer *out, enum goc_op op, const json_t *id
 	add_json_string(out, codec_op_name(op));
 	if (id) {
 		evbuffer_add(out, ",\"id\":", 6);
-		json_dump_callback(id, dump_to_evbuffer, out,
-				   JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
+		add_json_value(out, id);
 	}
 	if (table) {
 		evbuffer_add(out, ",\"table\":", 9);

@@ -921,6 +921,28 @@ static void test_wide_values_keep_every_digit(void **state)
 	harness_pass();
 }
 
+/* A whole decimal (what Python's json.dumps writes for 20.0) reaches an
+ * integer column as 20, not as "2e+01", which PostgreSQL refuses. */
+static void test_whole_decimals_read_as_integers(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"id\":1E2,\"table\":\"docs\",\"key\":{\"k\":\"whole-real\"},"
+		   "\"defaults\":{\"big\":20.0,\"note\":1500.0,\"doc\":{\"x\":20.0}}}", &r);
+	assert_true(r.created);
+	assert_int_equal(row_int(&r, "big"), 20);
+	assert_string_equal(row_str(&r, "note"), "1500");
+	assert_true(json_is_real(r.id) && json_real_value(r.id) == 100.0);
+	codec_response_free(&r);
+	char *doc = tpg_value("SELECT doc::text FROM docs WHERE k = 'whole-real'");
+	assert_non_null(doc);
+	assert_string_equal(doc, "{\"x\": 20.0}");
+	free(doc);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* jsonb stores numbers as numeric, digit for digit: a 0.1 nested in an
  * object must arrive as 0.1, not 0.10000000000000001. */
 static void test_jsonb_nested_real_exact(void **state)
@@ -2193,6 +2215,7 @@ int main(void)
 		T(test_composite_keys_never_share_a_lock),
 		T(test_wide_values_keep_every_digit),
 		T(test_jsonb_nested_real_exact),
+		T(test_whole_decimals_read_as_integers),
 		T(test_get_missing_key_returns_null_row),
 		T(test_pipelined_get_sees_earlier_create),
 		T(test_disconnect_mid_request_does_not_disturb_others),

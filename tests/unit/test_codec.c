@@ -8,6 +8,7 @@
  * Expected strings are written out literally so a change of wire bytes shows
  * up here first.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -398,11 +399,66 @@ static void test_value_text_real_shortest(void **state)
 	expect_text(json_real(0.30000000000000004), false, "0.30000000000000004");
 	expect_text(json_real(1e300), false, "1e+300");
 	expect_text(json_real(1.0), false, "1");
+	/* Positional, as JavaScript prints numbers, for 1e-6 <= |d| < 1e21:
+	 * a whole double must read as an integer ("2e+01" is refused by int
+	 * columns and stored as such by text ones). */
+	expect_text(json_real(20.0), false, "20");
+	expect_text(json_real(1500.0), false, "1500");
+	expect_text(json_real(12000000.0), false, "12000000");
+	expect_text(json_real(-100.0), false, "-100");
+	expect_text(json_real(1e20), false, "100000000000000000000");
+	expect_text(json_real(1e21), false, "1e+21");
+	expect_text(json_real(1.25e22), false, "1.25e+22");
+	expect_text(json_real(123.456), false, "123.456");
+	expect_text(json_real(0.000001), false, "0.000001");
+	expect_text(json_real(0.00000123), false, "0.00000123");
+	expect_text(json_real(1e-7), false, "1e-7");
+	expect_text(json_real(-1.5e-7), false, "-1.5e-7");
+	expect_text(json_real(5e-324), false, "5e-324");
+	expect_text(json_real(1.7976931348623157e308), false, "1.7976931348623157e+308");
+	expect_text(json_real(0.0), false, "0");
+	expect_text(json_real(-0.0), false, "-0");
 	/* and what the parser produces from the wire reads back identically */
 	json_t *v = json_loads("[0.1]", 0, NULL);
 	assert_non_null(v);
 	expect_text(json_incref(json_array_get(v, 0)), false, "0.1");
 	json_decref(v);
+}
+
+/* Any double, in either mode: the text reads back as the same double, is a
+ * JSON real in JSON mode, and is no longer than a double's 17 digits need. */
+static void test_value_text_real_round_trips(void **state)
+{
+	uint64_t x = 88172645463325252ULL; /* xorshift64: the same doubles every run */
+	for (int i = 0; i < 60000; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		double d;
+		uint64_t bits = i < 30000 ? x : (x >> 12) | 0x4000000000000000ULL; /* then 2..4 */
+		memcpy(&d, &bits, sizeof d);
+		if (!isfinite(d))
+			continue;
+		if (i % 3 == 0)
+			d = round(d); /* whole numbers too */
+		for (int as_json = 0; as_json <= 1; as_json++) {
+			int rc;
+			const char *why;
+			char *got = value_text(json_real(d), as_json, &rc, &why);
+			/* in JSON it must parse as a real (a whole number as
+			 * digits only would be an integer, or too big for one) */
+			json_t *back = as_json ? json_loads(got, JSON_DECODE_ANY, NULL) : NULL;
+			double r = strtod(got, NULL);
+			if (rc != 0 || (as_json && !json_is_real(back)) || r != d || strlen(got) > 26)
+				print_error("%.17g (json %d) -> \"%s\" -> %.17g\n", d, as_json, got, r);
+			assert_int_equal(rc, 0);
+			assert_true(!as_json || json_is_real(back));
+			assert_true(r == d && signbit(r) == signbit(d));
+			assert_true(strlen(got) <= 26);
+			json_decref(back);
+			free(got);
+		}
+	}
 }
 
 static void test_value_text_bool(void **state)
@@ -447,6 +503,11 @@ static void test_value_text_json_mode(void **state)
 	expect_text(json_string("abc"), true, "\"abc\"");
 	expect_text(json_integer(9007199254740993LL), true, "9007199254740993");
 	expect_text(json_real(0.1), true, "0.1");
+	/* a whole real stays a real in JSON */
+	expect_text(json_real(20.0), true, "20.0");
+	expect_text(json_real(-0.0), true, "-0.0");
+	expect_text(json_real(1e21), true, "1e+21");
+	expect_text(json_loads("[1E2,2.50]", 0, NULL), true, "[100.0,2.5]");
 	expect_text(json_true(), true, "true");
 	expect_text(json_false(), true, "false");
 	expect_text(json_loads("{\"a\":[1,\"x\",{\"b\":null}],\"c\":true}", 0, NULL), true,
@@ -491,6 +552,25 @@ static void test_render_row_verbatim(void **state)
 	s = render_row(NULL, false, "{\"a\":\"x\"}");
 	assert_string_equal(s, "{\"ok\":true,\"created\":false,\"row\":{\"a\":\"x\"}}\n");
 	free(s);
+}
+
+/* An id comes back as the value it was: a real in its shortest form
+ * (jansson's own dump would say 0.10000000000000001), and still a real. */
+static void test_render_id_real_shortest(void **state)
+{
+	static const char *const in[] = { "0.1", "1E2", "-2.50", "[0.1,{\"a\":1e-7}]" };
+	static const char *const out[] = { "0.1", "100.0", "-2.5", "[0.1,{\"a\":1e-7}]" };
+	for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+		json_t *id = json_loads(in[i], JSON_DECODE_ANY, NULL);
+		assert_non_null(id);
+		char *s = render_row(id, false, NULL);
+		char want[128];
+		snprintf(want, sizeof want, "{\"id\":%s,\"ok\":true,\"created\":false,\"row\":null}\n",
+			 out[i]);
+		assert_string_equal(s, want);
+		free(s);
+		json_decref(id);
+	}
 }
 
 static void test_render_row_null(void **state)
@@ -909,11 +989,13 @@ int main(void)
 		cmocka_unit_test(test_value_text_string),
 		cmocka_unit_test(test_value_text_int64_exact),
 		cmocka_unit_test(test_value_text_real_shortest),
+		cmocka_unit_test(test_value_text_real_round_trips),
 		cmocka_unit_test(test_value_text_bool),
 		cmocka_unit_test(test_value_text_null_refused),
 		cmocka_unit_test(test_value_text_object_refused_without_json),
 		cmocka_unit_test(test_value_text_json_mode),
 		cmocka_unit_test(test_value_text_json_nested_real_shortest),
+		cmocka_unit_test(test_render_id_real_shortest),
 		cmocka_unit_test(test_render_row_verbatim),
 		cmocka_unit_test(test_render_row_null),
 		cmocka_unit_test(test_render_row_blanks_cr_lf),
