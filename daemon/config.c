@@ -3,7 +3,9 @@
  *
  * Owns: every option's declaration.  --help and conf/gocd.conf are checked
  * against this table (tests/unit), so docs cannot drift from code.
- * Must never: touch the network or the event loop.
+ * Must never: touch the network or the event loop.  (Addresses are parsed
+ * with libevent's evutil_parse_sockaddr_port, a pure parser, because the
+ * listeners use it: what passes here is what they accept.)
  */
 #include <ctype.h>
 #include <errno.h>
@@ -12,6 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <event2/util.h>
 
 #include "config.h"
 #include "log.h"
@@ -425,6 +432,32 @@ static int load_token_file(struct config *cfg, char *err, size_t errlen)
 }
 
 /* Split argv[i] into name/value: --name=value, --name value, -c FILE. */
+/* Values that parse as options but could never be opened: refused here, so
+ * that -t, a start and a reload all say so the same way, before anything
+ * has been opened. */
+static int check_addresses(const struct config *cfg, char *err, size_t errlen)
+{
+	const char *const name[] = {"listen", "admin_listen"};
+	const char *const val[] = {cfg->listen, cfg->admin_listen};
+	for (int i = 0; i < 2; i++) {
+		struct sockaddr_storage ss;
+		int len = sizeof ss;
+		if (val[i][0] && evutil_parse_sockaddr_port(val[i], (struct sockaddr *)&ss, &len) != 0) {
+			errf(err, errlen, "%s: \"%s\" is not HOST:PORT with a numeric address and a port "
+			     "up to 65535 (e.g. 127.0.0.1:7432 or [::1]:7432; names are not resolved)",
+			     name[i], val[i]);
+			return -1;
+		}
+	}
+	struct sockaddr_un sun;
+	if (strlen(cfg->unix_path) >= sizeof sun.sun_path) {
+		errf(err, errlen, "unix: the path is %zu bytes long; a Unix socket path has at most %zu",
+		     strlen(cfg->unix_path), sizeof sun.sun_path - 1);
+		return -1;
+	}
+	return 0;
+}
+
 int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv,
 		char *err, size_t errlen)
 {
@@ -499,6 +532,8 @@ int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv
 			return -1;
 		}
 	}
+	if (check_addresses(cfg, err, errlen) != 0)
+		return -1;
 	if (cfg->auth_token_file[0] != '\0')
 		return load_token_file(cfg, err, errlen);
 	return 0;

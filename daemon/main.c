@@ -233,6 +233,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	if (!cfg->listen[0] && !cfg->unix_path[0] && getenv("LISTEN_FDS") == NULL) {
+		fprintf(stderr, "gocd: no listener configured: listen and unix are both empty "
+				"(and no sockets come from systemd)\n");
+		return 2;
+	}
+
 	table_sync(cfg);
 	int rc = catalog_check_blocking(cfg, err, sizeof err);
 	if (rc < 0) {

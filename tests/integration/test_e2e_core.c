@@ -2193,6 +2193,43 @@ static void test_check_mode_accepts_good_config(void **state)
 	harness_pass();
 }
 
+/* What -t passes must start: an address the listeners cannot open is a
+ * configuration error (exit 2) for -t and for a real start alike, not a
+ * "configuration ok" followed by a start that fails or, for admin_listen,
+ * goes on without it. */
+static void test_check_mode_refuses_unopenable_addresses(void **state)
+{
+	char pg[200], longpath[160];
+	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
+	snprintf(longpath, sizeof longpath, "--unix=/tmp/%0120d", 0);
+	static const char *const want[] = {
+		"is not HOST:PORT", "is not HOST:PORT", "at most 107", "no listener configured",
+		"admin_listen: \"bogus\" is not HOST:PORT",
+	};
+	const char *bad[][2] = {
+		{ "--listen=localhost:7432", "--admin-listen=" },
+		{ "--listen=127.0.0.1:99999", "--admin-listen=" },
+		{ longpath, "--admin-listen=" },
+		{ "--listen=", "--unix=" },
+		{ "--listen=127.0.0.1:1", "--admin-listen=bogus" },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		for (int check_only = 0; check_only <= 1; check_only++) {
+			const char *args[] = { check_only ? "-t" : "--log-level=info", pg, bad[i][0],
+					       bad[i][1], "--table=users=email", NULL };
+			char *out = NULL;
+			int rc = tgocd_run(&out, 20000, args);
+			if (rc != 2 || out == NULL || strstr(out, want[i]) == NULL)
+				print_error("%s %s %s: exit %d, output:\n%s\n", args[0], bad[i][0], bad[i][1],
+					    rc, out ? out : "(none)");
+			assert_int_equal(rc, 2);
+			assert_non_null(strstr(out, want[i]));
+			free(out);
+		}
+	}
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2244,6 +2281,7 @@ int main(void)
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
 		T(test_check_mode_accepts_good_config),
+		T(test_check_mode_refuses_unopenable_addresses),
 	};
 	/* GOCD_TEST_FILTER=test_error_* runs a subset while debugging. */
 	const char *filter = getenv("GOCD_TEST_FILTER");
