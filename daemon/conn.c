@@ -201,6 +201,8 @@ static void conn_take(struct conn *c, const char *buf, size_t n)
 /*
  * Readable: take what the socket has (a bounded amount), frame it.  End of
  * input is a half-close: answer everything already read, then close.
+ * Reading is on only below max_pending, and every whole line is framed
+ * before the next read, so at end of input c->in holds at most the tail.
  */
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -214,7 +216,11 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	if (n > 0) {
 		conn_take(c, rbuf, (size_t)n);
 	} else if (n == 0) {
-		conn_process_input(c);
+		/* A last line without its LF (printf '{"op":"ping"}' | nc -N)
+		 * is still a line: ending the input ends it.  It fits: an
+		 * unfinished line is never kept past max_line. */
+		if (evbuffer_get_length(c->in) > 0 && evbuffer_add(c->in, "\n", 1) == 0)
+			conn_process_input(c);
 		if (c->state == CONN_OPEN) /* not if answering closed it */
 			conn_set_state(c, CONN_DRAINING);
 		log_debug("client %s: end of input", c->peer);

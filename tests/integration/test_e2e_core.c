@@ -1074,16 +1074,21 @@ static void test_half_close_gets_all_answers(void **state)
 	for (int i = 0; i < 20; i++)
 		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"users\","
 						  "\"key\":{\"email\":\"half-%d@x\"}}\n", i, i % 7), 0);
+	/* the last line has no LF: the end of input ends it */
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":20,\"table\":\"users\","
+					  "\"key\":{\"email\":\"half-last@x\"}}"), 0);
 	assert_int_equal(shutdown(tclient_fd(c), SHUT_WR), 0);
-	for (int i = 0; i < 20; i++) {
+	for (int i = 0; i <= 20; i++) {
 		struct goc_response r;
 		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
 		assert_true(r.ok);
 		assert_int_equal(json_integer_value(r.id), i);
+		if (i == 20)
+			assert_true(r.created);
 		codec_response_free(&r);
 	}
 	assert_int_equal(tclient_expect_eof(c, 5000), 0);
-	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email LIKE 'half-%%@x'"), 7);
+	assert_int_equal(tpg_count("SELECT count(*) FROM users WHERE email LIKE 'half-%%@x'"), 8);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
