@@ -191,6 +191,7 @@ static const char cli_usage_text[] =
 "\n"
 "ENVIRONMENT\n"
 "    GOC_ADDR     default for --addr when neither --addr nor --unix is given.\n"
+"    GOC_TOKEN    default for --token (keeps the token out of ps and shell history).\n"
 "\n"
 "EXAMPLES\n"
 "    goc ping\n"

@@ -74,7 +74,7 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 	if (root == NULL) {
 		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %zu: %s%s",
 				jerr.position, jerr.text,
-				strstr(jerr.text, "too big") ?
+				strstr(jerr.text, "too big") || strstr(jerr.text, "overflow") ?
 				"; send numbers beyond 64-bit integers or double precision as strings" : "");
 		return -1;
 	}

@@ -198,7 +198,7 @@ static long read_string(struct rd *r)
 				return -1;
 			}
 			if (u == 0) {
-				fail(r, r->p - 6, "\\u0000 is not allowed without JSON_ALLOW_NUL");
+				fail(r, r->p - 6, "\\u0000 (NUL) is not allowed in strings");
 				return -1;
 			}
 			if (u < 0x80) {
@@ -273,7 +273,7 @@ static json_t *read_number(struct rd *r)
 	if (is_int) {
 		long long v = strtoll(tmp, NULL, 10);
 		if (errno == ERANGE)
-			return fail(r, s, "too big %s integer", v < 0 ? "negative" : "");
+			return fail(r, s, "integer too big for 64 bits (%s)", v < 0 ? "below -2^63" : "over 2^63-1");
 		return json_integer(v);
 	}
 	double d = strtod(tmp, NULL);
