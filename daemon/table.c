@@ -38,7 +38,15 @@ const char table_catalog_sql[] =
 	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
 	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey))))"
 	"    FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid"
-	"     AND i.indisready AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL)::text"
+	"     AND i.indisready AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL)::text,"
+	/* what this role lacks for get_or_create: a warning, see below */
+	" concat_ws(', ',"
+	"  CASE WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'SELECT on ' || c.oid::regclass::text END,"
+	"  CASE WHEN NOT has_any_column_privilege(c.oid, 'INSERT') THEN 'INSERT on ' || c.oid::regclass::text END,"
+	"  (SELECT string_agg('USAGE on sequence ' || q.s::text, ', ') FROM"
+	"    (SELECT DISTINCT pg_get_serial_sequence(c.oid::regclass::text, a.attname)::regclass AS s"
+	"      FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) q"
+	"    WHERE q.s IS NOT NULL AND NOT has_sequence_privilege(q.s, 'USAGE')))"
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
 	" WHERE c.oid = to_regclass($1)";
 
@@ -546,9 +554,17 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	t->gen++;
 	t->stmt_select = pgpool_statement(t->sql_select);
 	t->stmt_insert_key = pgpool_statement(t->sql_insert_key);
-	if (!t->ready)
+	if (!t->ready) {
 		log_info("table \"%s\": serving %s keyed by unique index %s%s", tc->name,
 			 t->qname, t->index_name, nnd ? " (NULLS NOT DISTINCT)" : "");
+		/* Only warned: a role may be meant for gets alone, and grants
+		 * can change while gocd runs.  But -t should show it. */
+		const char *lacks = PQgetvalue(res, 0, 5);
+		if (lacks[0])
+			log_warn("table \"%s\": this PostgreSQL role lacks %s; requests that need it "
+				 "will fail with 'internal' (permission denied) until it is granted",
+				 tc->name, lacks);
+	}
 	t->ready = true;
 	t->error[0] = '\0';
 	return 0;

@@ -2198,6 +2198,32 @@ static void test_check_mode_accepts_good_config(void **state)
 	harness_pass();
 }
 
+/* A role without INSERT (or without USAGE on the id sequence) can serve
+ * hits but fails every create with 'internal'; -t must say so up front. */
+static void test_check_mode_warns_about_missing_grants(void **state)
+{
+	assert_int_equal(tpg_exec("DROP ROLE IF EXISTS gocd_reader; CREATE ROLE gocd_reader LOGIN;"
+				  "GRANT SELECT ON users TO gocd_reader;"
+				  "GRANT SELECT, INSERT ON race1 TO gocd_reader;"), 0);
+	char pg[200];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_reader dbname=postgres",
+		 tpg_port());
+	const char *args[] = { "-t", pg, "--admin-listen=", "--table=users=email", "--table=race1=k",
+			       NULL };
+	char *out = NULL;
+	int rc = tgocd_run(&out, 20000, args);
+	if (rc != 0 || out == NULL || strstr(out, "lacks INSERT on users, USAGE on sequence users_id_seq") == NULL ||
+	    strstr(out, "lacks USAGE on sequence race1_id_seq") == NULL)
+		print_error("gocd -t as gocd_reader: exit %d, output:\n%s\n", rc, out ? out : "");
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(out, "table \"users\": this PostgreSQL role lacks INSERT on users, "
+				    "USAGE on sequence users_id_seq"));
+	assert_non_null(strstr(out, "table \"race1\": this PostgreSQL role lacks USAGE on sequence race1_id_seq"));
+	free(out);
+	assert_int_equal(tpg_exec("DROP OWNED BY gocd_reader; DROP ROLE gocd_reader;"), 0);
+	harness_pass();
+}
+
 /* What -t passes must start: an address the listeners cannot open is a
  * configuration error (exit 2) for -t and for a real start alike, not a
  * "configuration ok" followed by a start that fails or, for admin_listen,
@@ -2286,6 +2312,7 @@ int main(void)
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
 		T(test_check_mode_accepts_good_config),
+		T(test_check_mode_warns_about_missing_grants),
 		T(test_check_mode_refuses_unopenable_addresses),
 	};
 	/* GOCD_TEST_FILTER=test_error_* runs a subset while debugging. */
