@@ -29,11 +29,22 @@
 struct table **tables;
 int ntables;
 
+/* Types whose length coercion truncates in an explicit cast but refuses in
+ * an assignment: 'abcdefgh'::varchar(5) is 'abcde', while inserting it into
+ * a varchar(5) column is an error. */
+#define SENSITIVE "'varchar'::regtype, 'bpchar'::regtype, 'bit'::regtype, 'varbit'::regtype"
+
 const char table_catalog_sql[] =
 	"SELECT n.nspname, c.relname, c.relkind::text,"
 	" (SELECT json_agg(json_build_array(a.attname, format_type(a.atttypid, a.atttypmod),"
-	"                  a.atttypid IN ('json'::regtype, 'jsonb'::regtype)) ORDER BY a.attnum)"
-	"    FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
+	"                  a.atttypid IN ('json'::regtype, 'jsonb'::regtype),"
+	/* the type values are cast to (see struct column's cast) */
+	"                  CASE WHEN b.oid IN (" SENSITIVE ") OR b.typelem IN (" SENSITIVE ")"
+	"                       THEN format_type(b.oid, -1)"
+	"                       ELSE format_type(a.atttypid, a.atttypmod) END) ORDER BY a.attnum)"
+	"    FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid"
+	"    JOIN pg_type b ON b.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END"
+	"    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
 	" (SELECT json_agg(json_build_array(i.indexrelid::regclass::text, i.indnullsnotdistinct,"
 	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
 	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey))))"
@@ -114,6 +125,7 @@ static void clear_catalog(struct table *t)
 	for (int i = 0; i < t->ncols; i++) {
 		free(t->cols[i].name);
 		free(t->cols[i].type);
+		free(t->cols[i].cast);
 	}
 	free(t->cols);
 	free(t->qname);
@@ -321,8 +333,12 @@ char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 		if (isnull[i]) {
 			sb_add(&b, " IS NULL");
 		} else {
+			/* cast as the batch does: a key the column rounds on
+			 * storing (numeric(5,2), timestamp(0)) must find its row */
 			sb_add(&b, " = ");
 			sb_param(&b, p++);
+			sb_add(&b, "::");
+			sb_add(&b, t->cols[t->key_col[i]].cast);
 		}
 	}
 	return b.s;
@@ -348,13 +364,16 @@ static void sb_unnest(struct sb *b, int n)
 }
 
 /* i.cN::type — the text parameter converted as PostgreSQL would convert a
- * typed parameter, so batches accept exactly what single statements do. */
+ * typed parameter, so batches accept exactly what single statements do:
+ * the cast keeps a typmod that rounds (numeric(5,2)) and drops one that
+ * would truncate (varchar(5)), leaving that to the INSERT, which refuses
+ * a value too long as the single statement does. */
 static void sb_cast(struct sb *b, const char *alias, int n, const struct column *col)
 {
 	char c[32];
 	snprintf(c, sizeof c, "%s.c%d::", alias, n);
 	sb_add(b, c);
-	sb_add(b, col->type);
+	sb_add(b, col->cast);
 }
 
 /* AND-joined "left.k = i.cN::type" over the key columns. */
@@ -499,6 +518,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		t->cols[i].name = strdup(json_string_value(json_array_get(c, 0)));
 		t->cols[i].type = strdup(json_string_value(json_array_get(c, 1)));
 		t->cols[i].is_json = json_is_true(json_array_get(c, 2));
+		t->cols[i].cast = strdup(json_string_value(json_array_get(c, 3)));
 	}
 	t->ncols = (int)ncols;
 	json_decref(cols);

@@ -22,6 +22,8 @@ struct column {
 	char *name;  /* attname, unquoted */
 	char *type;  /* format_type() text, for messages */
 	bool is_json;/* json/jsonb: values are sent as JSON text */
+	char *cast;  /* what key and default texts are cast to: type, but
+		      * without a truncating typmod (see table.c SENSITIVE) */
 };
 
 struct table {

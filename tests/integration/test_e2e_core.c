@@ -44,6 +44,9 @@ static const char SCHEMA[] =
 	/* one key, many spellings: "ab" = "AB" here */
 	"CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);"
 	"CREATE TABLE cikeys(id bigserial primary key, k text collate ci not null unique, label text);"
+	/* typmods: varchar(n) refuses what is too long, numeric(p,s) rounds */
+	"CREATE TABLE vc(id bigserial primary key, k varchar(5) not null unique, v varchar(3));"
+	"CREATE TABLE nm(id bigserial primary key, k numeric(5,2) not null unique);"
 	/* a foreign key checked only at commit: an insert can fail after its rows */
 	"CREATE TABLE dparent(id int primary key); INSERT INTO dparent VALUES (1);"
 	"CREATE TABLE dchild(id bigserial primary key, k text not null unique,"
@@ -70,7 +73,7 @@ static const char SCHEMA[] =
 #define STD_ARGS \
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
-	"--table=cikeys=k", \
+	"--table=cikeys=k", "--table=vc=k", "--table=nm=k", \
 	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
 	"--table=dchild=k", \
 	"--pool-size=8", "--request-timeout=10000", \
@@ -2039,6 +2042,70 @@ static void test_equal_values_spelled_differently(void **state)
 	harness_pass();
 }
 
+/*
+ * A key or default the column cannot hold gets invalid_value in a batch as
+ * it does alone - never a silently truncated value matching or creating
+ * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
+ * A key the column rounds (numeric(5,2)) finds the row it rounds to.
+ */
+static void test_typmod_keys_in_batches(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	assert_int_equal(tpg_exec("INSERT INTO vc(k) VALUES ('abcde')"), 0);
+	static const struct {
+		const char *req;
+		bool ok, created;
+	} want[] = {
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"abcdeXYZ\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"zzzzz1\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"zzzzz2\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"q\"},\"defaults\":{\"v\":\"long\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"abcde\"}}", true, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"r\"},\"defaults\":{\"v\":\"ok\"}}", true, true },
+		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":\"1.005\"}}", true, true },
+		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":\"1.01\"}}", true, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":1.014}}", true, false },
+	};
+	enum { N = sizeof want / sizeof want[0] };
+	for (int round = 0; round < 2; round++) {
+		/* round 0: one write, so they meet in batches; round 1: one by one
+		 * (everything exists now, so nothing is created) */
+		for (int i = 0; i < N; i++) {
+			assert_int_equal(tclient_sendf(c, "%s\n", want[i].req), 0);
+			if (round == 0)
+				continue;
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (r.ok != want[i].ok || r.created)
+				print_error("alone: %s -> %s\n", want[i].req, tclient_last(c));
+			assert_int_equal(r.ok, want[i].ok);
+			assert_false(r.created);
+			codec_response_free(&r);
+		}
+		for (int i = 0; round == 0 && i < N; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (r.ok != want[i].ok || r.created != want[i].created ||
+			    (!r.ok && r.code != GOC_E_INVALID_VALUE))
+				print_error("batched: %s -> %s\n", want[i].req, tclient_last(c));
+			assert_int_equal(r.ok, want[i].ok);
+			assert_int_equal(r.created, want[i].created);
+			if (!r.ok)
+				assert_int_equal(r.code, GOC_E_INVALID_VALUE);
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM vc"), 2);
+	assert_int_equal(tpg_count("SELECT count(*) FROM vc WHERE k IN ('abcde', 'r') AND v IS NOT DISTINCT FROM "
+				   "CASE k WHEN 'r' THEN 'ok' END"), 2);
+	assert_int_equal(tpg_count("SELECT count(*) FROM nm WHERE k = 1.01"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM nm"), 1);
+	assert_true(batch_stat(c, "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* The pool's connections die under gocd (pg_terminate_backend: a restart,
  * a failover, a firewall killing idle sessions).  PostgreSQL is not down,
  * so requests must be re-run on fresh connections, not fail. */
@@ -2307,6 +2374,7 @@ int main(void)
 		T(test_insert_batches_in_parallel_keep_the_guarantee),
 		T(test_batch_keys_with_array_syntax),
 		T(test_equal_values_spelled_differently),
+		T(test_typmod_keys_in_batches),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
 		T(test_max_output_drops_client_that_never_reads),
