@@ -46,6 +46,7 @@ struct shape {
 	TAILQ_HEAD(, req) q;
 	int n;
 	int table;
+	unsigned layout;        /* table layout defcols refer to */
 	bool select_only;
 	int ndef;
 	int *defcols;
@@ -63,6 +64,8 @@ struct batch {
 	int n;
 	struct req **reqs;
 	char **arrays;
+	char *sql;         /* own copy of unprepared SQL: the shape's may be
+			    * rebuilt while this batch waits in the pool queue */
 };
 
 static struct {
@@ -73,7 +76,6 @@ static struct {
 	TAILQ_HEAD(, shape) ready;
 	int queued;
 	int deferring;   /* >0: don't kick the pool per enqueue */
-	int nstatements;
 	unsigned long long batches, keys, splits;
 } bt;
 
@@ -132,7 +134,8 @@ static struct shape *shape_get(const struct req *r, bool sel)
 	struct shape **b = &bt.buckets[h % SHAPE_BUCKETS];
 
 	for (struct shape *s = *b; s; s = s->hnext)
-		if (s->hash == h && s->table == r->table->idx && s->select_only == sel &&
+		if (s->hash == h && s->table == r->table->idx && s->layout == r->layout &&
+		    s->select_only == sel &&
 		    s->ndef == ndef && memcmp(s->defcols, defcols, sizeof *defcols * (size_t)ndef) == 0)
 			return s;
 	if (bt.nshapes >= MAX_SHAPES)
@@ -146,6 +149,7 @@ static struct shape *shape_get(const struct req *r, bool sel)
 	memcpy(s->defcols, defcols, sizeof *defcols * (size_t)ndef);
 	s->ndef = ndef;
 	s->table = r->table->idx;
+	s->layout = r->layout;
 	s->select_only = sel;
 	s->hash = h;
 	s->stmt = -1;
@@ -282,10 +286,10 @@ static bool shape_sql(struct shape *s, struct table *t)
 	s->sql = s->select_only ? table_sql_batch_select(t)
 				: table_sql_batch_goc(t, s->defcols, s->ndef);
 	s->stmt = -1;
-	if (bt.nstatements < MAX_STATEMENTS) {
+	/* Counted in distinct texts: a rebuild after a catalog re-read
+	 * usually gives the same text, and the same statement. */
+	if (pgpool_statement_count() < MAX_STATEMENTS)
 		s->stmt = pgpool_statement(s->sql);
-		bt.nstatements++;
-	}
 	s->gen = t->gen;
 	return true;
 }
@@ -308,7 +312,12 @@ static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
 		b->arrays[c] = array_literal(reqs, n, c);
 	shape_sql(s, t);
 	b->job.stmt = s->stmt;
-	b->job.sql = s->stmt >= 0 ? NULL : s->sql;
+	if (s->stmt < 0) {
+		b->sql = strdup(s->sql);
+		if (b->sql == NULL)
+			abort();
+	}
+	b->job.sql = b->sql;
 	b->job.nparams = ncols;
 	b->job.params = (const char *const *)b->arrays;
 	b->job.done = on_batch;
@@ -341,6 +350,7 @@ static void batch_free(struct batch *b)
 		free(b->arrays[c]);
 	free(b->arrays);
 	free(b->reqs);
+	free(b->sql);
 	free(b);
 }
 
@@ -350,12 +360,14 @@ static struct pgjob *batch_next(void)
 	for (s = TAILQ_FIRST(&bt.ready); s != NULL; s = next) {
 		next = TAILQ_NEXT(s, ready_link);
 		struct table *t = tables[s->table];
-		if (!t->ready) {
-			/* The table stopped being safe while these queued. */
+		const char *why = table_unusable(t, s->layout);
+		if (why != NULL) {
+			/* The table stopped being safe, or its columns moved,
+			 * while these queued. */
 			struct req *r;
 			bt.deferring++;
 			while ((r = shape_pop(s)) != NULL)
-				goc_finish_error(r, GOC_E_UNAVAILABLE, t->error);
+				goc_finish_error(r, GOC_E_UNAVAILABLE, why);
 			bt.deferring--;
 			next = TAILQ_FIRST(&bt.ready);
 			continue;
@@ -421,6 +433,13 @@ static bool retryable(const char *state)
 /* Send both halves of a failed batch on their own, at the queue's head. */
 static void split(struct batch *b)
 {
+	const char *why = table_unusable(tables[b->s->table], b->s->layout);
+	if (why != NULL) {
+		/* Its SQL cannot be rebuilt for these requests any more. */
+		for (int i = 0; i < b->n; i++)
+			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
+		return;
+	}
 	int h = b->n / 2;
 	struct req **lo = malloc(sizeof *lo * (size_t)h);
 	struct req **hi = malloc(sizeof *hi * (size_t)(b->n - h));

@@ -56,6 +56,7 @@ static void on_result(struct pgjob *job, const PGresult *res,
 		      enum pgjob_outcome outcome, const char *msg);
 static void on_committed(struct pgjob *job, const PGresult *res,
 			 enum pgjob_outcome outcome, const char *msg);
+static void finish_error(struct req *r, enum goc_err code, const char *msg);
 
 /* Requests waiting for a connection to ask pg_xact_status on. */
 static TAILQ_HEAD(, req) xact_wait = TAILQ_HEAD_INITIALIZER(xact_wait);
@@ -221,6 +222,7 @@ static int prepare(struct req *r, struct table *t)
 		r->select_sql = table_sql_select_nulls(t, isnull);
 
 	r->lockkey = locktab_key(t->idx, r->params, tc->ncols, &r->lockkey_len);
+	r->layout = t->layout;
 	return 0;
 }
 
@@ -256,6 +258,17 @@ static struct pgjob *setup_job(struct req *r, enum req_step step)
 static int submit(struct req *r, enum req_step step, bool urgent)
 {
 	return pgpool_submit(setup_job(r, step), urgent);
+}
+
+/* The single-row INSERT after a miss, unless the table changed under r
+ * (its SQL would be built from a catalog that no longer holds). */
+static void submit_insert(struct req *r)
+{
+	const char *why = table_unusable(r->table, r->layout);
+	if (why != NULL)
+		finish_error(r, GOC_E_UNAVAILABLE, why);
+	else if (submit(r, STEP_INSERT, true) != 0)
+		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
 }
 
 static enum req_step first_step(enum goc_phase phase)
@@ -347,6 +360,13 @@ void goc_run(struct req *r, enum goc_phase phase)
 {
 	if (pgpool_all_down()) {
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
+		return;
+	}
+	/* The catalog may have been re-read since r was prepared: a table
+	 * that lost its index, or whose columns moved, takes no statement. */
+	const char *why = table_unusable(r->table, r->layout);
+	if (why != NULL) {
+		finish_error(r, GOC_E_UNAVAILABLE, why);
 		return;
 	}
 	r->phase = phase;
@@ -503,8 +523,8 @@ static void on_result(struct pgjob *job, const PGresult *res,
 			finish_row(r, row, len, false);
 		else if (r->in.op == GOC_OP_GET)
 			finish_row(r, NULL, 0, false);
-		else if (submit(r, STEP_INSERT, true) != 0)
-			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		else
+			submit_insert(r);
 		return;
 	case STEP_INSERT:
 		/* Nothing is answered before the commit is confirmed. */
@@ -518,8 +538,8 @@ static void on_result(struct pgjob *job, const PGresult *res,
 			finish_error(r, GOC_E_INTERNAL,
 				     "the row for this key disappeared between insert and read "
 				     "repeatedly (deleted concurrently?)");
-		else if (submit(r, STEP_INSERT, true) != 0)
-			finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		else
+			submit_insert(r);
 		return;
 	default:
 		log_error("result for a request in step %d", (int)r->step);

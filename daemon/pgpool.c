@@ -683,6 +683,11 @@ bool pgpool_cancel(struct pgjob *job)
 	return true;
 }
 
+int pgpool_statement_count(void)
+{
+	return pool.nstmts;
+}
+
 int pgpool_statement(const char *sql)
 {
 	for (int i = 0; i < pool.nstmts; i++)

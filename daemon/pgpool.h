@@ -99,6 +99,8 @@ bool pgpool_cancel(struct pgjob *job);
 
 /* Register statement text once; every connection prepares it on first use. */
 int pgpool_statement(const char *sql);
+/* How many distinct statements pgpool_statement has registered. */
+int pgpool_statement_count(void);
 
 /* Gauges for stats. */
 struct pgpool_stats {

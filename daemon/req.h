@@ -48,6 +48,7 @@ struct req {
 
 	/* get-or-create state, see goc.c */
 	struct table *table;
+	unsigned layout;              /* table->layout that param_cols refer to */
 	enum req_step step;
 	int attempts;                 /* re-runs after retryable failures */
 	int rounds;                   /* insert/reselect loops */

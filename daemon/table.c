@@ -233,6 +233,15 @@ int table_column(const struct table *t, const char *name)
 	return -1;
 }
 
+const char *table_unusable(const struct table *t, unsigned layout)
+{
+	if (!t->ready)
+		return t->error;
+	if (layout != t->layout)
+		return "the table's columns changed while this request was in flight; send it again";
+	return NULL;
+}
+
 void table_invalidate(struct table *t, const char *why)
 {
 	if (t->ready)
@@ -496,6 +505,16 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		return fail(t, "table \"%s\" does not exist (or is not visible on the search_path)",
 			    tc->name);
 
+	const char *kind = PQgetvalue(res, 0, 2);
+	if (strcmp(kind, "r") != 0 && strcmp(kind, "p") != 0)
+		return fail(t, "table \"%s\" is not a table (relkind %s)", tc->name, kind);
+
+	/* Requests and batch shapes hold positions in cols: keep the old list
+	 * to tell whether they still mean the same columns. */
+	struct column *old = t->cols;
+	int nold = t->ncols;
+	t->cols = NULL;
+	t->ncols = 0;
 	clear_catalog(t);
 	char *nsp = table_quote_ident(PQgetvalue(res, 0, 0));
 	char *rel = table_quote_ident(PQgetvalue(res, 0, 1));
@@ -503,10 +522,6 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	sprintf(t->qname, "%s.%s", nsp, rel);
 	free(nsp);
 	free(rel);
-
-	const char *kind = PQgetvalue(res, 0, 2);
-	if (strcmp(kind, "r") != 0 && strcmp(kind, "p") != 0)
-		return fail(t, "table \"%s\" is not a table (relkind %s)", tc->name, kind);
 
 	json_t *cols = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
 	size_t ncols = json_array_size(cols);
@@ -522,6 +537,18 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	}
 	t->ncols = (int)ncols;
 	json_decref(cols);
+	bool same = nold == t->ncols;
+	for (int i = 0; same && i < nold; i++)
+		same = strcmp(old[i].name, t->cols[i].name) == 0 &&
+		       strcmp(old[i].cast, t->cols[i].cast) == 0 && old[i].is_json == t->cols[i].is_json;
+	if (!same)
+		t->layout++;
+	for (int i = 0; i < nold; i++) {
+		free(old[i].name);
+		free(old[i].type);
+		free(old[i].cast);
+	}
+	free(old);
 
 	for (int k = 0; k < tc->ncols; k++) {
 		t->key_col[k] = table_column(t, tc->cols[k]);

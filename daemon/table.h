@@ -45,6 +45,8 @@ struct table {
 	int stmt_select;               /* pgpool statement ids, -1 until ready */
 	int stmt_insert_key;
 	unsigned gen;                  /* bumped on every catalog load: cached SQL is stale */
+	unsigned layout;               /* bumped when the columns changed: positions in cols
+					* held by requests and batch shapes are stale */
 	struct pgjob check_job;        /* catalog re-check in flight, see catalog.c */
 	bool checking;
 	uint64_t hinted_ms;            /* last re-check asked for by an unknown column */
@@ -65,6 +67,10 @@ extern int ntables;
  */
 int table_sync(const struct config *cfg);
 void table_free_all(void);
+
+/* Why r's table cannot take its next statement (not ready, or its columns
+ * changed since r was prepared), for an 'unavailable' answer; NULL if it can. */
+const char *table_unusable(const struct table *t, unsigned layout);
 
 /* Lookup by the name clients use; NULL if not served (or removed). */
 struct table *table_find(const char *name);

@@ -988,6 +988,121 @@ static void test_sigterm_under_load(void **state)
 	harness_pass();
 }
 
+/*
+ * The catalog is re-read while a request sits between its statements, and
+ * the table's columns moved (a column dropped): the request holds column
+ * positions of the old layout, so it must not build its INSERT from them
+ * (that put every value one column over, and the key in no column).  It
+ * gets 'unavailable', and a retry works on the new layout.
+ */
+static void test_columns_move_under_a_request(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_moved; CREATE TABLE f_moved(id bigserial "
+				  "primary key, a text, k text not null unique, c text, d text)"), 0);
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_moved=k", NULL);
+	assert_non_null(g);
+	struct tclient *a = tclient_tcp(g->port), *b = tclient_tcp(g->port);
+	assert_non_null(a);
+	assert_non_null(b);
+	struct goc_response r;
+
+	/* 1. Hold A's lookup behind a table lock, then freeze its backend. */
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_moved IN ACCESS EXCLUSIVE MODE"), 0);
+	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+				  "\"key\":{\"k\":\"mykey\"},\"defaults\":{\"c\":\"my-c\"}}\n";
+	assert_int_equal(tclient_send(a, req, strlen(req)), 0);
+	long long pid = -1;
+	for (int i = 0; i < 200 && pid <= 0; i++) {
+		pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
+				"application_name = 'gocd' AND wait_event_type = 'Lock'");
+		if (pid <= 0)
+			harness_sleep_ms(20);
+	}
+	assert_true(pid > 0);
+	frozen[nfrozen++] = (pid_t)pid; /* thawed at teardown whatever happens */
+	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+
+	/* 2. Move the columns; make gocd re-read the catalog (B asks for the
+	 *    new column until it is known). */
+	assert_int_equal(tpg_session_exec(s, "ALTER TABLE f_moved DROP COLUMN a, ADD COLUMN e text; COMMIT"), 0);
+	tpg_session_close(s);
+	bool known = false;
+	for (int i = 0; i < 200 && !known; i++) {
+		assert_int_equal(tclient_call(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+					    "\"key\":{\"k\":\"probe\"},\"defaults\":{\"e\":\"x\"}}", &r), 0);
+		known = r.ok;
+		codec_response_free(&r);
+		if (!known)
+			harness_sleep_ms(50);
+	}
+	assert_true(known);
+
+	/* 3. A's lookup finishes now: it must not insert with stale positions. */
+	pg_thaw();
+	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.ok || r.code != GOC_E_UNAVAILABLE)
+		print_error("after the columns moved: %s\n", tclient_last(a));
+	assert_false(r.ok);
+	assert_int_equal(r.code, GOC_E_UNAVAILABLE);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_moved WHERE k IS NULL OR k <> 'probe'"), 0);
+
+	/* 4. Sent again, it works on the new layout. */
+	assert_int_equal(tclient_call(a, req, &r), 0);
+	if (!r.ok || !r.created)
+		print_error("the retry: %s\n", tclient_last(a));
+	assert_true(r.ok && r.created);
+	assert_string_equal(json_string_value(json_object_get(r.row, "k")), "mykey");
+	assert_string_equal(json_string_value(json_object_get(r.row, "c")), "my-c");
+	codec_response_free(&r);
+
+	/* 5. The same, but the key's unique index goes: the table is out of
+	 *    service when the lookup returns (gocd crashed here, building an
+	 *    INSERT from the cleared catalog). */
+	s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_moved IN ACCESS EXCLUSIVE MODE"), 0);
+	static const char req2[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+				   "\"key\":{\"k\":\"mykey2\"},\"defaults\":{\"c\":\"my-c\"}}\n";
+	assert_int_equal(tclient_send(a, req2, strlen(req2)), 0);
+	pid = -1;
+	for (int i = 0; i < 200 && pid <= 0; i++) {
+		pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
+				"application_name = 'gocd' AND wait_event_type = 'Lock'");
+		if (pid <= 0)
+			harness_sleep_ms(20);
+	}
+	assert_true(pid > 0);
+	frozen[nfrozen++] = (pid_t)pid;
+	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+	assert_int_equal(tpg_session_exec(s, "ALTER TABLE f_moved DROP CONSTRAINT f_moved_k_key; COMMIT"), 0);
+	tpg_session_close(s);
+	bool out = false;
+	for (int i = 0; i < 200 && !out; i++) {
+		/* an unknown column asks for the re-check that finds no index */
+		assert_int_equal(tclient_call(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+					    "\"key\":{\"k\":\"probe\"},\"defaults\":{\"zz\":1}}", &r), 0);
+		out = r.code == GOC_E_UNAVAILABLE;
+		codec_response_free(&r);
+		if (!out)
+			harness_sleep_ms(50);
+	}
+	assert_true(out);
+	pg_thaw();
+	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.ok || r.code != GOC_E_UNAVAILABLE)
+		print_error("after the index went: %s\n", tclient_last(a));
+	assert_int_equal(r.code, GOC_E_UNAVAILABLE);
+	codec_response_free(&r);
+	assert_true(tclient_call(b, "{\"op\":\"ping\"}", &r) == 0 && r.ok);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_moved WHERE k = 'mykey2'"), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -997,6 +1112,7 @@ int main(void)
 		T(test_terminated_backend_logs_postgres_message),
 		T(test_postgres_frozen),
 		T(test_schema_changes),
+		T(test_columns_move_under_a_request),
 		T(test_sigterm_under_load),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
