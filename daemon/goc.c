@@ -681,7 +681,10 @@ void goc_commit_outcome(struct req *r, int outcome, const PGresult *res, const c
 		return;
 	case PGJOB_CONN_LOST:
 	case PGJOB_UNAVAILABLE:
-		if (r->held_row && r->held_created && r->xid[0]) {
+		if (r->held_row && r->xid[0]) {
+			/* A row this transaction inserted - for r, or in a batch
+			 * for another spelling of r's key (then r holds it with
+			 * created=false): it exists only if the commit happened. */
 			xact_check(r);
 		} else if (r->held_row) {
 			deliver_held(r); /* an existing row: its commit was not ours */

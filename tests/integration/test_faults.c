@@ -989,6 +989,61 @@ static void test_sigterm_under_load(void **state)
 }
 
 /*
+ * The connection dies while a batch's commit runs (a deferred trigger keeps
+ * it busy; the backend is terminated).  The batch held the same key spelled
+ * twice (1 and "01"): one request inserted the row, the other was going to
+ * be told created:false with that same row.  Both rows depend on the lost
+ * commit, so both must wait for pg_xact_status; the second was answered at
+ * once with a row that never committed, while the first, re-run, created
+ * another.  Now both re-run and agree on the row that is in the table.
+ */
+static void test_lost_commit_with_two_spellings(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"DROP TABLE IF EXISTS f_doubt;"
+		"CREATE TABLE f_doubt(id bigserial primary key, k int not null unique, v text);"
+		"CREATE OR REPLACE FUNCTION f_doubt_slow() RETURNS trigger LANGUAGE plpgsql AS"
+		" $$BEGIN PERFORM pg_sleep(1); RETURN NULL; END$$;"
+		"CREATE CONSTRAINT TRIGGER f_doubt_slow AFTER INSERT ON f_doubt"
+		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_doubt_slow();"), 0);
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_doubt=k", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_sendf(c,
+		"{\"op\":\"get_or_create\",\"id\":1,\"table\":\"f_doubt\",\"key\":{\"k\":1},\"defaults\":{\"v\":\"a\"}}\n"
+		"{\"op\":\"get_or_create\",\"id\":2,\"table\":\"f_doubt\",\"key\":{\"k\":\"01\"},\"defaults\":{\"v\":\"b\"}}\n"), 0);
+	long long killed = 0;
+	for (int i = 0; i < 300 && killed == 0; i++) {
+		killed = tpg_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+				   "application_name = 'gocd' AND wait_event = 'PgSleep'");
+		if (killed == 0)
+			harness_sleep_ms(10);
+	}
+	assert_int_equal(killed, 1);
+	long long id[2];
+	int created = 0;
+	for (int i = 0; i < 2; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (!r.ok)
+			print_error("after the lost commit: %s\n", tclient_last(c));
+		assert_true(r.ok);
+		id[i] = json_integer_value(json_object_get(r.row, "id"));
+		created += r.created;
+		codec_response_free(&r);
+	}
+	if (id[0] != id[1] || created != 1)
+		print_error("ids %lld and %lld, %d created:true\n", id[0], id[1], created);
+	assert_int_equal(id[0], id[1]);
+	assert_int_equal(created, 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_doubt WHERE id = %lld AND k = 1", id[0]), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_doubt"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * The catalog is re-read while a request sits between its statements, and
  * the table's columns moved (a column dropped): the request holds column
  * positions of the old layout, so it must not build its INSERT from them
@@ -1113,6 +1168,7 @@ int main(void)
 		T(test_postgres_frozen),
 		T(test_schema_changes),
 		T(test_columns_move_under_a_request),
+		T(test_lost_commit_with_two_spellings),
 		T(test_sigterm_under_load),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
