@@ -51,7 +51,6 @@ struct req *req_new(struct conn *conn)
 	r->conn = conn;
 	r->started_us = gocd_now_us();
 	r->started_ms = r->started_us / 1000;
-	r->deadline_ms = r->started_ms + (uint64_t)srv.cfg->request_timeout;
 	TAILQ_INSERT_TAIL(&pending, r, timer_link);
 	npending++;
 	nallocated++;
@@ -129,7 +128,12 @@ int req_expire(uint64_t now_ms)
 {
 	int n = 0;
 	struct req *r;
-	while ((r = TAILQ_FIRST(&pending)) != NULL && r->deadline_ms <= now_ms) {
+	/* The deadline is taken from the current request_timeout, not the one
+	 * at arrival: then the list, in arrival order, is in deadline order
+	 * even after a reload lowered the timeout, and only its head need be
+	 * looked at.  A reload changes the timeout of requests in flight too. */
+	uint64_t timeout = (uint64_t)srv.cfg->request_timeout;
+	while ((r = TAILQ_FIRST(&pending)) != NULL && r->started_ms + timeout <= now_ms) {
 		goc_on_timeout(r);
 		req_answer_error(r, GOC_E_TIMEOUT,
 				 "no answer within request_timeout (%d ms); the row may or may not "

@@ -42,7 +42,6 @@ struct req {
 	uint64_t started_ms;
 	uint64_t started_us;          /* for the latency histogram */
 	enum goc_err outcome;         /* GOC_OK, or the error code answered */
-	uint64_t deadline_ms;
 	bool answered;
 	bool busy;                    /* a pool job or the lock table refers to it */
 

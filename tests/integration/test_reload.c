@@ -3,8 +3,9 @@
  *
  * Owns: tests of reload: tables added and removed, a bad file keeping the
  * running configuration, a table without a unique index refused on reload,
- * connections opened before the reload still served after it, and a token
- * rotated through auth_token_file.
+ * connections opened before the reload still served after it, a token
+ * rotated through auth_token_file, and a lowered request_timeout applying
+ * to requests in flight.
  * Must never: depend on timing beyond bounded polling.
  */
 #include <setjmp.h>
@@ -209,12 +210,55 @@ static void test_reload_rotates_auth_token_file(void **state)
 	assert_int_equal(tgocd_stop(g), 0);
 }
 
+/*
+ * A reload that lowers request_timeout applies to requests in flight too,
+ * and to one that arrived before the reload behind one that arrives after
+ * (the timeout list is in arrival order): both get 'timeout' on the new
+ * timeout, not the old 60 s one.
+ */
+static void test_reload_lowers_request_timeout_in_flight(void **state)
+{
+	(void)state;
+	write_conf("table = rl_a=k\nrequest_timeout = 60000\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(code_of(c, "rl_a", "warm"), GOC_OK);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"rl_a\","
+					  "\"key\":{\"k\":\"stuck-old\"}}\n"), 0);
+	harness_sleep_ms(200);
+	write_conf("table = rl_a=k\nrequest_timeout = 1000\n");
+	tgocd_signal(g, SIGHUP);
+	harness_sleep_ms(200);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":2,\"table\":\"rl_a\","
+					  "\"key\":{\"k\":\"stuck-new\"}}\n"), 0);
+	/* well within the old 60 s: the answers come about 1 s after each */
+	for (int i = 1; i <= 2; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, 15000), 0);
+		if (r.code != GOC_E_TIMEOUT)
+			print_error("answer %d: %s\n", i, tclient_last(c));
+		assert_int_equal(json_integer_value(r.id), i);
+		assert_int_equal(r.code, GOC_E_TIMEOUT);
+		codec_response_free(&r);
+	}
+	tpg_session_close(s);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reload_adds_and_removes_tables_keeping_clients,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_rotates_auth_token_file,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_lowers_request_timeout_in_flight,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
