@@ -471,6 +471,19 @@ static void split(struct batch *b)
 	}
 }
 
+/*
+ * Failures of the statement as a whole, that no single request caused:
+ * splitting would only run the halves into them again.  A statement
+ * timeout (a key blocked by someone else's open transaction: every request
+ * in the batch is past request_timeout by then) would hold a connection
+ * for another timeout per level; a changed table fails every half.
+ */
+static bool whole_statement(const char *state)
+{
+	return strcmp(state, "57014") == 0 || strcmp(state, "42P01") == 0 ||
+	       strcmp(state, "42703") == 0 || strcmp(state, "42P10") == 0;
+}
+
 static void on_batch(struct pgjob *job, const PGresult *res,
 		     enum pgjob_outcome outcome, const char *msg)
 {
@@ -549,6 +562,9 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 		if (state && retryable(state)) {
 			for (int i = 0; i < b->n; i++)
 				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		} else if (state && whole_statement(state)) {
+			for (int i = 0; i < b->n; i++)
+				goc_sql_error(b->reqs[i], res);
 		} else if (b->n > 1) {
 			log_debug("batch of %d failed (%s); splitting", b->n, state ? state : "?");
 			split(b);

@@ -2106,6 +2106,48 @@ static void test_typmod_keys_in_batches(void **state)
 	harness_pass();
 }
 
+/*
+ * A key held by someone else's open transaction blocks the whole batch
+ * until statement_timeout (= request_timeout), when every request in it is
+ * past its deadline.  Splitting would block again per level and hold the
+ * connection that long; the batch is answered 'timeout' instead, and the
+ * next request runs at once.
+ */
+static void test_statement_timeout_does_not_split_batches(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--pool-size=1", "--request-timeout=1000", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; INSERT INTO pipe(k) VALUES ('held-3')"), 0);
+	long long splits = batch_stat(c, "splits");
+	char buf[2048];
+	size_t len = 0;
+	for (int i = 0; i < 8; i++) /* one write: one batch */
+		len += (size_t)snprintf(buf + len, sizeof buf - len,
+					"{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"pipe\","
+					"\"key\":{\"k\":\"%s-%d\"}}\n", i, i == 3 ? "held" : "beside", i);
+	assert_int_equal(tclient_send(c, buf, len), 0);
+	for (int i = 0; i < 8; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.ok || r.code != GOC_E_TIMEOUT)
+			print_error("answer %d: %s\n", i, tclient_last(c));
+		assert_int_equal(r.code, GOC_E_TIMEOUT);
+		codec_response_free(&r);
+	}
+	/* the one connection is free again: this one is not stuck behind halves */
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"pipe\",\"key\":{\"k\":\"after-the-block\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(batch_stat(c, "splits"), splits);
+	tpg_session_close(s);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* The pool's connections die under gocd (pg_terminate_backend: a restart,
  * a failover, a firewall killing idle sessions).  PostgreSQL is not down,
  * so requests must be re-run on fresh connections, not fail. */
@@ -2375,6 +2417,7 @@ int main(void)
 		T(test_batch_keys_with_array_syntax),
 		T(test_equal_values_spelled_differently),
 		T(test_typmod_keys_in_batches),
+		T(test_statement_timeout_does_not_split_batches),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
 		T(test_max_output_drops_client_that_never_reads),
