@@ -47,7 +47,16 @@ const char table_catalog_sql[] =
 	"    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
 	" (SELECT json_agg(json_build_array(i.indexrelid::regclass::text, i.indnullsnotdistinct,"
 	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
-	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey))))"
+	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey)),"
+	/* a key column whose equality in the index is not the column's own */
+	"                  (SELECT format('%s (collation %s in the index, %s in the column)',"
+	"                                 a.attname, ic.collname, ac.collname)"
+	"                    FROM generate_subscripts(i.indkey, 1) k"
+	"                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[k]"
+	"                    JOIN pg_collation ic ON ic.oid = i.indcollation[k]"
+	"                    JOIN pg_collation ac ON ac.oid = a.attcollation"
+	"                    WHERE ic.oid <> ac.oid AND NOT (ic.collisdeterministic AND ac.collisdeterministic)"
+	"                    LIMIT 1)))"
 	"    FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid"
 	"     AND i.indisready AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL)::text,"
 	/* what this role lacks for get_or_create: a warning, see below */
@@ -559,7 +568,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 
 	/* Find a unique index whose column set is exactly the key. */
 	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-	const char *found = NULL;
+	const char *found = NULL, *collation = NULL;
 	bool nnd = false;
 	for (size_t i = 0; i < json_array_size(idx); i++) {
 		json_t *ix = json_array_get(idx, i);
@@ -577,6 +586,13 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		}
 		if (!all)
 			continue;
+		/* Lookups compare keys with the column's collation, ON CONFLICT
+		 * with the index's: if only one of them is case-insensitive
+		 * (say), a key would miss, conflict, and miss again. */
+		if (json_is_string(json_array_get(ix, 3))) {
+			collation = json_string_value(json_array_get(ix, 3));
+			continue;
+		}
 		if (found == NULL)
 			found = json_string_value(json_array_get(ix, 0));
 		/* Any NULLS NOT DISTINCT arbiter makes a NULL key conflict. */
@@ -584,6 +600,15 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			nnd = true;
 			found = json_string_value(json_array_get(ix, 0));
 		}
+	}
+	if (found == NULL && collation != NULL) {
+		char why[512];
+		snprintf(why, sizeof why, "table \"%s\": its unique index on the key compares %s "
+			 "differently from the column, so lookups and the index would disagree on which "
+			 "keys are equal. Fix: give the index the column's collation, or the column the index's",
+			 tc->name, collation);
+		json_decref(idx);
+		return fail(t, "%s", why);
 	}
 	if (found == NULL) {
 		json_decref(idx);

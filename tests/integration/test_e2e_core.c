@@ -44,6 +44,9 @@ static const char SCHEMA[] =
 	/* one key, many spellings: "ab" = "AB" here */
 	"CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);"
 	"CREATE TABLE cikeys(id bigserial primary key, k text collate ci not null unique, label text);"
+	/* refused: the index's equality is not the column's */
+	"CREATE TABLE collidx(id bigserial primary key, k text not null);"
+	"CREATE UNIQUE INDEX collidx_k ON collidx (k COLLATE ci);"
 	/* typmods: varchar(n) refuses what is too long, numeric(p,s) rounds */
 	"CREATE TABLE vc(id bigserial primary key, k varchar(5) not null unique, v varchar(3));"
 	"CREATE TABLE nm(id bigserial primary key, k numeric(5,2) not null unique);"
@@ -2293,6 +2296,25 @@ static void test_refuses_table_without_unique_index(void **state)
 	harness_pass();
 }
 
+/* A unique index whose collation makes other keys equal than the column's
+ * (case-insensitive in the index only): a case variant would miss the
+ * lookup, conflict on insert, and miss again.  Refused, with the reason. */
+static void test_refuses_index_with_another_collation(void **state)
+{
+	for (int check_only = 0; check_only <= 1; check_only++) {
+		char *out = NULL;
+		int rc = run_gocd_with_table("--table=collidx=k", check_only, &out);
+		const char *want = "compares k (collation ci in the index, default in the column)";
+		if (rc != 1 || out == NULL || strstr(out, want) == NULL)
+			print_error("%scollidx: exit %d, output:\n%s\n", check_only ? "-t " : "", rc,
+				    out ? out : "(none)");
+		assert_int_equal(rc, 1);
+		assert_non_null(strstr(out, want));
+		free(out);
+	}
+	harness_pass();
+}
+
 static void test_check_mode_accepts_good_config(void **state)
 {
 	char pg[200];
@@ -2422,6 +2444,7 @@ int main(void)
 		T(test_killed_backends_are_replaced_transparently),
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
+		T(test_refuses_index_with_another_collation),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
 		T(test_check_mode_refuses_unopenable_addresses),
