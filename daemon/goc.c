@@ -294,11 +294,16 @@ static void release_to_next(struct req *r)
 	struct lockwaiter *next = r->lock.ent ? locktab_release(&r->lock) : NULL;
 	while (next) {
 		struct req *nr = REQ_OF(next, lock);
-		if (!pgpool_all_down()) {
+		/* Checked here, not left to goc_run's own checks: those answer
+		 * through finish_error, which would come back here, recursing
+		 * once per waiter. */
+		const char *why = pgpool_all_down() ? "PostgreSQL is unavailable"
+						    : table_unusable(nr->table, nr->layout);
+		if (why == NULL) {
 			goc_run(nr, PHASE_LOOKUP);
 			break;
 		}
-		req_answer_error(nr, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+		req_answer_error(nr, GOC_E_UNAVAILABLE, "%s", why);
 		next = locktab_release(&nr->lock);
 		nr->step = STEP_NONE;
 		req_idle(nr);
@@ -331,8 +336,21 @@ static void finish_row(struct req *r, const char *row, size_t len, bool created)
 		req_answered(r);
 	}
 	if (row == NULL) {
-		/* A get that found nothing: a waiting get_or_create must still
-		 * create, so each waiter runs its own request. */
+		/* A get that found nothing.  The gets waiting right behind it
+		 * were concurrent with it: they get the same answer.  A waiting
+		 * get_or_create must still create: it runs its own request,
+		 * and the gets behind it wait for its row. */
+		struct lockwaiter *w;
+		while (r->lock.ent && (w = locktab_first_waiter(&r->lock)) != NULL &&
+		       REQ_OF(w, lock)->in.op == GOC_OP_GET) {
+			struct req *wr = REQ_OF(locktab_pop_waiter(&r->lock), lock);
+			wr->step = STEP_NONE;
+			stats.coalesced++;
+			stats.not_found++;
+			codec_render_row(wr->out, wr->in.id, false, NULL, 0);
+			req_answered(wr);
+			req_idle(wr);
+		}
 		release_to_next(r);
 	} else if (r->lock.ent) {
 		struct lockwaiter *w;

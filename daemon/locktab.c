@@ -169,6 +169,11 @@ int locktab_nwaiters(const struct lockwaiter *owner)
 	return owner->ent ? owner->ent->nwaiters : 0;
 }
 
+struct lockwaiter *locktab_first_waiter(const struct lockwaiter *owner)
+{
+	return TAILQ_FIRST(&owner->ent->waiters);
+}
+
 struct lockwaiter *locktab_pop_waiter(struct lockwaiter *owner)
 {
 	struct lockent *e = owner->ent;

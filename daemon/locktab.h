@@ -50,6 +50,9 @@ void locktab_free(void);
 enum lock_rc locktab_acquire(struct lockwaiter *w, const void *key, size_t len,
 			     int max_waiters);
 
+/* Owner only: the next waiter, left in place, or NULL. */
+struct lockwaiter *locktab_first_waiter(const struct lockwaiter *owner);
+
 /* Owner only: remove and return the next waiter, or NULL. */
 struct lockwaiter *locktab_pop_waiter(struct lockwaiter *owner);
 

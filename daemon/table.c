@@ -42,8 +42,11 @@ const char table_catalog_sql[] =
 	"                  CASE WHEN b.oid IN (" SENSITIVE ") OR b.typelem IN (" SENSITIVE ")"
 	"                       THEN format_type(b.oid, -1)"
 	"                       ELSE format_type(a.atttypid, a.atttypmod) END) ORDER BY a.attnum)"
-	"    FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid"
-	"    JOIN pg_type b ON b.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END"
+	"    FROM pg_attribute a CROSS JOIN LATERAL"
+	/* b: the type under all domains */
+	"     (WITH RECURSIVE r(oid) AS (SELECT a.atttypid UNION ALL"
+	"       SELECT t.typbasetype FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype = 'd')"
+	"      SELECT t.oid, t.typelem FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype <> 'd') b"
 	"    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
 	" (SELECT json_agg(json_build_array(i.indexrelid::regclass::text, i.indnullsnotdistinct,"
 	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
@@ -65,7 +68,8 @@ const char table_catalog_sql[] =
 	"  CASE WHEN NOT has_any_column_privilege(c.oid, 'INSERT') THEN 'INSERT on ' || c.oid::regclass::text END,"
 	"  (SELECT string_agg('USAGE on sequence ' || q.s::text, ', ') FROM"
 	"    (SELECT DISTINCT pg_get_serial_sequence(c.oid::regclass::text, a.attname)::regclass AS s"
-	"      FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) q"
+	"      FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+	"       AND a.attidentity = '') q"
 	"    WHERE q.s IS NOT NULL AND NOT has_sequence_privilege(q.s, 'USAGE')))"
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
 	" WHERE c.oid = to_regclass($1)";
@@ -546,7 +550,10 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	}
 	t->ncols = (int)ncols;
 	json_decref(cols);
-	bool same = nold == t->ncols;
+	/* A column added at the end moves nothing: only the old positions
+	 * matter (a client starting to send the new column is just what
+	 * makes gocd re-read the catalog). */
+	bool same = nold <= t->ncols;
 	for (int i = 0; same && i < nold; i++)
 		same = strcmp(old[i].name, t->cols[i].name) == 0 &&
 		       strcmp(old[i].cast, t->cols[i].cast) == 0 && old[i].is_json == t->cols[i].is_json;
@@ -587,8 +594,10 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		if (!all)
 			continue;
 		/* Lookups compare keys with the column's collation, ON CONFLICT
-		 * with the index's: if only one of them is case-insensitive
-		 * (say), a key would miss, conflict, and miss again. */
+		 * with the index's - with every unique index on exactly the key,
+		 * since the conflict target names columns only: if only one of
+		 * them is case-insensitive (say), a key would miss, conflict,
+		 * and miss again.  So one such index rules the table out. */
 		if (json_is_string(json_array_get(ix, 3))) {
 			collation = json_string_value(json_array_get(ix, 3));
 			continue;
@@ -601,7 +610,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			found = json_string_value(json_array_get(ix, 0));
 		}
 	}
-	if (found == NULL && collation != NULL) {
+	if (collation != NULL) {
 		char why[512];
 		snprintf(why, sizeof why, "table \"%s\": its unique index on the key compares %s "
 			 "differently from the column, so lookups and the index would disagree on which "

@@ -47,9 +47,14 @@ static const char SCHEMA[] =
 	/* refused: the index's equality is not the column's */
 	"CREATE TABLE collidx(id bigserial primary key, k text not null);"
 	"CREATE UNIQUE INDEX collidx_k ON collidx (k COLLATE ci);"
+	/* refused too: a good index, but ON CONFLICT (k) also uses the other */
+	"CREATE TABLE collidx2(id bigserial primary key, k text not null unique);"
+	"CREATE UNIQUE INDEX collidx2_k ON collidx2 (k COLLATE ci);"
 	/* typmods: varchar(n) refuses what is too long, numeric(p,s) rounds */
 	"CREATE TABLE vc(id bigserial primary key, k varchar(5) not null unique, v varchar(3));"
 	"CREATE TABLE nm(id bigserial primary key, k numeric(5,2) not null unique);"
+	"CREATE DOMAIN d5 AS varchar(5); CREATE DOMAIN d5b AS d5;"
+	"CREATE TABLE vcd(id bigserial primary key, k d5b not null unique);"
 	/* a foreign key checked only at commit: an insert can fail after its rows */
 	"CREATE TABLE dparent(id int primary key); INSERT INTO dparent VALUES (1);"
 	"CREATE TABLE dchild(id bigserial primary key, k text not null unique,"
@@ -76,7 +81,7 @@ static const char SCHEMA[] =
 #define STD_ARGS \
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
-	"--table=cikeys=k", "--table=vc=k", "--table=nm=k", \
+	"--table=cikeys=k", "--table=vc=k", "--table=nm=k", "--table=vcd=k", \
 	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
 	"--table=dchild=k", \
 	"--pool-size=8", "--request-timeout=10000", \
@@ -1033,6 +1038,34 @@ static void test_pipelined_get_sees_earlier_create(void **state)
 		}
 	}
 	assert_int_equal(tpg_count("SELECT count(*) FROM pipe WHERE k LIKE 'getpipe-%%'"), ROUNDS);
+
+	/* Gets of a missing key queued behind one another are answered with
+	 * the first one's null row, not run one after another. */
+	struct goc_response st;
+	call_ok(c, "{\"op\":\"stats\"}", &st);
+	long long before = json_integer_value(json_object_get(json_object_get(st.root, "stats"), "coalesced"));
+	codec_response_free(&st);
+	enum { GETS = 500 };
+	static const char get[] = "{\"op\":\"get\",\"table\":\"pipe\",\"key\":{\"k\":\"getpipe-none\"}}\n";
+	char *buf = malloc(sizeof get * GETS);
+	assert_non_null(buf);
+	for (int i = 0; i < GETS; i++)
+		memcpy(buf + i * (sizeof get - 1), get, sizeof get - 1);
+	assert_int_equal(tclient_send(c, buf, (sizeof get - 1) * GETS), 0);
+	free(buf);
+	for (int i = 0; i < GETS; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok);
+		assert_null(r.row);
+		codec_response_free(&r);
+	}
+	call_ok(c, "{\"op\":\"stats\"}", &st);
+	long long after = json_integer_value(json_object_get(json_object_get(st.root, "stats"), "coalesced"));
+	codec_response_free(&st);
+	if (after - before < GETS / 2)
+		print_error("%lld of %d gets of a missing key coalesced\n", after - before, GETS);
+	assert_true(after - before >= GETS / 2);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
@@ -2069,6 +2102,10 @@ static void test_typmod_keys_in_batches(void **state)
 		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":\"1.005\"}}", true, true },
 		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":\"1.01\"}}", true, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":1.014}}", true, false },
+		/* a domain over a domain over varchar(5) */
+		{ "{\"op\":\"get_or_create\",\"table\":\"vcd\",\"key\":{\"k\":\"zzzzzzzz\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vcd\",\"key\":{\"k\":\"yyyyyyyyy\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vcd\",\"key\":{\"k\":\"xx\"}}", true, true },
 	};
 	enum { N = sizeof want / sizeof want[0] };
 	for (int round = 0; round < 2; round++) {
@@ -2104,6 +2141,7 @@ static void test_typmod_keys_in_batches(void **state)
 				   "CASE k WHEN 'r' THEN 'ok' END"), 2);
 	assert_int_equal(tpg_count("SELECT count(*) FROM nm WHERE k = 1.01"), 1);
 	assert_int_equal(tpg_count("SELECT count(*) FROM nm"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM vcd"), 1);
 	assert_true(batch_stat(c, "batches") > 0);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
@@ -2301,13 +2339,15 @@ static void test_refuses_table_without_unique_index(void **state)
  * lookup, conflict on insert, and miss again.  Refused, with the reason. */
 static void test_refuses_index_with_another_collation(void **state)
 {
-	for (int check_only = 0; check_only <= 1; check_only++) {
+	for (int t = 0; t < 4; t++) {
+		int check_only = t & 1;
 		char *out = NULL;
-		int rc = run_gocd_with_table("--table=collidx=k", check_only, &out);
+		int rc = run_gocd_with_table(t < 2 ? "--table=collidx=k" : "--table=collidx2=k",
+					     check_only, &out);
 		const char *want = "compares k (collation ci in the index, default in the column)";
 		if (rc != 1 || out == NULL || strstr(out, want) == NULL)
-			print_error("%scollidx: exit %d, output:\n%s\n", check_only ? "-t " : "", rc,
-				    out ? out : "(none)");
+			print_error("%scollidx%s: exit %d, output:\n%s\n", check_only ? "-t " : "",
+				    t < 2 ? "" : "2", rc, out ? out : "(none)");
 		assert_int_equal(rc, 1);
 		assert_non_null(strstr(out, want));
 		free(out);
