@@ -41,12 +41,14 @@ const char table_catalog_sql[] =
 	/* the type values are cast to (see struct column's cast) */
 	"                  CASE WHEN b.oid IN (" SENSITIVE ") OR b.typelem IN (" SENSITIVE ")"
 	"                       THEN format_type(b.oid, -1)"
-	"                       ELSE format_type(a.atttypid, a.atttypmod) END) ORDER BY a.attnum)"
+	"                       ELSE format_type(a.atttypid, a.atttypmod) END,"
+	/* varchar's typmod, applied as an assignment applies it (see sb_value) */
+	"                  CASE WHEN b.oid = 'varchar'::regtype THEN b.tm ELSE -1 END) ORDER BY a.attnum)"
 	"    FROM pg_attribute a CROSS JOIN LATERAL"
 	/* b: the type under all domains */
-	"     (WITH RECURSIVE r(oid) AS (SELECT a.atttypid UNION ALL"
-	"       SELECT t.typbasetype FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype = 'd')"
-	"      SELECT t.oid, t.typelem FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype <> 'd') b"
+	"     (WITH RECURSIVE r(oid, tm) AS (SELECT a.atttypid, a.atttypmod UNION ALL"
+	"       SELECT t.typbasetype, t.typtypmod FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype = 'd')"
+	"      SELECT t.oid, t.typelem, r.tm FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype <> 'd') b"
 	"    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
 	" (SELECT json_agg(json_build_array(i.indexrelid::regclass::text, i.indnullsnotdistinct,"
 	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
@@ -340,6 +342,31 @@ char *table_sql_insert(const struct table *t, const int *cols, int ncols)
 	return b.s;
 }
 
+/* text::type - a key or default text (a parameter, or i.cN in a batch)
+ * converted as PostgreSQL would convert a typed parameter, so batches
+ * accept exactly what single statements do: the cast keeps a typmod that
+ * rounds (numeric(5,2)) and drops one that would truncate (char(5)),
+ * leaving that to the INSERT, which refuses a value too long as the
+ * single statement does. */
+static void sb_value(struct sb *b, const char *text, const struct column *col)
+{
+	if (col->varchar_typmod >= 0) {
+		/* varchar(n) as an assignment coerces: trailing spaces past n
+		 * are dropped, anything else too long is an error (the explicit
+		 * cast would truncate it).  So 'hello  ' finds the row the
+		 * INSERT stored as 'hello'. */
+		char c[64];
+		sb_add(b, "pg_catalog.varchar(");
+		sb_add(b, text);
+		snprintf(c, sizeof c, "::character varying, %d, false)", col->varchar_typmod);
+		sb_add(b, c);
+		return;
+	}
+	sb_add(b, text);
+	sb_add(b, "::");
+	sb_add(b, col->cast);
+}
+
 char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 {
 	struct sb b = {0};
@@ -357,10 +384,10 @@ char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 		} else {
 			/* cast as the batch does: a key the column rounds on
 			 * storing (numeric(5,2), timestamp(0)) must find its row */
+			char prm[16];
 			sb_add(&b, " = ");
-			sb_param(&b, p++);
-			sb_add(&b, "::");
-			sb_add(&b, t->cols[t->key_col[i]].cast);
+			snprintf(prm, sizeof prm, "$%d", p++);
+			sb_value(&b, prm, &t->cols[t->key_col[i]]);
 		}
 	}
 	return b.s;
@@ -385,17 +412,11 @@ static void sb_unnest(struct sb *b, int n)
 	sb_add(b, "ord)");
 }
 
-/* i.cN::type — the text parameter converted as PostgreSQL would convert a
- * typed parameter, so batches accept exactly what single statements do:
- * the cast keeps a typmod that rounds (numeric(5,2)) and drops one that
- * would truncate (varchar(5)), leaving that to the INSERT, which refuses
- * a value too long as the single statement does. */
 static void sb_cast(struct sb *b, const char *alias, int n, const struct column *col)
 {
 	char c[32];
-	snprintf(c, sizeof c, "%s.c%d::", alias, n);
-	sb_add(b, c);
-	sb_add(b, col->cast);
+	snprintf(c, sizeof c, "%s.c%d", alias, n);
+	sb_value(b, c, col);
 }
 
 /* AND-joined "left.k = i.cN::type" over the key columns. */
@@ -547,6 +568,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		t->cols[i].type = strdup(json_string_value(json_array_get(c, 1)));
 		t->cols[i].is_json = json_is_true(json_array_get(c, 2));
 		t->cols[i].cast = strdup(json_string_value(json_array_get(c, 3)));
+		t->cols[i].varchar_typmod = (int)json_integer_value(json_array_get(c, 4));
 	}
 	t->ncols = (int)ncols;
 	json_decref(cols);
@@ -556,7 +578,8 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	bool same = nold <= t->ncols;
 	for (int i = 0; same && i < nold; i++)
 		same = strcmp(old[i].name, t->cols[i].name) == 0 &&
-		       strcmp(old[i].cast, t->cols[i].cast) == 0 && old[i].is_json == t->cols[i].is_json;
+		       strcmp(old[i].cast, t->cols[i].cast) == 0 && old[i].is_json == t->cols[i].is_json &&
+		       old[i].varchar_typmod == t->cols[i].varchar_typmod;
 	if (!same)
 		t->layout++;
 	for (int i = 0; i < nold; i++) {

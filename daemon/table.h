@@ -24,6 +24,7 @@ struct column {
 	bool is_json;/* json/jsonb: values are sent as JSON text */
 	char *cast;  /* what key and default texts are cast to: type, but
 		      * without a truncating typmod (see table.c SENSITIVE) */
+	int varchar_typmod; /* >= 0: varchar(n), coerced as an assignment would */
 };
 
 struct table {

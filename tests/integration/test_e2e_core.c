@@ -2099,6 +2099,9 @@ static void test_typmod_keys_in_batches(void **state)
 		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"q\"},\"defaults\":{\"v\":\"long\"}}", false, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"abcde\"}}", true, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"r\"},\"defaults\":{\"v\":\"ok\"}}", true, true },
+		/* spaces past n are dropped on storing, so they find 'abcde' */
+		{ "{\"op\":\"get_or_create\",\"table\":\"vc\",\"key\":{\"k\":\"abcde  \"}}", true, false },
+		{ "{\"op\":\"get\",\"table\":\"vc\",\"key\":{\"k\":\"abcde \"}}", true, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":\"1.005\"}}", true, true },
 		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":\"1.01\"}}", true, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"nm\",\"key\":{\"k\":1.014}}", true, false },
