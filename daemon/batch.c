@@ -481,7 +481,8 @@ static void split(struct batch *b)
 static bool whole_statement(const char *state)
 {
 	return strcmp(state, "57014") == 0 || strcmp(state, "42P01") == 0 ||
-	       strcmp(state, "42703") == 0 || strcmp(state, "42P10") == 0;
+	       strcmp(state, "42703") == 0 || strcmp(state, "42P10") == 0 ||
+	       strcmp(state, "42883") == 0;
 }
 
 static void on_batch(struct pgjob *job, const PGresult *res,

@@ -465,6 +465,11 @@ static void on_sql_error(struct req *r, const PGresult *res)
 	}
 	if (strncmp(state, "22", 2) == 0 || strcmp(state, "428C9") == 0 ||
 	    strcmp(state, "42804") == 0) {
+		/* Usually the value; but a column whose type changed under gocd
+		 * (ALTER ... TYPE) fails the same way, and nothing else would
+		 * make gocd read the catalog again.  At most once a second. */
+		if (strcmp(state, "428C9") != 0)
+			catalog_recheck_hint(r->table);
 		snprintf(msg, sizeof msg, "%s%s%s%s", primary, column ? " (column \"" : "",
 			 column ? column : "", column ? "\")" : "");
 		finish_error(r, GOC_E_INVALID_VALUE, msg);
@@ -476,10 +481,11 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		return;
 	}
 	if (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0 ||
-	    strcmp(state, "42P10") == 0) {
+	    strcmp(state, "42P10") == 0 || strcmp(state, "42883") == 0) {
 		/* The schema changed under us (table dropped, column gone, key
-		 * index dropped): stop serving the table rather than run without
-		 * the guarantee.  A reconnect re-checks the catalog. */
+		 * index dropped, a key column's type changed so that no '='
+		 * fits the SQL any more): stop serving the table rather than run
+		 * without the guarantee, and read the catalog again. */
 		snprintf(msg, sizeof msg, "table \"%s\" changed under gocd and is not served until it "
 			 "checks out again: %s (SQLSTATE %s)", r->table->conf->name, primary, state);
 		table_invalidate(r->table, msg);

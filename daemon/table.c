@@ -317,31 +317,6 @@ static void build_sql(struct table *t)
 	t->sql_insert_key = table_sql_insert(t, cols, tc->ncols);
 }
 
-char *table_sql_insert(const struct table *t, const int *cols, int ncols)
-{
-	struct sb b = {0};
-	sb_add(&b, "INSERT INTO ");
-	sb_add(&b, t->qname);
-	sb_add(&b, " AS t (");
-	for (int i = 0; i < ncols; i++) {
-		if (i)
-			sb_add(&b, ", ");
-		sb_ident(&b, t->cols[cols[i]].name);
-	}
-	sb_add(&b, ") VALUES (");
-	for (int i = 0; i < ncols; i++) {
-		if (i)
-			sb_add(&b, ", ");
-		sb_param(&b, i + 1);
-	}
-	sb_add(&b, ") ON CONFLICT ");
-	sb_add(&b, t->conflict_target);
-	/* The xid is read before the commit is sent, so that a connection
-	 * lost during the commit can still learn whether it happened. */
-	sb_add(&b, " DO NOTHING RETURNING row_to_json(t.*)::text, pg_current_xact_id()::text");
-	return b.s;
-}
-
 /* text::type - a key or default text (a parameter, or i.cN in a batch)
  * converted as PostgreSQL would convert a typed parameter, so batches
  * accept exactly what single statements do: the cast keeps a typmod that
@@ -410,6 +385,37 @@ static void sb_unnest(struct sb *b, int n)
 		sb_add(b, c);
 	}
 	sb_add(b, "ord)");
+}
+
+char *table_sql_insert(const struct table *t, const int *cols, int ncols)
+{
+	struct sb b = {0};
+	sb_add(&b, "INSERT INTO ");
+	sb_add(&b, t->qname);
+	sb_add(&b, " AS t (");
+	for (int i = 0; i < ncols; i++) {
+		if (i)
+			sb_add(&b, ", ");
+		sb_ident(&b, t->cols[cols[i]].name);
+	}
+	sb_add(&b, ") VALUES (");
+	for (int i = 0; i < ncols; i++) {
+		/* Cast like the lookup and the batch: it also makes the text
+		 * (and so the prepared statement) change with the column's type,
+		 * since a prepared statement keeps the parameter types it was
+		 * prepared with. */
+		char prm[16];
+		if (i)
+			sb_add(&b, ", ");
+		snprintf(prm, sizeof prm, "$%d", i + 1);
+		sb_value(&b, prm, &t->cols[cols[i]]);
+	}
+	sb_add(&b, ") ON CONFLICT ");
+	sb_add(&b, t->conflict_target);
+	/* The xid is read before the commit is sent, so that a connection
+	 * lost during the commit can still learn whether it happened. */
+	sb_add(&b, " DO NOTHING RETURNING row_to_json(t.*)::text, pg_current_xact_id()::text");
+	return b.s;
 }
 
 static void sb_cast(struct sb *b, const char *alias, int n, const struct column *col)

@@ -989,6 +989,66 @@ static void test_sigterm_under_load(void **state)
 }
 
 /*
+ * A column's type changed under a running gocd (ALTER ... TYPE): nothing
+ * else made gocd read the catalog again, so every request on the table
+ * failed until a restart ('operator does not exist: text = integer' on
+ * the key).  Now the first failures prompt a re-read and the table is
+ * served with the new types within a few requests.
+ */
+static void test_column_type_changes(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_retype; CREATE TABLE f_retype(id bigserial "
+				  "primary key, k int not null unique, a text)"), 0);
+	/* one connection: its prepared statements are the stale ones */
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_retype=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"f_retype\","
+				      "\"key\":{\"k\":1},\"defaults\":{\"a\":\"x\"}}", &r), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+
+	static const struct {
+		const char *ddl, *tag, *defaults;
+	} step[] = {
+		{ "ALTER TABLE f_retype ALTER COLUMN k TYPE text", "abc", "{}" },
+		{ "ALTER TABLE f_retype ALTER COLUMN a TYPE int USING NULL", "def", "{\"a\":\"9\"}" },
+	};
+	for (size_t s = 0; s < sizeof step / sizeof step[0]; s++) {
+		assert_int_equal(tpg_exec("%s", step[s].ddl), 0);
+		int fails = 0, oks = 0;
+		for (int i = 0; i < 50 && oks < 3; i++) {
+			char req[200];
+			snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"f_retype\","
+				 "\"key\":{\"k\":\"%s-%d\"},\"defaults\":%s}", step[s].tag, i, step[s].defaults);
+			assert_int_equal(tclient_call(c, req, &r), 0);
+			if (r.ok) {
+				oks++;
+			} else {
+				fails++;
+				if (r.code != GOC_E_INVALID_VALUE && r.code != GOC_E_UNAVAILABLE)
+					print_error("after %s: %s\n", step[s].ddl, tclient_last(c));
+				assert_true(r.code == GOC_E_INVALID_VALUE || r.code == GOC_E_UNAVAILABLE);
+				oks = 0; /* three in a row */
+			}
+			codec_response_free(&r);
+			if (!r.ok)
+				harness_sleep_ms(200);
+		}
+		if (oks < 3)
+			print_error("after %s: %d failures, never served again: %s\n", step[s].ddl, fails,
+				    tclient_last(c));
+		assert_int_equal(oks, 3);
+		fprintf(stderr, "%s: %d request(s) failed before it was served again\n", step[s].ddl, fails);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_retype WHERE a = 9"), 3);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * The connection dies while a batch's commit runs (a deferred trigger keeps
  * it busy; the backend is terminated).  The batch held the same key spelled
  * twice (1 and "01"): one request inserted the row, the other was going to
@@ -1206,6 +1266,7 @@ int main(void)
 		T(test_schema_changes),
 		T(test_columns_move_under_a_request),
 		T(test_lost_commit_with_two_spellings),
+		T(test_column_type_changes),
 		T(test_sigterm_under_load),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
