@@ -11,11 +11,13 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <event2/util.h>
@@ -442,18 +444,44 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 	for (int i = 0; i < 2; i++) {
 		struct sockaddr_storage ss;
 		int len = sizeof ss;
-		if (val[i][0] && evutil_parse_sockaddr_port(val[i], (struct sockaddr *)&ss, &len) != 0) {
+		/* evutil reads the port with strtol and stops at junk
+		 * ("7432x" is 7432): the port must be digits to the end. */
+		const char *colon = strrchr(val[i], ':');
+		bool digits = colon && colon[1] != '\0' && strspn(colon + 1, "0123456789") == strlen(colon + 1);
+		if (val[i][0] && (!digits ||
+				  evutil_parse_sockaddr_port(val[i], (struct sockaddr *)&ss, &len) != 0)) {
 			errf(err, errlen, "%s: \"%s\" is not HOST:PORT with a numeric address and a port "
 			     "up to 65535 (e.g. 127.0.0.1:7432 or [::1]:7432; names are not resolved)",
 			     name[i], val[i]);
 			return -1;
 		}
 	}
+	if (cfg->listen[0] && strcmp(cfg->listen, cfg->admin_listen) == 0) {
+		errf(err, errlen, "listen and admin_listen are both %s; they need different ports",
+		     cfg->listen);
+		return -1;
+	}
 	struct sockaddr_un sun;
 	if (strlen(cfg->unix_path) >= sizeof sun.sun_path) {
 		errf(err, errlen, "unix: the path is %zu bytes long; a Unix socket path has at most %zu",
 		     strlen(cfg->unix_path), sizeof sun.sun_path - 1);
 		return -1;
+	}
+	if (cfg->unix_path[0]) {
+		/* The socket is created at start; its directory must be there
+		 * (systemd's RuntimeDirectory= makes /run/gocd before). */
+		char dir[sizeof sun.sun_path];
+		snprintf(dir, sizeof dir, "%s", cfg->unix_path);
+		char *slash = strrchr(dir, '/');
+		if (slash != NULL) {
+			*(slash == dir ? slash + 1 : slash) = '\0';
+			struct stat st;
+			if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+				errf(err, errlen, "unix: the directory %s of %s does not exist", dir,
+				     cfg->unix_path);
+				return -1;
+			}
+		}
 	}
 	return 0;
 }

@@ -307,6 +307,19 @@ static void test_parse_unknown_op(void **state)
 			   GOC_E_UNKNOWN_OP);
 }
 
+/* A raw NUL byte is named as such, not as whatever the parser makes of
+ * the bytes around it ("end of file expected"). */
+static void test_parse_raw_nul(void **state)
+{
+	struct goc_request req;
+	struct codec_error err;
+	static const char line[] = "{\"op\":\"ping\"}\0";
+	assert_int_equal(codec_parse_request(line, sizeof line - 1, &req, &err), -1);
+	assert_int_equal(err.code, GOC_E_BAD_JSON);
+	assert_non_null(strstr(err.message, "at byte 13: a raw NUL byte"));
+	codec_request_free(&req);
+}
+
 /* An error response can only be matched by the client if the id survives
  * the failed parse. */
 static void test_parse_error_keeps_id(void **state)
@@ -985,6 +998,7 @@ int main(void)
 		cmocka_unit_test(test_parse_bad_request_key),
 		cmocka_unit_test(test_parse_bad_request_defaults),
 		cmocka_unit_test(test_parse_unknown_op),
+		cmocka_unit_test(test_parse_raw_nul),
 		cmocka_unit_test(test_parse_error_keeps_id),
 		cmocka_unit_test(test_value_text_string),
 		cmocka_unit_test(test_value_text_int64_exact),
