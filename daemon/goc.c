@@ -480,12 +480,22 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		finish_error(r, GOC_E_TIMEOUT, msg);
 		return;
 	}
+	if (strcmp(state, "42883") == 0) {
+		/* No operator for our SQL's types: most likely a key column's
+		 * type changed under gocd (a user's trigger could raise it too,
+		 * so the table stays in service): read the catalog again, and
+		 * the SQL is rebuilt for the new types. */
+		catalog_recheck_hint(r->table);
+		snprintf(msg, sizeof msg, "%s (SQLSTATE %s); re-reading the table's definition, "
+			 "send it again", primary, state);
+		finish_error(r, GOC_E_UNAVAILABLE, msg);
+		return;
+	}
 	if (strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0 ||
-	    strcmp(state, "42P10") == 0 || strcmp(state, "42883") == 0) {
+	    strcmp(state, "42P10") == 0) {
 		/* The schema changed under us (table dropped, column gone, key
-		 * index dropped, a key column's type changed so that no '='
-		 * fits the SQL any more): stop serving the table rather than run
-		 * without the guarantee, and read the catalog again. */
+		 * index dropped): stop serving the table rather than run without
+		 * the guarantee, and read the catalog again. */
 		snprintf(msg, sizeof msg, "table \"%s\" changed under gocd and is not served until it "
 			 "checks out again: %s (SQLSTATE %s)", r->table->conf->name, primary, state);
 		table_invalidate(r->table, msg);

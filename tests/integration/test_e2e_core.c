@@ -2412,7 +2412,6 @@ static void test_check_mode_refuses_unopenable_addresses(void **state)
 		"admin_listen: \"bogus\" is not HOST:PORT",
 		"\"127.0.0.1:7433x\" is not HOST:PORT",
 		"both 127.0.0.1:7777; they need different ports",
-		"the directory /nonexistent/dir of",
 	};
 	const char *bad[][2] = {
 		{ "--listen=localhost:7432", "--admin-listen=" },
@@ -2422,7 +2421,6 @@ static void test_check_mode_refuses_unopenable_addresses(void **state)
 		{ "--listen=127.0.0.1:1", "--admin-listen=bogus" },
 		{ "--listen=127.0.0.1:7433x", "--admin-listen=" },
 		{ "--listen=127.0.0.1:7777", "--admin-listen=127.0.0.1:7777" },
-		{ "--unix=/nonexistent/dir/s.sock", "--admin-listen=" },
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		for (int check_only = 0; check_only <= 1; check_only++) {
