@@ -60,6 +60,7 @@ struct shape {
 
 struct batch {
 	struct pgjob job;
+	TAILQ_ENTRY(batch) link; /* bt.live: built and not yet freed */
 	struct shape *s;
 	int n;
 	struct req **reqs;
@@ -74,6 +75,10 @@ static struct {
 	struct shape *buckets[SHAPE_BUCKETS];
 	int nshapes;
 	TAILQ_HEAD(, shape) ready;
+	/* Every batch not yet freed.  One whose rows all existed has
+	 * answered everyone and waits only for its commit's result: if gocd
+	 * stops then, nothing else would free it. */
+	TAILQ_HEAD(, batch) live;
 	int queued;
 	int deferring;   /* >0: don't kick the pool per enqueue */
 	unsigned long long batches, keys, splits;
@@ -97,11 +102,17 @@ void batch_init(int batch_max, int insert_batches)
 	bt.batch_max = batch_max;
 	bt.insert_batches = insert_batches;
 	TAILQ_INIT(&bt.ready);
+	TAILQ_INIT(&bt.live);
 	pgpool_set_source(batch_next, batch_fail_all);
 }
 
+static void batch_free(struct batch *b);
+
 void batch_free_all(void)
 {
+	/* After the loop stopped: no pool callback can reach these any more. */
+	while (!TAILQ_EMPTY(&bt.live))
+		batch_free(TAILQ_FIRST(&bt.live));
 	for (int i = 0; i < SHAPE_BUCKETS; i++) {
 		struct shape *s = bt.buckets[i], *n;
 		for (; s; s = n) {
@@ -302,6 +313,7 @@ static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
 	struct batch *b = calloc(1, sizeof *b);
 	if (b == NULL)
 		abort();
+	TAILQ_INSERT_TAIL(&bt.live, b, link);
 	b->s = s;
 	b->n = n;
 	b->reqs = reqs;
@@ -345,6 +357,7 @@ static void batch_unsent(struct batch *b)
 
 static void batch_free(struct batch *b)
 {
+	TAILQ_REMOVE(&bt.live, b, link);
 	int ncols = tables[b->s->table]->conf->ncols + b->s->ndef;
 	for (int c = 0; c < ncols; c++)
 		free(b->arrays[c]);
