@@ -342,40 +342,60 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 	return rc;
 }
 
-static int load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+/*
+ * A whole small text file, NUL-terminated, for the config file and the
+ * token file alike: refused if over max bytes or holding a NUL byte (a
+ * C string would silently end there).  Errors name what it is and the
+ * path.  NULL on error.
+ */
+static char *read_text_file(const char *what, const char *path, size_t max, char *err,
+			    size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	if (f == NULL) {
-		errf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
-		return -1;
+		errf(err, errlen, "%s: cannot open %s: %s", what, path, strerror(errno));
+		return NULL;
 	}
-	size_t cap = 4096, len = 0;
+	size_t cap = 4096, len = 0, n;
 	char *buf = malloc(cap);
-	size_t n;
-	while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+	if (buf == NULL)
+		abort();
+	while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
 		len += n;
+		if (len > max) {
+			errf(err, errlen, "%s %s is larger than %zu bytes", what, path, max);
+			free(buf);
+			fclose(f);
+			return NULL;
+		}
 		if (len + 1 == cap) {
-			if (cap > (1u << 24)) {
-				errf(err, errlen, "config file %s is too large", path);
-				free(buf);
-				fclose(f);
-				return -1;
-			}
 			char *nb = realloc(buf, cap *= 2);
 			if (nb == NULL)
 				abort();
 			buf = nb;
 		}
 	}
+	int rerr = ferror(f);
 	fclose(f);
-	if (buf == NULL)
-		abort();
+	if (rerr) {
+		errf(err, errlen, "%s: cannot read %s", what, path);
+		free(buf);
+		return NULL;
+	}
 	buf[len] = '\0';
 	if (memchr(buf, '\0', len) != NULL) {
-		errf(err, errlen, "config file %s contains a NUL byte", path);
+		errf(err, errlen, "%s %s contains a NUL byte", what, path);
 		free(buf);
-		return -1;
+		return NULL;
 	}
+	return buf;
+}
+
+static int load_file(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+	char *buf = read_text_file("config file", path, (size_t)1 << 24, err, errlen);
+	if (buf == NULL)
+		return -1;
 	int rc = config_parse_text(cfg, buf, path, err, errlen);
 	free(buf);
 	return rc;
@@ -395,44 +415,30 @@ static int load_token_file(struct config *cfg, char *err, size_t errlen)
 		errf(err, errlen, "auth_token and auth_token_file are both set; use one");
 		return -1;
 	}
-	FILE *f = fopen(path, "r");
-	if (f == NULL) {
-		errf(err, errlen, "auth_token_file: cannot open %s: %s", path, strerror(errno));
+	char *buf = read_text_file("auth_token_file", path, (size_t)1 << 20, err, errlen);
+	if (buf == NULL)
 		return -1;
-	}
-	char buf[4097];
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	int rerr = ferror(f);
-	fclose(f);
-	if (rerr) {
-		errf(err, errlen, "auth_token_file: cannot read %s", path);
-		return -1;
-	}
-	buf[n] = '\0';
-	if (memchr(buf, '\0', n) != NULL) {
-		errf(err, errlen, "auth_token_file %s contains a NUL byte", path);
-		return -1;
-	}
 	char *nl = strchr(buf, '\n');
-	if (nl == NULL && n == sizeof buf - 1) {
-		errf(err, errlen, "auth_token_file %s: the token is longer than 4096 bytes", path);
-		return -1;
-	}
 	if (nl)
 		*nl = '\0';
 	size_t len = strlen(buf);
 	if (len > 0 && buf[len - 1] == '\r')
 		buf[--len] = '\0';
-	if (len == 0) {
+	int rc = -1;
+	if (len > 4096)
+		errf(err, errlen, "auth_token_file %s: the token is longer than 4096 bytes", path);
+	else if (len == 0)
 		errf(err, errlen, "auth_token_file %s: the first line is empty", path);
-		return -1;
+	else
+		rc = 0;
+	if (rc == 0) {
+		free(cfg->auth_token);
+		cfg->auth_token = xstrdup(buf);
 	}
-	free(cfg->auth_token);
-	cfg->auth_token = xstrdup(buf);
-	return 0;
+	free(buf);
+	return rc;
 }
 
-/* Split argv[i] into name/value: --name=value, --name value, -c FILE. */
 /* Values that parse as options but could never be opened: refused here, so
  * that -t, a start and a reload all say so the same way, before anything
  * has been opened. */

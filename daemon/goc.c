@@ -323,6 +323,20 @@ void goc_finish_error(struct req *r, enum goc_err code, const char *msg)
 	finish_error(r, code, msg);
 }
 
+/* A request that waited behind the key's owner takes the owner's answer. */
+static void answer_waiter(struct req *wr, const char *row, size_t len)
+{
+	wr->step = STEP_NONE;
+	stats.coalesced++;
+	if (row == NULL)
+		stats.not_found++;
+	else
+		stats.found++;
+	codec_render_row(wr->out, wr->in.id, false, row, len);
+	req_answered(wr);
+	req_idle(wr);
+}
+
 static void finish_row(struct req *r, const char *row, size_t len, bool created)
 {
 	if (!r->answered) {
@@ -342,27 +356,13 @@ static void finish_row(struct req *r, const char *row, size_t len, bool created)
 		 * and the gets behind it wait for its row. */
 		struct lockwaiter *w;
 		while (r->lock.ent && (w = locktab_first_waiter(&r->lock)) != NULL &&
-		       REQ_OF(w, lock)->in.op == GOC_OP_GET) {
-			struct req *wr = REQ_OF(locktab_pop_waiter(&r->lock), lock);
-			wr->step = STEP_NONE;
-			stats.coalesced++;
-			stats.not_found++;
-			codec_render_row(wr->out, wr->in.id, false, NULL, 0);
-			req_answered(wr);
-			req_idle(wr);
-		}
+		       REQ_OF(w, lock)->in.op == GOC_OP_GET)
+			answer_waiter(REQ_OF(locktab_pop_waiter(&r->lock), lock), NULL, 0);
 		release_to_next(r);
 	} else if (r->lock.ent) {
 		struct lockwaiter *w;
-		while ((w = locktab_pop_waiter(&r->lock)) != NULL) {
-			struct req *wr = REQ_OF(w, lock);
-			wr->step = STEP_NONE;
-			stats.coalesced++;
-			stats.found++;
-			codec_render_row(wr->out, wr->in.id, false, row, len);
-			req_answered(wr);
-			req_idle(wr);
-		}
+		while ((w = locktab_pop_waiter(&r->lock)) != NULL)
+			answer_waiter(REQ_OF(w, lock), row, len);
 		locktab_release(&r->lock);
 	}
 	r->step = STEP_NONE;

@@ -68,18 +68,19 @@ int codec_parse_request(const char *line, size_t len, struct goc_request *req,
 
 	memset(req, 0, sizeof *req);
 	req->op = GOC_OP__COUNT; /* until "op" is known */
-	const char *nul = memchr(line, '\0', len);
-	if (nul != NULL) {
-		/* JSON text never holds a raw NUL; say so rather than report
-		 * whatever the parser makes of the bytes around it. */
-		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %zu: a raw NUL byte "
-				"(JSON text cannot contain one)", (size_t)(nul - line));
-		return -1;
-	}
 	/* Duplicate keys are rejected: with two "key" members the request
 	 * would mean whatever the parser happened to keep. */
 	json_t *root = jsonread(line, len, &jerr);
 	if (root == NULL) {
+		/* JSON text never holds a raw NUL; say so rather than report
+		 * whatever the parser made of the bytes around it.  Looked for
+		 * only here, off the path of requests that parse. */
+		const char *nul = memchr(line, '\0', len);
+		if (nul != NULL) {
+			codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %zu: a raw NUL byte "
+					"(JSON text cannot contain one)", (size_t)(nul - line));
+			return -1;
+		}
 		codec_error_set(err, GOC_E_BAD_JSON, "invalid JSON at byte %zu: %s%s",
 				jerr.position, jerr.text,
 				strstr(jerr.text, "too big") || strstr(jerr.text, "overflow") ?

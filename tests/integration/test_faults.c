@@ -1103,6 +1103,45 @@ static void test_lost_commit_with_two_spellings(void **state)
 	harness_pass();
 }
 
+/* Send req on a; hold its lookup behind a lock on f_moved, freeze the
+ * backend running it, then commit ddl (which releases the lock) while it
+ * stays frozen.  pg_thaw() lets the lookup finish. */
+static void freeze_lookup_across(struct tclient *a, const char *req, const char *ddl)
+{
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_moved IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_send(a, req, strlen(req)), 0);
+	long long pid = -1;
+	for (int i = 0; i < 200 && pid <= 0; i++) {
+		pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
+				"application_name = 'gocd' AND wait_event_type = 'Lock'");
+		if (pid <= 0)
+			harness_sleep_ms(20);
+	}
+	assert_true(pid > 0);
+	frozen[nfrozen++] = (pid_t)pid; /* thawed at teardown whatever happens */
+	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+	assert_int_equal(tpg_session_exec(s, "%s; COMMIT", ddl), 0);
+	tpg_session_close(s);
+}
+
+/* Call req on c until its answer's code is want (GOC_OK: answered ok):
+ * the catalog re-read it prompts has then happened. */
+static void call_until(struct tclient *c, const char *req, enum goc_err want)
+{
+	bool done = false;
+	for (int i = 0; i < 200 && !done; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_call(c, req, &r), 0);
+		done = r.code == want;
+		codec_response_free(&r);
+		if (!done)
+			harness_sleep_ms(50);
+	}
+	assert_true(done);
+}
+
 /*
  * The catalog is re-read while a request sits between its statements, and
  * the table's columns moved (a column dropped): the request holds column
@@ -1122,35 +1161,13 @@ static void test_columns_move_under_a_request(void **state)
 	struct goc_response r;
 
 	/* 0. A column added at the end moves nothing: a request held across
-	 *    that re-read goes on (it failed 'unavailable' too at first). */
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_moved IN ACCESS EXCLUSIVE MODE"), 0);
+	 *    that re-read goes on (it failed 'unavailable' too at first).
+	 *    B asks for the new column until gocd knows it. */
 	static const char req0[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
 				   "\"key\":{\"k\":\"kept\"},\"defaults\":{\"c\":\"my-c\"}}\n";
-	assert_int_equal(tclient_send(a, req0, strlen(req0)), 0);
-	long long pid = -1;
-	for (int i = 0; i < 200 && pid <= 0; i++) {
-		pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
-				"application_name = 'gocd' AND wait_event_type = 'Lock'");
-		if (pid <= 0)
-			harness_sleep_ms(20);
-	}
-	assert_true(pid > 0);
-	frozen[nfrozen++] = (pid_t)pid;
-	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
-	assert_int_equal(tpg_session_exec(s, "ALTER TABLE f_moved ADD COLUMN f text; COMMIT"), 0);
-	tpg_session_close(s);
-	bool known = false;
-	for (int i = 0; i < 200 && !known; i++) {
-		assert_int_equal(tclient_call(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
-					    "\"key\":{\"k\":\"probe0\"},\"defaults\":{\"f\":\"x\"}}", &r), 0);
-		known = r.ok;
-		codec_response_free(&r);
-		if (!known)
-			harness_sleep_ms(50);
-	}
-	assert_true(known);
+	freeze_lookup_across(a, req0, "ALTER TABLE f_moved ADD COLUMN f text");
+	call_until(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+		      "\"key\":{\"k\":\"probe0\"},\"defaults\":{\"f\":\"x\"}}", GOC_OK);
 	pg_thaw();
 	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
 	if (!r.ok || !r.created)
@@ -1158,40 +1175,13 @@ static void test_columns_move_under_a_request(void **state)
 	assert_true(r.ok && r.created);
 	codec_response_free(&r);
 
-	/* 1. Hold A's lookup behind a table lock, then freeze its backend. */
-	s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_moved IN ACCESS EXCLUSIVE MODE"), 0);
+	/* 1. A column dropped under A's lookup: it must not insert with
+	 *    stale positions. */
 	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
 				  "\"key\":{\"k\":\"mykey\"},\"defaults\":{\"c\":\"my-c\"}}\n";
-	assert_int_equal(tclient_send(a, req, strlen(req)), 0);
-	pid = -1;
-	for (int i = 0; i < 200 && pid <= 0; i++) {
-		pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
-				"application_name = 'gocd' AND wait_event_type = 'Lock'");
-		if (pid <= 0)
-			harness_sleep_ms(20);
-	}
-	assert_true(pid > 0);
-	frozen[nfrozen++] = (pid_t)pid; /* thawed at teardown whatever happens */
-	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
-
-	/* 2. Move the columns; make gocd re-read the catalog (B asks for the
-	 *    new column until it is known). */
-	assert_int_equal(tpg_session_exec(s, "ALTER TABLE f_moved DROP COLUMN a, ADD COLUMN e text; COMMIT"), 0);
-	tpg_session_close(s);
-	known = false;
-	for (int i = 0; i < 200 && !known; i++) {
-		assert_int_equal(tclient_call(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
-					    "\"key\":{\"k\":\"probe\"},\"defaults\":{\"e\":\"x\"}}", &r), 0);
-		known = r.ok;
-		codec_response_free(&r);
-		if (!known)
-			harness_sleep_ms(50);
-	}
-	assert_true(known);
-
-	/* 3. A's lookup finishes now: it must not insert with stale positions. */
+	freeze_lookup_across(a, req, "ALTER TABLE f_moved DROP COLUMN a, ADD COLUMN e text");
+	call_until(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+		      "\"key\":{\"k\":\"probe\"},\"defaults\":{\"e\":\"x\"}}", GOC_OK);
 	pg_thaw();
 	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
 	if (r.ok || r.code != GOC_E_UNAVAILABLE)
@@ -1201,7 +1191,7 @@ static void test_columns_move_under_a_request(void **state)
 	codec_response_free(&r);
 	assert_int_equal(tpg_count("SELECT count(*) FROM f_moved WHERE k IS NULL OR k NOT IN ('probe', 'probe0', 'kept')"), 0);
 
-	/* 4. Sent again, it works on the new layout. */
+	/* 2. Sent again, it works on the new layout. */
 	assert_int_equal(tclient_call(a, req, &r), 0);
 	if (!r.ok || !r.created)
 		print_error("the retry: %s\n", tclient_last(a));
@@ -1210,38 +1200,15 @@ static void test_columns_move_under_a_request(void **state)
 	assert_string_equal(json_string_value(json_object_get(r.row, "c")), "my-c");
 	codec_response_free(&r);
 
-	/* 5. The same, but the key's unique index goes: the table is out of
+	/* 3. The same, but the key's unique index goes: the table is out of
 	 *    service when the lookup returns (gocd crashed here, building an
-	 *    INSERT from the cleared catalog). */
-	s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_moved IN ACCESS EXCLUSIVE MODE"), 0);
+	 *    INSERT from the cleared catalog).  An unknown column asks for
+	 *    the re-check that finds no index. */
 	static const char req2[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
 				   "\"key\":{\"k\":\"mykey2\"},\"defaults\":{\"c\":\"my-c\"}}\n";
-	assert_int_equal(tclient_send(a, req2, strlen(req2)), 0);
-	pid = -1;
-	for (int i = 0; i < 200 && pid <= 0; i++) {
-		pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
-				"application_name = 'gocd' AND wait_event_type = 'Lock'");
-		if (pid <= 0)
-			harness_sleep_ms(20);
-	}
-	assert_true(pid > 0);
-	frozen[nfrozen++] = (pid_t)pid;
-	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
-	assert_int_equal(tpg_session_exec(s, "ALTER TABLE f_moved DROP CONSTRAINT f_moved_k_key; COMMIT"), 0);
-	tpg_session_close(s);
-	bool out = false;
-	for (int i = 0; i < 200 && !out; i++) {
-		/* an unknown column asks for the re-check that finds no index */
-		assert_int_equal(tclient_call(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
-					    "\"key\":{\"k\":\"probe\"},\"defaults\":{\"zz\":1}}", &r), 0);
-		out = r.code == GOC_E_UNAVAILABLE;
-		codec_response_free(&r);
-		if (!out)
-			harness_sleep_ms(50);
-	}
-	assert_true(out);
+	freeze_lookup_across(a, req2, "ALTER TABLE f_moved DROP CONSTRAINT f_moved_k_key");
+	call_until(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+		      "\"key\":{\"k\":\"probe\"},\"defaults\":{\"zz\":1}}", GOC_E_UNAVAILABLE);
 	pg_thaw();
 	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
 	if (r.ok || r.code != GOC_E_UNAVAILABLE)
