@@ -42,8 +42,10 @@ const char table_catalog_sql[] =
 	"                  CASE WHEN b.oid IN (" SENSITIVE ") OR b.typelem IN (" SENSITIVE ")"
 	"                       THEN format_type(b.oid, -1)"
 	"                       ELSE format_type(a.atttypid, a.atttypmod) END,"
-	/* varchar's typmod, applied as an assignment applies it (see sb_value) */
-	"                  CASE WHEN b.oid = 'varchar'::regtype THEN b.tm ELSE -1 END) ORDER BY a.attnum)"
+	/* varchar's typmod (of the elements, for an array), applied as an
+	 * assignment applies it (see sb_value) */
+	"                  CASE WHEN 'varchar'::regtype IN (b.oid, b.typelem) THEN b.tm ELSE -1 END,"
+	"                  b.typelem = 'varchar'::regtype) ORDER BY a.attnum)"
 	"    FROM pg_attribute a CROSS JOIN LATERAL"
 	/* b: the type under all domains */
 	"     (WITH RECURSIVE r(oid, tm) AS (SELECT a.atttypid, a.atttypmod UNION ALL"
@@ -330,10 +332,21 @@ static void sb_value(struct sb *b, const char *text, const struct column *col)
 		 * are dropped, anything else too long is an error (the explicit
 		 * cast would truncate it).  So 'hello  ' finds the row the
 		 * INSERT stored as 'hello'. */
-		char c[64];
-		sb_add(b, "pg_catalog.varchar(");
-		sb_add(b, text);
-		snprintf(c, sizeof c, "::character varying, %d, false)", col->varchar_typmod);
+		char c[96];
+		if (col->varchar_array) {
+			/* No SQL function coerces an array's elements that way,
+			 * but the array parser applies the element typmod as
+			 * varchar's input does, which is the same rule; its
+			 * result is typed anyarray, hence the text round trip. */
+			sb_add(b, "pg_catalog.array_in(");
+			sb_add(b, text);
+			snprintf(c, sizeof c, "::cstring, 'pg_catalog.varchar'::regtype, %d)::text::%s",
+				 col->varchar_typmod, col->cast);
+		} else {
+			sb_add(b, "pg_catalog.varchar(");
+			sb_add(b, text);
+			snprintf(c, sizeof c, "::character varying, %d, false)", col->varchar_typmod);
+		}
 		sb_add(b, c);
 		return;
 	}
@@ -575,6 +588,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		t->cols[i].is_json = json_is_true(json_array_get(c, 2));
 		t->cols[i].cast = strdup(json_string_value(json_array_get(c, 3)));
 		t->cols[i].varchar_typmod = (int)json_integer_value(json_array_get(c, 4));
+		t->cols[i].varchar_array = json_is_true(json_array_get(c, 5));
 	}
 	t->ncols = (int)ncols;
 	json_decref(cols);
@@ -585,7 +599,8 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	for (int i = 0; same && i < nold; i++)
 		same = strcmp(old[i].name, t->cols[i].name) == 0 &&
 		       strcmp(old[i].cast, t->cols[i].cast) == 0 && old[i].is_json == t->cols[i].is_json &&
-		       old[i].varchar_typmod == t->cols[i].varchar_typmod;
+		       old[i].varchar_typmod == t->cols[i].varchar_typmod &&
+		       old[i].varchar_array == t->cols[i].varchar_array;
 	if (!same)
 		t->layout++;
 	for (int i = 0; i < nold; i++) {

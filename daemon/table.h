@@ -25,6 +25,7 @@ struct column {
 	char *cast;  /* what key and default texts are cast to: type, but
 		      * without a truncating typmod (see table.c SENSITIVE) */
 	int varchar_typmod; /* >= 0: varchar(n), coerced as an assignment would */
+	bool varchar_array; /* ... and the column is an array of varchar(n) */
 };
 
 struct table {

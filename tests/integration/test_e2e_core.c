@@ -55,6 +55,10 @@ static const char SCHEMA[] =
 	"CREATE TABLE nm(id bigserial primary key, k numeric(5,2) not null unique);"
 	"CREATE DOMAIN d5 AS varchar(5); CREATE DOMAIN d5b AS d5;"
 	"CREATE TABLE vcd(id bigserial primary key, k d5b not null unique);"
+	/* and varchar(n) arrays, whose elements an INSERT coerces the same way */
+	"CREATE TABLE vca(id bigserial primary key, k varchar(5)[] not null unique);"
+	"CREATE DOMAIN d5a AS varchar(5)[];"
+	"CREATE TABLE vcad(id bigserial primary key, k d5a not null unique);"
 	/* a foreign key checked only at commit: an insert can fail after its rows */
 	"CREATE TABLE dparent(id int primary key); INSERT INTO dparent VALUES (1);"
 	"CREATE TABLE dchild(id bigserial primary key, k text not null unique,"
@@ -82,6 +86,7 @@ static const char SCHEMA[] =
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
 	"--table=cikeys=k", "--table=vc=k", "--table=nm=k", "--table=vcd=k", \
+	"--table=vca=k", "--table=vcad=k", \
 	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
 	"--table=dchild=k", \
 	"--pool-size=8", "--request-timeout=10000", \
@@ -2088,7 +2093,7 @@ static void test_typmod_keys_in_batches(void **state)
 {
 	struct tgocd *g = start_std();
 	struct tclient *c = connect_to(g);
-	assert_int_equal(tpg_exec("INSERT INTO vc(k) VALUES ('abcde')"), 0);
+	assert_int_equal(tpg_exec("INSERT INTO vc(k) VALUES ('abcde'); INSERT INTO vca(k) VALUES ('{abcde}')"), 0);
 	static const struct {
 		const char *req;
 		bool ok, created;
@@ -2109,6 +2114,15 @@ static void test_typmod_keys_in_batches(void **state)
 		{ "{\"op\":\"get_or_create\",\"table\":\"vcd\",\"key\":{\"k\":\"zzzzzzzz\"}}", false, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"vcd\",\"key\":{\"k\":\"yyyyyyyyy\"}}", false, false },
 		{ "{\"op\":\"get_or_create\",\"table\":\"vcd\",\"key\":{\"k\":\"xx\"}}", true, true },
+		/* arrays of varchar(5): each element as the INSERT takes it.
+		 * (No failing request for vcad: a batch split may run its two
+		 * spellings in either order.) */
+		{ "{\"op\":\"get_or_create\",\"table\":\"vca\",\"key\":{\"k\":\"{\\\"abcde  \\\"}\"}}", true, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vca\",\"key\":{\"k\":\"{\\\"abcdeX\\\"}\"}}", false, false },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vca\",\"key\":{\"k\":\"{q,\\\"abcde \\\"}\"}}", true, true },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vcad\",\"key\":{\"k\":\"{\\\"ab     \\\"}\"}}", true, true },
+		{ "{\"op\":\"get_or_create\",\"table\":\"vcad\",\"key\":{\"k\":\"{\\\"ab   \\\"}\"}}", true, false },
+		{ "{\"op\":\"get\",\"table\":\"vcad\",\"key\":{\"k\":\"{\\\"ab   \\\"}\"}}", true, false },
 	};
 	enum { N = sizeof want / sizeof want[0] };
 	for (int round = 0; round < 2; round++) {
@@ -2145,6 +2159,10 @@ static void test_typmod_keys_in_batches(void **state)
 	assert_int_equal(tpg_count("SELECT count(*) FROM nm WHERE k = 1.01"), 1);
 	assert_int_equal(tpg_count("SELECT count(*) FROM nm"), 1);
 	assert_int_equal(tpg_count("SELECT count(*) FROM vcd"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM vca"), 2);
+	assert_int_equal(tpg_count("SELECT count(*) FROM vca WHERE k IN ('{abcde}', '{q,abcde}')"), 2);
+	assert_int_equal(tpg_count("SELECT count(*) FROM vcad WHERE k = '{\"ab   \"}'"), 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM vcad"), 1);
 	assert_true(batch_stat(c, "batches") > 0);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
