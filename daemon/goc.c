@@ -70,7 +70,11 @@ void goc_release(struct req *r)
 	free(r->insert_sql);
 	free(r->lockkey);
 	free(r->held_row);
+	free(r->xact_sql);
+	free(r->xact_params);
 	r->held_row = NULL;
+	r->xact_sql = NULL;
+	r->xact_params = NULL;
 	r->params = NULL;
 	r->select_sql = r->insert_sql = NULL;
 	r->lockkey = NULL;
@@ -623,11 +627,22 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 static void xact_check(struct req *r)
 {
 	struct pgjob *j = &r->job;
-	r->xid_param = r->xid;
+	if (r->xact_sql == NULL) {
+		const struct table_conf *tc = r->table->conf;
+		bool isnull[32];
+		for (int i = 0; i < tc->ncols; i++)
+			isnull[i] = r->params[i] == NULL;
+		r->xact_sql = table_sql_xact(r->table, isnull);
+		r->xact_params = malloc(sizeof *r->xact_params * (size_t)(1 + r->nkey_params));
+		if (r->xact_params == NULL)
+			abort();
+		r->xact_params[0] = r->xid;
+		memcpy(r->xact_params + 1, r->select_params, sizeof *r->xact_params * (size_t)r->nkey_params);
+	}
 	j->stmt = -1;
-	j->sql = "SELECT pg_xact_status($1::xid8)::text";
-	j->nparams = 1;
-	j->params = &r->xid_param;
+	j->sql = r->xact_sql;
+	j->nparams = 1 + r->nkey_params;
+	j->params = r->xact_params;
 	j->done = on_xact;
 	j->hold_commit = false;
 	r->step = STEP_XACT;
@@ -662,15 +677,26 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 			return;
 		}
 		drop_held(r);
-		snprintf(buf, sizeof buf, "cannot learn whether the insert committed: %s",
+		snprintf(buf, sizeof buf, "the connection was lost during the commit, and whether "
+			 "it happened cannot be learned: %s",
 			 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-		finish_error(r, GOC_E_INTERNAL, buf);
+		finish_error(r, GOC_E_TIMEOUT, buf);
 		return;
 	}
 	const char *st = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
-	log_info("insert whose commit was cut off (transaction %s): %s", r->xid, st ? st : "unknown");
-	if (st && strcmp(st, "committed") == 0) {
+	bool ours = !PQgetisnull(res, 0, 1) && PQgetvalue(res, 0, 1)[0] == 't';
+	log_info("insert whose commit was cut off (transaction %s): %s%s", r->xid, st ? st : "unknown",
+		 st && strcmp(st, "committed") == 0 && !ours ? ", but the key's row is not its insert" : "");
+	if (st && strcmp(st, "committed") == 0 && ours) {
 		deliver_held(r);
+	} else if (st && strcmp(st, "committed") == 0) {
+		/* Either the id was handed out again after a crash (ours never
+		 * committed) or our row was updated or deleted since: either
+		 * way nobody may be told created:true on this evidence. */
+		drop_held(r);
+		finish_error(r, GOC_E_TIMEOUT, "the connection was lost during the commit, and whether "
+			     "it happened cannot be confirmed (the key's row is not the one inserted: "
+			     "changed since, or the transaction id was reused after a crash)");
 	} else if (st && strcmp(st, "aborted") == 0) {
 		drop_held(r);
 		retry(r, "the connection was lost during the commit, which did not happen");
@@ -679,8 +705,8 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
 	} else {
 		drop_held(r);
-		finish_error(r, GOC_E_INTERNAL, "the outcome of the insert is unknown "
-			     "(its transaction is too old for pg_xact_status)");
+		finish_error(r, GOC_E_TIMEOUT, "the connection was lost during the commit, and whether "
+			     "it happened cannot be learned (the transaction is too old for pg_xact_status)");
 	}
 }
 

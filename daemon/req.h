@@ -72,7 +72,8 @@ struct req {
 	bool held;                    /* held_row (maybe NULL) is this request's result */
 	bool held_created;
 	char xid[24];                 /* transaction that inserted held_row, "" if none */
-	const char *xid_param;        /* = xid, as the status check's parameter */
+	char *xact_sql;               /* the status check (table_sql_xact), once needed */
+	const char **xact_params;     /* its parameters: xid, then the key texts */
 	TAILQ_ENTRY(req) xact_link;   /* while STEP_XACT_WAIT */
 	struct pgjob job;             /* at most one statement in flight */
 };

@@ -355,29 +355,51 @@ static void sb_value(struct sb *b, const char *text, const struct column *col)
 	sb_add(b, col->cast);
 }
 
-char *table_sql_select_nulls(const struct table *t, const bool *isnull)
+/* "FROM tbl AS t WHERE k1 = $p AND k2 IS NULL ..", parameters from $p on. */
+static void sb_from_key(struct sb *b, const struct table *t, const bool *isnull, int p)
 {
-	struct sb b = {0};
 	const struct table_conf *tc = t->conf;
-	int p = 1;
-	sb_add(&b, "SELECT row_to_json(t.*)::text FROM ");
-	sb_add(&b, t->qname);
-	sb_add(&b, " AS t WHERE ");
+	sb_add(b, " FROM ");
+	sb_add(b, t->qname);
+	sb_add(b, " AS t WHERE ");
 	for (int i = 0; i < tc->ncols; i++) {
 		if (i)
-			sb_add(&b, " AND ");
-		sb_ident(&b, tc->cols[i]);
+			sb_add(b, " AND ");
+		sb_ident(b, tc->cols[i]);
 		if (isnull[i]) {
-			sb_add(&b, " IS NULL");
+			sb_add(b, " IS NULL");
 		} else {
 			/* cast as the batch does: a key the column rounds on
 			 * storing (numeric(5,2), timestamp(0)) must find its row */
 			char prm[16];
-			sb_add(&b, " = ");
+			sb_add(b, " = ");
 			snprintf(prm, sizeof prm, "$%d", p++);
-			sb_value(&b, prm, &t->cols[t->key_col[i]]);
+			sb_value(b, prm, &t->cols[t->key_col[i]]);
 		}
 	}
+}
+
+char *table_sql_select_nulls(const struct table *t, const bool *isnull)
+{
+	struct sb b = {0};
+	sb_add(&b, "SELECT row_to_json(t.*)::text");
+	sb_from_key(&b, t, isnull, 1);
+	return b.s;
+}
+
+/*
+ * After a commit in doubt: did transaction $1 commit, and is the key's
+ * row the one it inserted?  pg_xact_status alone is not enough after a
+ * crash: a transaction whose WAL never reached disk leaves its id to be
+ * handed out again, and the status is then another transaction's.  The
+ * row's xmin (the low 32 bits of the inserting id) tells them apart.
+ */
+char *table_sql_xact(const struct table *t, const bool *isnull)
+{
+	struct sb b = {0};
+	sb_add(&b, "SELECT pg_xact_status($1::xid8)::text, EXISTS (SELECT");
+	sb_from_key(&b, t, isnull, 2);
+	sb_add(&b, " AND t.xmin::text::numeric = $1::xid8::text::numeric % 4294967296)");
 	return b.s;
 }
 

@@ -91,11 +91,14 @@ extern const char table_catalog_sql[];
  */
 int table_apply_catalog(struct table *t, const PGresult *res);
 
-/* SQL for an insert of the given columns (indexes into t->cols), and a
- * lookup where the flagged key columns are NULL (NULLS NOT DISTINCT only).
- * Both malloc'd; the caller frees. */
+/* SQL for an insert of the given columns (indexes into t->cols), a
+ * lookup where the flagged key columns are NULL (NULLS NOT DISTINCT only),
+ * and the check after a commit in doubt: ($1 = the xid, then the non-NULL
+ * key texts) -> the xid's status, and whether the key's row has it as xmin.
+ * All malloc'd; the caller frees. */
 char *table_sql_insert(const struct table *t, const int *cols, int ncols);
 char *table_sql_select_nulls(const struct table *t, const bool *isnull);
+char *table_sql_xact(const struct table *t, const bool *isnull);
 
 /*
  * Batch statements: every parameter is a text[] with one element per

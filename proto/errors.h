@@ -21,7 +21,7 @@ enum goc_err {
 	GOC_E_TOO_LARGE,            /* request line longer than max_line; the connection is closed */
 	GOC_E_OVERLOADED,           /* a limit (clients, waiters, queue) is full; try again later */
 	GOC_E_UNAVAILABLE,          /* PostgreSQL cannot be reached or the table is not ready */
-	GOC_E_TIMEOUT,              /* no answer within request_timeout; outcome unknown, retry is safe */
+	GOC_E_TIMEOUT,              /* no answer within request_timeout, or a commit in doubt not confirmed; outcome unknown, retry is safe */
 	GOC_E_INTERNAL,             /* anything else; the message carries PostgreSQL's SQLSTATE */
 	GOC_E_UNAUTHORIZED,         /* reserved for auth_token */
 	GOC_E__COUNT

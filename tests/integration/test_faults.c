@@ -9,7 +9,8 @@
  * connections and keeps per-key books, and the PostgreSQL fault helpers
  * (immediate stop, freezing the postmaster and its children).
  * Must never: signal a process that is not the test cluster's postmaster
- * or one of its children (found through the cluster's own postmaster.pid),
+ * or one of its children (found through the cluster's own postmaster.pid)
+ * or this test's own relay child (a TCP relay that can lose answers),
  * leave PostgreSQL stopped or frozen after a test (the teardown resumes and
  * thaws it even after a failed assertion), or generate unbounded load:
  * every loop is bounded in time and requests.
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,6 +69,7 @@ static const char SCHEMA[] =
 
 #define MAX_FROZEN 256
 static pid_t frozen[MAX_FROZEN]; /* thawed at teardown, whatever happened */
+static void relay_stop(void);     /* likewise ended (see relay_start) */
 static int nfrozen;
 
 static long long mono_ms(void)
@@ -216,6 +219,7 @@ static int group_teardown(void **state)
 static int fault_teardown(void **state)
 {
 	pg_thaw();
+	relay_stop();
 	int rc = harness_test_teardown(state);
 	if (!pg_is_running()) {
 		fprintf(stderr, "test_faults: PostgreSQL was left down; starting it again\n");
@@ -1103,6 +1107,203 @@ static void test_lost_commit_with_two_spellings(void **state)
 	harness_pass();
 }
 
+/*
+ * A relay between gocd and PostgreSQL, in a child process, to lose a
+ * commit's answer after the commit happened - which no backend-side fault
+ * can do (terminating a backend after its commit still delivers the
+ * answer).  SIGUSR1: from now on, drop what PostgreSQL sends on the
+ * connections open now; SIGUSR2: close those.  Newer connections pass.
+ */
+static pid_t relay_pid;
+
+static volatile sig_atomic_t relay_hold, relay_cut;
+static void relay_on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		relay_hold = 1;
+	else
+		relay_cut = 1;
+}
+
+static void relay_loop(int lfd, int pgport)
+{
+	enum { MAXP = 16 };
+	struct { int c, s; bool dropping; } p[MAXP];
+	int np = 0;
+	char buf[16384];
+	struct sigaction sa = {0};
+	sa.sa_handler = relay_on_signal; /* no SA_RESTART: poll returns at once */
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	for (;;) {
+		if (relay_hold) {
+			relay_hold = 0;
+			for (int i = 0; i < np; i++)
+				p[i].dropping = true;
+		}
+		if (relay_cut) {
+			relay_cut = 0;
+			for (int i = 0; i < np; i++)
+				if (p[i].dropping) {
+					close(p[i].c);
+					close(p[i].s);
+					p[i--] = p[--np];
+				}
+		}
+		struct pollfd pf[1 + 2 * MAXP];
+		pf[0] = (struct pollfd){.fd = lfd, .events = POLLIN};
+		for (int i = 0; i < np; i++) {
+			pf[1 + 2 * i] = (struct pollfd){.fd = p[i].c, .events = POLLIN};
+			pf[2 + 2 * i] = (struct pollfd){.fd = p[i].s, .events = POLLIN};
+		}
+		if (poll(pf, (nfds_t)(1 + 2 * np), 1000) <= 0)
+			continue;
+		for (int i = np - 1; i >= 0; i--) {
+			for (int side = 0; side < 2; side++) {
+				if (!(pf[1 + 2 * i + side].revents & (POLLIN | POLLHUP | POLLERR)))
+					continue;
+				int from = side ? p[i].s : p[i].c, to = side ? p[i].c : p[i].s;
+				ssize_t n = read(from, buf, sizeof buf);
+				if (n <= 0) {
+					close(p[i].c);
+					close(p[i].s);
+					p[i] = p[--np];
+					break;
+				}
+				if (side && p[i].dropping)
+					continue;
+				for (ssize_t off = 0; off < n;) {
+					ssize_t w = write(to, buf + off, (size_t)(n - off));
+					if (w <= 0)
+						break;
+					off += w;
+				}
+			}
+		}
+		if ((pf[0].revents & POLLIN) && np < MAXP) {
+			int c = accept(lfd, NULL, NULL);
+			int sfd = socket(AF_INET, SOCK_STREAM, 0);
+			struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)pgport)};
+			a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			if (c < 0 || sfd < 0 || connect(sfd, (struct sockaddr *)&a, sizeof a) != 0) {
+				if (c >= 0)
+					close(c);
+				if (sfd >= 0)
+					close(sfd);
+				continue;
+			}
+			p[np].c = c;
+			p[np].s = sfd;
+			p[np].dropping = false;
+			np++;
+		}
+	}
+}
+
+/* Start the relay; its port. */
+static int relay_start(void)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(lfd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof a;
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	relay_pid = fork();
+	assert_true(relay_pid >= 0);
+	if (relay_pid == 0) {
+		relay_loop(lfd, tpg_port());
+		_exit(0);
+	}
+	close(lfd);
+	return ntohs(a.sin_port);
+}
+
+static void relay_stop(void)
+{
+	if (relay_pid > 0) {
+		kill(relay_pid, SIGKILL);
+		waitpid(relay_pid, NULL, 0);
+		relay_pid = 0;
+	}
+}
+
+/*
+ * The commit happens, and its answer is lost with the connection: the
+ * request asks pg_xact_status, which says committed.  That is only proof
+ * when the key's row is the one this transaction inserted (its xmin):
+ * after a crash the id may have been handed out again, and the status be
+ * another transaction's.  Here the row is updated before the check, which
+ * looks the same to gocd: it must not say created:true on that evidence,
+ * and answers timeout (outcome unknown; calling again is safe).  Without
+ * the update, created:true as before.
+ */
+static void test_lost_commit_answer(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"DROP TABLE IF EXISTS f_answer;"
+		"CREATE TABLE f_answer(id bigserial primary key, k text not null unique, v text);"
+		"CREATE OR REPLACE FUNCTION f_answer_slow() RETURNS trigger LANGUAGE plpgsql AS"
+		" $$BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END$$;"
+		"CREATE CONSTRAINT TRIGGER f_answer_slow AFTER INSERT ON f_answer"
+		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_answer_slow();"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
+		 relay_start());
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_answer=k", "--pool-size=1", pg, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	for (int changed = 0; changed < 2; changed++) {
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_answer\","
+					       "\"key\":{\"k\":\"a%d\"}}\n", changed), 0);
+		long long pid = 0;
+		for (int i = 0; i < 300 && pid <= 0; i++) {
+			pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+					"application_name = 'gocd' AND wait_event = 'PgSleep'");
+			if (pid <= 0)
+				harness_sleep_ms(10);
+		}
+		assert_true(pid > 0);
+		assert_int_equal(kill(relay_pid, SIGUSR1), 0);
+		/* the commit finishes; its answer goes nowhere */
+		long long idle = 0;
+		for (int i = 0; i < 300 && idle == 0; i++) {
+			idle = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND state = 'idle'",
+					 pid);
+			if (idle == 0)
+				harness_sleep_ms(10);
+		}
+		assert_int_equal(idle, 1);
+		if (changed)
+			assert_int_equal(tpg_exec("UPDATE f_answer SET v = 'changed' WHERE k = 'a1'"), 0);
+		assert_int_equal(kill(relay_pid, SIGUSR2), 0);
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.ok == (bool)changed || (changed && r.code != GOC_E_TIMEOUT) || (!changed && !r.created))
+			print_error("commit answer lost, row %s: %s\n", changed ? "changed" : "as inserted",
+				    tclient_last(c));
+		assert_int_equal(r.ok, !changed);
+		if (changed)
+			assert_int_equal(r.code, GOC_E_TIMEOUT);
+		else
+			assert_true(r.created);
+		codec_response_free(&r);
+		assert_int_equal(tpg_count("SELECT count(*) FROM f_answer WHERE k = 'a%d'", changed), 1);
+	}
+	/* calling again is safe: the row, created:false */
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"f_answer\",\"key\":{\"k\":\"a1\"}}", &r), 0);
+	assert_true(r.ok);
+	assert_false(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	relay_stop();
+	harness_pass();
+}
+
 /* Send req on a; hold its lookup behind a lock on f_moved, freeze the
  * backend running it, then commit ddl (which releases the lock) while it
  * stays frozen.  pg_thaw() lets the lookup finish. */
@@ -1233,8 +1434,13 @@ int main(void)
 		T(test_schema_changes),
 		T(test_columns_move_under_a_request),
 		T(test_lost_commit_with_two_spellings),
+		T(test_lost_commit_answer),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
 	};
+	/* GOCD_TEST_FILTER=test_lost_* runs a subset while debugging. */
+	const char *filter = getenv("GOCD_TEST_FILTER");
+	if (filter && *filter)
+		cmocka_set_test_filter(filter);
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
