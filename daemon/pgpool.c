@@ -57,6 +57,8 @@ struct pgconn {
 	struct pgjob *job;     /* in flight: a caller's job or &setup_job */
 	struct pgjob setup_job;
 	int setup_step;        /* <0 = session settings, then caller's steps */
+	unsigned session_gen;  /* pool.session_gen its session settings are of */
+	bool resession;        /* the setup job in flight only renews those */
 	bool preparing;        /* the first command in flight is PREPARE for job->stmt */
 	int expect;            /* commands sent for the job (results end with NULL) */
 	int nulls;             /* command results completed so far */
@@ -77,6 +79,7 @@ static struct {
 	struct pgpool_config cfg;
 	char *conninfo;
 	char session_sql[512];
+	unsigned session_gen;  /* bumped when session_sql changes (a reload) */
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
 	int nqueued;
@@ -163,6 +166,9 @@ static void pgc_connect(struct pgconn *c)
 	pgc_timer(c, pool.cfg.connect_timeout_ms);
 }
 
+static void pgc_ready(struct pgconn *c);
+static bool pgc_renew(struct pgconn *c);
+
 static void setup_next(struct pgconn *c)
 {
 	struct pgjob *j = &c->setup_job;
@@ -170,18 +176,43 @@ static void setup_next(struct pgconn *c)
 	j->stmt = -1;
 	if (c->setup_step < 0) {
 		j->sql = pool.session_sql;
+		c->session_gen = pool.session_gen;
 	} else if (pool.cfg.setup == NULL || !pool.cfg.setup(c->setup_step, j)) {
 		evtimer_del(&c->timer);
 		c->backoff_ms = 0;
 		if (!pool.ever_ready || c->idx == 0)
 			log_info("pg[%d]: connected and ready", c->idx);
 		pool.ever_ready = true;
-		pgc_set_state(c, PGC_IDLE);
+		pgc_ready(c);
 		pump_later();
 		return;
 	}
 	j->stmt = -1;
 	pgc_send(c, j);
+}
+
+/*
+ * A connection with nothing in flight: idle, unless its session settings
+ * are older than a reload's (statement_timeout follows request_timeout),
+ * when it renews them first - one round trip, instead of reconnecting
+ * and losing its prepared statements.
+ */
+static bool pgc_renew(struct pgconn *c)
+{
+	if (c->session_gen == pool.session_gen)
+		return false;
+	c->resession = true;
+	c->setup_step = -1;
+	if (c->state == PGC_IDLE)
+		pgc_set_state(c, PGC_BUSY);
+	setup_next(c);
+	return true;
+}
+
+static void pgc_ready(struct pgconn *c)
+{
+	if (!pgc_renew(c))
+		pgc_set_state(c, PGC_IDLE);
 }
 
 static void fail_queue(const char *why)
@@ -250,6 +281,7 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 	c->cjob = NULL;
 	c->job = NULL;
 	c->preparing = false;
+	c->resession = false; /* a new session gets the current settings anyway */
 	pgc_set_state(c, PGC_DOWN);
 	if (was_connected && c->backoff_ms == 0) {
 		/* It was serving (backoff is reset once setup completes): try
@@ -355,7 +387,7 @@ static void pgc_release(struct pgconn *c, struct pgjob *job, pgjob_fn *fn,
 			PGresult *res, enum pgjob_outcome outcome)
 {
 	c->job = NULL;
-	pgc_set_state(c, PGC_IDLE);
+	pgc_ready(c);
 	if (fn)
 		fn(job, res, outcome, NULL);
 	PQclear(res);
@@ -391,6 +423,8 @@ static void pgc_results_done(struct pgconn *c)
 	c->cphase = c->phase;
 	c->cnulls = 0;
 	c->job = NULL;
+	if (pgc_renew(c))
+		return; /* a connection kept busy this way is never idle */
 	struct pgjob *next = next_work();
 	if (next)
 		pgc_send(c, next);
@@ -407,7 +441,7 @@ static void pgc_commit_done(struct pgconn *c)
 	c->cres = NULL;
 	bool failed = res && PQresultStatus(res) == PGRES_FATAL_ERROR;
 	if (c->job == NULL)
-		pgc_set_state(c, PGC_IDLE);
+		pgc_ready(c);
 	/* An error here is the commit itself failing: nothing written. */
 	if (c->cphase == PH_COMMIT)
 		job->committed(job, res, failed ? PGJOB_SQL_ERROR : PGJOB_OK, NULL);
@@ -439,6 +473,12 @@ static void pgc_sync_done(struct pgconn *c)
 		}
 		PQclear(res);
 		c->job = NULL;
+		if (c->resession) {
+			c->resession = false;
+			pgc_ready(c);
+			pump_later();
+			return;
+		}
 		c->setup_step++;
 		setup_next(c);
 		return;
@@ -705,6 +745,30 @@ int pgpool_statement(const char *sql)
 	return pool.nstmts++;
 }
 
+static void session_sql_build(int statement_timeout_ms)
+{
+	snprintf(pool.session_sql, sizeof pool.session_sql,
+		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
+		 " set_config('statement_timeout', '%d', false),"
+		 " set_config('plan_cache_mode', 'force_generic_plan', false),"
+		 " set_config('enable_seqscan', 'off', false),"
+		 " set_config('enable_hashjoin', 'off', false),"
+		 " set_config('enable_mergejoin', 'off', false)", statement_timeout_ms);
+}
+
+void pgpool_set_statement_timeout(int ms)
+{
+	if (ms == pool.cfg.statement_timeout_ms)
+		return;
+	pool.cfg.statement_timeout_ms = ms;
+	session_sql_build(ms);
+	pool.session_gen++;
+	for (int i = 0; i < pool.cfg.size; i++)
+		if (pool.conns[i].state == PGC_IDLE)
+			pgc_ready(&pool.conns[i]);
+	/* busy ones renew when their job is over (pgc_ready) */
+}
+
 int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 {
 	pool.base = base;
@@ -726,13 +790,7 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   of the connection while the table grew (seen in make soak: 1.5k
 	 *   req/s until a reconnect).  The unique index is always the way in.
 	 */
-	snprintf(pool.session_sql, sizeof pool.session_sql,
-		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
-		 " set_config('statement_timeout', '%d', false),"
-		 " set_config('plan_cache_mode', 'force_generic_plan', false),"
-		 " set_config('enable_seqscan', 'off', false),"
-		 " set_config('enable_hashjoin', 'off', false),"
-		 " set_config('enable_mergejoin', 'off', false)", cfg->statement_timeout_ms);
+	session_sql_build(cfg->statement_timeout_ms);
 	TAILQ_INIT(&pool.queue);
 	TAILQ_INIT(&pool.idle);
 	event_assign(&pool.pump_ev, base, -1, 0, on_pump, NULL);

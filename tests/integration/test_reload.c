@@ -5,7 +5,7 @@
  * running configuration, a table without a unique index refused on reload,
  * connections opened before the reload still served after it, a token
  * rotated through auth_token_file, and a lowered request_timeout applying
- * to requests in flight.
+ * to requests in flight and to PostgreSQL sessions' statement_timeout.
  * Must never: depend on timing beyond bounded polling.
  */
 #include <setjmp.h>
@@ -251,6 +251,43 @@ static void test_reload_lowers_request_timeout_in_flight(void **state)
 	harness_pass();
 }
 
+/*
+ * statement_timeout follows request_timeout on reload.  Before, sessions
+ * kept the value they were opened with: a statement blocked by someone
+ * else's row lock held the only connection for the old 60 s, long after
+ * its client had its timeout, and everything behind it timed out too.
+ */
+static void test_reload_renews_statement_timeout(void **state)
+{
+	(void)state;
+	write_conf("table = rl_b=k\nrequest_timeout = 60000\npool_size = 1\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(code_of(c, "rl_b", "warm"), GOC_OK);
+	write_conf("table = rl_b=k\nrequest_timeout = 1000\npool_size = 1\n");
+	tgocd_signal(g, SIGHUP);
+	harness_sleep_ms(300);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; INSERT INTO rl_b(k) VALUES ('held')"), 0);
+	/* its INSERT waits for s's transaction: cancelled after 1 s now */
+	assert_int_equal(code_of(c, "rl_b", "held"), GOC_E_TIMEOUT);
+	int ok = 0;
+	for (int i = 0; i < 3; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "free-%d", i);
+		ok += code_of(c, "rl_b", k) == GOC_OK;
+	}
+	tpg_session_close(s);
+	if (ok != 3)
+		tgocd_print_log(g);
+	assert_int_equal(ok, 3);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -259,6 +296,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_rotates_auth_token_file,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_lowers_request_timeout_in_flight,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_renews_statement_timeout,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
