@@ -298,9 +298,10 @@ static bool shape_sql(struct shape *s, struct table *t)
 				: table_sql_batch_goc(t, s->defcols, s->ndef);
 	s->stmt = -1;
 	/* Counted in distinct texts: a rebuild after a catalog re-read
-	 * usually gives the same text, and the same statement. */
-	if (pgpool_statement_count() < MAX_STATEMENTS)
-		s->stmt = pgpool_statement(s->sql);
+	 * usually gives the same text, and the same statement - which is
+	 * found even once no new one may be added. */
+	s->stmt = pgpool_statement_count() < MAX_STATEMENTS ? pgpool_statement(s->sql)
+							    : pgpool_statement_find(s->sql);
 	s->gen = t->gen;
 	return true;
 }

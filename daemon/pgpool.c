@@ -728,11 +728,19 @@ int pgpool_statement_count(void)
 	return pool.nstmts;
 }
 
-int pgpool_statement(const char *sql)
+int pgpool_statement_find(const char *sql)
 {
 	for (int i = 0; i < pool.nstmts; i++)
 		if (strcmp(pool.stmts[i].sql, sql) == 0)
 			return i;
+	return -1;
+}
+
+int pgpool_statement(const char *sql)
+{
+	int found = pgpool_statement_find(sql);
+	if (found >= 0)
+		return found;
 	struct stmt *s = realloc(pool.stmts, sizeof *s * (size_t)(pool.nstmts + 1));
 	if (s == NULL)
 		abort();

@@ -102,6 +102,8 @@ bool pgpool_cancel(struct pgjob *job);
 
 /* Register statement text once; every connection prepares it on first use. */
 int pgpool_statement(const char *sql);
+/* The registered statement with this text, or -1. */
+int pgpool_statement_find(const char *sql);
 /* How many distinct statements pgpool_statement has registered. */
 int pgpool_statement_count(void);
 
