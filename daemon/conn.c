@@ -4,7 +4,12 @@
  * Owns: struct conn and its states:
  *   OPEN      reading requests and answering them;
  *   DRAINING  no more reading (peer half-closed, too_large, shutdown):
- *             answer what was read, flush, then close;
+ *             answer what was read, flush, then close - or linger;
+ *   LINGER    answers all sent, but the client's input was not all read:
+ *             closing now would send a reset, which destroys answers still
+ *             in flight or unread by the client.  So: half-close (FIN after
+ *             the answers), read and discard until the client closes or
+ *             LINGER_MS pass, then close;
  *   CLOSED    socket gone; the struct is freed at the next safe point.
  * conn_set_state() is the only place that changes state.
  * Must never: buffer more than max_line bytes of an unfinished line, or
@@ -16,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -31,8 +38,13 @@
 #include "req.h"
 #include "stats.h"
 
-enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_CLOSED };
-static const char *const conn_state_names[] = {"open", "draining", "closed"};
+enum conn_state { CONN_OPEN, CONN_DRAINING, CONN_LINGER, CONN_CLOSED };
+static const char *const conn_state_names[] = {"open", "draining", "linger", "closed"};
+
+/* As nginx's lingering close: long enough for a client that sends
+ * everything before it reads, bounded so a client that never stops
+ * sending cannot keep a connection. */
+#define LINGER_MS 5000
 
 /*
  * We read ourselves rather than through a bufferevent because libevent's
@@ -60,7 +72,10 @@ struct conn {
 	bool writing;           /* EV_WRITE enabled: the socket did not take everything */
 	bool is_unix;           /* trusted by the socket's file mode: no auth */
 	bool authed;
+	bool eof;               /* the client half-closed: nothing more to read */
 	uint64_t last_active_ms;
+	uint64_t linger_until_ms;
+	TAILQ_ENTRY(conn) linger_link; /* on lingering while CONN_LINGER */
 	int in_callback;        /* >0 while a callback of ours is on the stack */
 	char peer[64];
 	LIST_ENTRY(conn) link;
@@ -68,6 +83,8 @@ struct conn {
 
 static LIST_HEAD(, conn) conns = LIST_HEAD_INITIALIZER(conns);
 static int nconns;
+/* In the order they began, which is deadline order (one LINGER_MS). */
+static TAILQ_HEAD(, conn) lingering = TAILQ_HEAD_INITIALIZER(lingering);
 
 static void conn_reap(struct conn *c);
 
@@ -111,6 +128,8 @@ static void conn_close(struct conn *c)
 	struct req *r;
 	if (c->state == CONN_CLOSED)
 		return;
+	if (c->state == CONN_LINGER)
+		TAILQ_REMOVE(&lingering, c, linger_link);
 	conn_set_state(c, CONN_CLOSED);
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
 		TAILQ_REMOVE(&c->reqs, r, conn_link);
@@ -208,6 +227,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)what;
+	if (c->state == CONN_LINGER) {
+		ssize_t n = read(fd, rbuf, sizeof rbuf); /* discarded */
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+			conn_close(c);
+			conn_reap(c);
+		}
+		return;
+	}
 	if (c->state != CONN_OPEN || !c->reading)
 		return;
 	c->last_active_ms = gocd_now_ms();
@@ -216,6 +243,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	if (n > 0) {
 		conn_take(c, rbuf, (size_t)n);
 	} else if (n == 0) {
+		c->eof = true;
 		/* A last line without its LF (printf '{"op":"ping"}' | nc -N)
 		 * is still a line: ending the input ends it.  It fits: an
 		 * unfinished line is never kept past max_line. */
@@ -322,6 +350,23 @@ void conn_flush(struct conn *c)
 	conn_reap(c);
 }
 
+/* Answers all sent: close, or linger if the client's input was not all
+ * read (see LINGER). */
+static void conn_finish(struct conn *c)
+{
+	int unread = 0;
+	if (c->eof || ioctl(c->fd, FIONREAD, &unread) != 0 || unread <= 0 ||
+	    shutdown(c->fd, SHUT_WR) != 0) {
+		conn_close(c);
+		return;
+	}
+	conn_set_state(c, CONN_LINGER);
+	c->linger_until_ms = gocd_now_ms() + LINGER_MS;
+	TAILQ_INSERT_TAIL(&lingering, c, linger_link);
+	if (event_add(c->rev, NULL) != 0)
+		conn_close(c);
+}
+
 /* The safe point: close a drained connection, free a closed one. */
 static void conn_reap(struct conn *c)
 {
@@ -329,7 +374,7 @@ static void conn_reap(struct conn *c)
 		return;
 	if (c->state == CONN_DRAINING && TAILQ_EMPTY(&c->reqs) &&
 	    evbuffer_get_length(c->out) == 0)
-		conn_close(c);
+		conn_finish(c);
 	if (c->state == CONN_CLOSED) {
 		LIST_REMOVE(c, link);
 		nconns--;
@@ -349,6 +394,11 @@ int conn_needs_auth(const struct conn *c)
 	return srv.cfg->auth_token[0] != '\0' && !c->is_unix && !c->authed;
 }
 
+int conn_is_unix(const struct conn *c)
+{
+	return c->is_unix;
+}
+
 void conn_set_authed(struct conn *c)
 {
 	c->authed = true;
@@ -366,6 +416,15 @@ void conn_close_idle(uint64_t now_ms, int idle_ms)
 			conn_set_state(c, CONN_DRAINING);
 			conn_reap(c);
 		}
+	}
+}
+
+void conn_linger_expire(uint64_t now_ms)
+{
+	struct conn *c;
+	while ((c = TAILQ_FIRST(&lingering)) != NULL && c->linger_until_ms <= now_ms) {
+		conn_close(c);
+		conn_reap(c);
 	}
 }
 

@@ -25,6 +25,7 @@ void conn_accept(evutil_socket_t fd, const char *peer, int is_unix);
 void conn_drain(struct conn *c);
 
 /* TCP clients must authenticate when auth_token is set. */
+int conn_is_unix(const struct conn *c);
 int conn_needs_auth(const struct conn *c);
 void conn_set_authed(struct conn *c);
 
@@ -39,6 +40,8 @@ void conn_flush(struct conn *c);
 
 /* Begin graceful shutdown: stop reading; close each once it has answered. */
 void conn_shutdown_all(void);
+/* Close connections that lingered LINGER_MS (see conn.c). */
+void conn_linger_expire(uint64_t now_ms);
 
 int conn_count(void);
 

@@ -152,6 +152,7 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 	uint64_t now = gocd_now_ms();
 	req_expire(now);
+	conn_linger_expire(now);
 	goc_tick();
 	batch_tick();
 	if (cfg->client_idle_timeout > 0 && now >= next_idle_check) {

@@ -726,7 +726,38 @@ static void test_error_too_large(void **state)
 	assert_int_equal(r.code, GOC_E_TOO_LARGE);
 	codec_response_free(&r);
 	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	tclient_close(c);
 	check_still_serving(NULL, by, "too_large2");
+
+	/* A client that sends everything before reading: the line too large
+	 * comes with more behind it, unread when gocd is done.  Closing then
+	 * reset the connection, which destroyed the answers on their way (34
+	 * of 100 arrived); gocd half-closes and lingers instead. */
+	c = connect_to(g);
+	big = ping_of_length(STD_MAX_LINE + 1, 0);
+	size_t cap = 100 * 32 + strlen(big) + 1000 * 32, len = 0;
+	char *all = malloc(cap);
+	assert_non_null(all);
+	for (int i = 1; i <= 100; i++)
+		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"ping\",\"id\":%d}\n", i);
+	len += (size_t)snprintf(all + len, cap - len, "%s", big);
+	for (int i = 0; i < 1000; i++)
+		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"ping\"}\n");
+	assert_int_equal(tclient_send(c, all, len), 0);
+	free(all);
+	free(big);
+	harness_sleep_ms(300); /* gocd has answered, and is done with c */
+	for (int i = 1; i <= 100; i++) {
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok);
+		assert_int_equal(json_integer_value(r.id), i);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(r.code, GOC_E_TOO_LARGE);
+	codec_response_free(&r);
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	tclient_close(c);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
