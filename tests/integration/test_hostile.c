@@ -863,6 +863,16 @@ static void test_auth_token(void **state)
 	assert_true(r.ok);
 	assert_true(r.created);
 	codec_response_free(&r);
+	/* an auth there is answered ok whatever its token (say, one rotated
+	 * away), and the connection stays served */
+	assert_int_equal(tclient_call(u, "{\"op\":\"auth\",\"token\":\"old-token\"}", &r), 0);
+	if (!r.ok)
+		print_error("unix socket, auth with an old token: %s\n", tclient_last(u));
+	assert_true(r.ok);
+	codec_response_free(&r);
+	assert_int_equal(tclient_call(u, "{\"op\":\"ping\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
 	assert_int_equal(counted_rows(), rows + 2);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
