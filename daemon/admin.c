@@ -9,6 +9,7 @@
  * may hold a password), accept writes, or block the loop.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -32,6 +33,15 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	evhttp_add_header(h, "Content-Type", ctype);
 	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* evhttp (2.1) leaves out a HEAD reply's Content-Length but
+		 * still sends its body, which a client takes for the start of
+		 * the next response.  The length, and no body. */
+		char len[24];
+		snprintf(len, sizeof len, "%zu", evbuffer_get_length(body));
+		evhttp_add_header(h, "Content-Length", len);
+		body = NULL;
+	}
 	evhttp_send_reply(req, code, reason, body);
 }
 
@@ -93,7 +103,15 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 static void on_other(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
-	evhttp_send_error(req, 404, "Not Found (try /metrics or /healthz)");
+	/* Not evhttp_send_error: its page goes out even for HEAD. */
+	struct evbuffer *b = evbuffer_new();
+	if (b == NULL) {
+		evhttp_send_error(req, 500, "Internal Server Error");
+		return;
+	}
+	evbuffer_add_printf(b, "not found: try /metrics or /healthz\n");
+	reply_text(req, 404, "Not Found", "text/plain; charset=utf-8", b);
+	evbuffer_free(b);
 }
 
 int admin_open(struct event_base *base, const char *addr)
@@ -128,7 +146,8 @@ int admin_open(struct event_base *base, const char *addr)
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 					 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
 	evhttp_set_max_headers_size(http, ADMIN_MAX_HEADERS);
-	evhttp_set_max_body_size(http, 0);
+	/* Small bodies are read, so a POST gets 405 (not 413) from method_ok. */
+	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
 	evhttp_set_timeout(http, ADMIN_TIMEOUT_S);
 	evhttp_set_cb(http, "/metrics", on_metrics, NULL);
 	evhttp_set_cb(http, "/healthz", on_healthz, NULL);

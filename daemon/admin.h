@@ -11,6 +11,7 @@ struct event_base;
 
 /* Limits of one admin request (header bytes, seconds to send/receive). */
 #define ADMIN_MAX_HEADERS 8192
+#define ADMIN_MAX_BODY 1024 /* read and ignored: no endpoint takes one */
 #define ADMIN_TIMEOUT_S 10
 
 /*
