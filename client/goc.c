@@ -356,6 +356,15 @@ static int cli_split_hostport(const char *addr, char *host, size_t hostsz,
 	}
 	if (p == NULL || *p == '\0')
 		p = CLI_DEFAULT_PORT;
+	/* getaddrinfo would take 83636 as 18100 (modulo 65536) */
+	long port_no = 0;
+	for (const char *d = p; *d; d++) {
+		if (*d < '0' || *d > '9' || port_no > 65535)
+			return -1;
+		port_no = port_no * 10 + (*d - '0');
+	}
+	if (port_no < 1 || port_no > 65535)
+		return -1;
 	if (hl >= hostsz || strlen(p) >= portsz)
 		return -1;
 	memcpy(host, h, hl);
@@ -494,10 +503,11 @@ static int cli_args_parse(int argc, char **argv, struct cli_opts *o)
 		o->unix_path = o->addr + 5;
 		o->addr = NULL;
 	}
-	if (o->addr && cli_split_hostport(o->addr, o->host, sizeof o->host,
-					  o->port, sizeof o->port) != 0) {
-		cli_usage_error("cannot parse address \"%s\" (from %s): expected HOST:PORT, "
-				"[IPv6]:PORT or unix:PATH", o->addr, saw_addr ? "--addr" : "GOC_ADDR");
+	if (o->addr && (*o->addr == '\0' || cli_split_hostport(o->addr, o->host, sizeof o->host,
+							      o->port, sizeof o->port) != 0)) {
+		cli_usage_error("cannot parse address \"%s\" (from %s): expected HOST:PORT "
+				"(PORT 1-65535), [IPv6]:PORT or unix:PATH", o->addr,
+				saw_addr ? "--addr" : "GOC_ADDR");
 		return CLI_EXIT_USAGE;
 	}
 	if (o->unix_path) {
