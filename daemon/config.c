@@ -252,8 +252,12 @@ static int set_option(struct config *cfg, const struct option_def *o,
 			return -1;
 		}
 		if (v < o->min || v > o->max) {
-			errf(err, errlen, "%s: %ld is out of range %ld..%ld %s", o->name, v,
-			     o->min, o->max, o->unit);
+			if (o->type == OPT_OCTAL)
+				errf(err, errlen, "%s: %s is out of range %lo..0%lo (octal)", o->name,
+				     value, o->min, o->max);
+			else
+				errf(err, errlen, "%s: %ld is out of range %ld..%ld %s", o->name, v,
+				     o->min, o->max, o->unit);
 			return -1;
 		}
 		*(int *)(base + o->offset) = (int)v;

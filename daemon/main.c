@@ -156,7 +156,10 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	goc_tick();
 	batch_tick();
 	if (cfg->client_idle_timeout > 0 && now >= next_idle_check) {
-		next_idle_check = now + 1000;
+		/* A walk over every connection: once a second, or at a quarter
+		 * of a shorter timeout, so 200 ms means about 200 ms. */
+		int every = cfg->client_idle_timeout / 4;
+		next_idle_check = now + (uint64_t)(every > 1000 ? 1000 : every < JANITOR_MS ? JANITOR_MS : every);
 		conn_close_idle(now, cfg->client_idle_timeout);
 	}
 	if (now >= next_recheck) {
