@@ -74,6 +74,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 		}
 		stats.clients_rejected++;
 		stats_error(GOC_E_OVERLOADED);
+		/* Closing with the client's request unread would send a reset,
+		 * which can destroy the line just sent: read what has arrived
+		 * (bounded), so the close is a plain FIN. */
+		char sink[4096];
+		for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+			;
 		evutil_closesocket(fd);
 		return;
 	}

@@ -110,8 +110,10 @@ static void pgc_set_state(struct pgconn *c, enum pgc_state s)
 	log_debug("pg[%d]: %s -> %s", c->idx, pgc_state_names[c->state], pgc_state_names[s]);
 	if (c->state == PGC_IDLE)
 		TAILQ_REMOVE(&pool.idle, c, idle_link);
-	if (s == PGC_IDLE)
+	if (s == PGC_IDLE) {
 		TAILQ_INSERT_HEAD(&pool.idle, c, idle_link); /* LIFO keeps hot connections hot */
+		evtimer_del(&c->timer); /* nothing is awaited (see pgc_watch) */
+	}
 	c->state = s;
 }
 
@@ -135,6 +137,25 @@ static void pgc_timer(struct pgconn *c, int ms)
 {
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	evtimer_add(&c->timer, &tv);
+}
+
+/*
+ * Something was sent: an answer is due.  A statement ends by itself within
+ * statement_timeout, but a frozen backend, a dead host or a partition
+ * answers nothing, ever (TCP keepalive would notice after two hours), and
+ * every request sent there would time out while new connections work.  So
+ * a connection silent for twice statement_timeout (plus a second) is
+ * dropped; what was in flight is then handled as for any lost connection.
+ * During setup the timer is connect_timeout, per step.
+ */
+static void pgc_watch(struct pgconn *c)
+{
+	if (c->state == PGC_SETUP) {
+		pgc_timer(c, pool.cfg.connect_timeout_ms);
+		return;
+	}
+	int st = pool.cfg.statement_timeout_ms;
+	pgc_timer(c, st > 0 ? 2 * st + 1000 : 60000);
 }
 
 static void notice_processor(void *arg, const char *message)
@@ -365,6 +386,7 @@ static void pgc_send(struct pgconn *c, struct pgjob *job)
 		pgc_down(c, PQerrorMessage(c->pg), true);
 		return;
 	}
+	pgc_watch(c);
 	pgc_flush(c);
 }
 
@@ -413,6 +435,7 @@ static void pgc_results_done(struct pgconn *c)
 		return;
 	}
 	c->sync_sent = true;
+	pgc_watch(c); /* the commit's answer is due */
 	/*
 	 * While the commit travels, the connection takes its next job: it is
 	 * sent right behind the sync, so the server commits and runs it in one
@@ -627,10 +650,16 @@ static void pgc_on_timer(evutil_socket_t fd, short what, void *arg)
 	if (c->state == PGC_DOWN) {
 		pgc_connect(c);
 	} else if (c->state == PGC_CONNECTING || c->state == PGC_SETUP) {
-		char msg[64];
-		snprintf(msg, sizeof msg, "no connection within connect_timeout (%d ms)",
-			 pool.cfg.connect_timeout_ms);
+		char msg[80];
+		snprintf(msg, sizeof msg, "no connection within connect_timeout (%d ms)%s",
+			 pool.cfg.connect_timeout_ms, c->state == PGC_SETUP ? " for a setup step" : "");
 		pgc_down(c, msg, false);
+	} else if (c->state == PGC_BUSY) {
+		char msg[120];
+		int st = pool.cfg.statement_timeout_ms;
+		snprintf(msg, sizeof msg, "no answer from PostgreSQL for %d ms (backend or network "
+			 "stuck); reconnecting", st > 0 ? 2 * st + 1000 : 60000);
+		pgc_down(c, msg, true);
 	}
 }
 

@@ -1304,6 +1304,71 @@ static void test_lost_commit_answer(void **state)
 	harness_pass();
 }
 
+/*
+ * gocd's own backends freeze (SIGSTOP), PostgreSQL itself stays up: a
+ * statement_timeout cannot fire in a stopped backend, and nothing else
+ * ended the wait, so every request timed out for as long as they stayed
+ * frozen, with new connections working all along.  A connection silent
+ * for twice statement_timeout (+1 s) is dropped and replaced.
+ */
+static void test_stuck_backends_are_replaced(void **state)
+{
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--pool-size=2", "--request-timeout=300", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	/* both pool connections up */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_stop\","
+					       "\"key\":{\"k\":\"stuck-warm-%d\"}}\n", i), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok);
+		codec_response_free(&r);
+	}
+	long long n = 0;
+	for (int i = 0; i < 100 && n < 2; i++) {
+		n = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gocd'");
+		if (n < 2)
+			harness_sleep_ms(20);
+	}
+	assert_int_equal(n, 2);
+	char *pids = tpg_value("SELECT string_agg(pid::text, ' ') FROM pg_stat_activity "
+			       "WHERE application_name = 'gocd'");
+	assert_non_null(pids);
+	for (char *p = pids, *end; *p; p = end) {
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		frozen[nfrozen++] = (pid_t)pid; /* thawed at teardown whatever happens */
+		assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+	}
+	free(pids);
+	/* Requests time out while the frozen connections hold them; within
+	 * 2 x 300 + 1000 ms gocd drops them, and new ones serve. */
+	long long t0 = mono_ms(), served_at = -1;
+	for (int i = 0; served_at < 0 && mono_ms() - t0 < 6000; i++) {
+		char req[160];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"f_stop\","
+			 "\"key\":{\"k\":\"stuck-%d\"}}", i);
+		assert_int_equal(tclient_call(c, req, &r), 0);
+		if (r.ok)
+			served_at = mono_ms() - t0;
+		else if (r.code != GOC_E_TIMEOUT && r.code != GOC_E_UNAVAILABLE)
+			print_error("while stuck: %s\n", tclient_last(c));
+		codec_response_free(&r);
+	}
+	if (served_at < 0)
+		print_error("frozen backends: no request served within 6 s\n");
+	assert_true(served_at >= 0);
+	fprintf(stderr, "frozen backends: served again after %lld ms\n", served_at);
+	pg_thaw();
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* Send req on a; hold its lookup behind a lock on f_moved, freeze the
  * backend running it, then commit ddl (which releases the lock) while it
  * stays frozen.  pg_thaw() lets the lookup finish. */
@@ -1435,6 +1500,7 @@ int main(void)
 		T(test_columns_move_under_a_request),
 		T(test_lost_commit_with_two_spellings),
 		T(test_lost_commit_answer),
+		T(test_stuck_backends_are_replaced),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
 	};
