@@ -29,6 +29,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "codec.h"
 #include "config.h"
 #include "conn.h"
 #include "dispatch.h"
@@ -45,6 +46,9 @@ static const char *const conn_state_names[] = {"open", "draining", "linger", "cl
  * everything before it reads, bounded so a client that never stops
  * sending cannot keep a connection. */
 #define LINGER_MS 5000
+/* See conn_janitor. */
+#define DRAIN_STALL_MS 30000
+#define AUTH_WAIT_MS 10000
 
 /*
  * We read ourselves rather than through a bufferevent because libevent's
@@ -73,7 +77,8 @@ struct conn {
 	bool is_unix;           /* trusted by the socket's file mode: no auth */
 	bool authed;
 	bool eof;               /* the client half-closed: nothing more to read */
-	uint64_t last_active_ms;
+	uint64_t last_active_ms; /* bytes last moved either way */
+	uint64_t accepted_ms;
 	uint64_t linger_until_ms;
 	TAILQ_ENTRY(conn) linger_link; /* on lingering while CONN_LINGER */
 	int in_callback;        /* >0 while a callback of ours is on the stack */
@@ -266,6 +271,8 @@ static int write_out(struct conn *c)
 	if (evbuffer_get_length(c->out) == 0)
 		return 0;
 	int n = evbuffer_write(c->out, c->fd);
+	if (n > 0)
+		c->last_active_ms = gocd_now_ms();
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		log_debug("client %s: write: %s", c->peer, strerror(errno));
 		conn_close(c);
@@ -404,16 +411,51 @@ void conn_set_authed(struct conn *c)
 	c->authed = true;
 }
 
-void conn_close_idle(uint64_t now_ms, int idle_ms)
+/*
+ * A walk over every connection (main.c's janitor, at most once a second
+ * or at a quarter of client_idle_timeout).  "Active" is bytes moving in
+ * either direction.
+ *  - idle: nothing pending, or answers not taken, for client_idle_timeout;
+ *  - draining with its answers not taken for that long (DRAIN_STALL_MS
+ *    without an idle timeout): the client stopped reading, and would keep
+ *    its buffers and its max_clients slot for good;
+ *  - TCP without a successful auth for AUTH_WAIT_MS, or client_idle_timeout
+ *    if shorter (with auth_token): unauthenticated clients, trickling
+ *    bytes or silent, must not be able to fill max_clients.
+ */
+void conn_janitor(uint64_t now_ms, int idle_ms)
 {
 	struct conn *c, *next;
+	int auth_wait = idle_ms > 0 && idle_ms < AUTH_WAIT_MS ? idle_ms : AUTH_WAIT_MS;
 	for (c = LIST_FIRST(&conns); c; c = next) {
 		next = LIST_NEXT(c, link);
-		if (c->state == CONN_OPEN && c->npending == 0 &&
-		    now_ms - c->last_active_ms > (uint64_t)idle_ms) {
+		/* (now_ms was read before this tick's other work, which may
+		 * have moved bytes since) */
+		uint64_t quiet = now_ms > c->last_active_ms ? now_ms - c->last_active_ms : 0;
+		if (c->state == CONN_OPEN && idle_ms > 0 && quiet > (uint64_t)idle_ms &&
+		    (c->npending == 0 || evbuffer_get_length(c->out) > 0)) {
 			log_debug("client %s: idle for over client_idle_timeout; closing", c->peer);
 			stats.clients_idle_closed++;
 			conn_set_state(c, CONN_DRAINING);
+			conn_reap(c); /* closes it now unless answers are still unsent */
+		} else if (c->state == CONN_DRAINING &&
+			   quiet > (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS) &&
+			   evbuffer_get_length(c->out) > 0) {
+			log_info("client %s: not reading its last %zu bytes of answers; closing", c->peer,
+				 evbuffer_get_length(c->out));
+			stats.dropped_slow++;
+			conn_close(c);
+			conn_reap(c);
+		} else if (c->state == CONN_OPEN && conn_needs_auth(c) && now_ms > c->accepted_ms &&
+			   now_ms - c->accepted_ms > (uint64_t)auth_wait) {
+			char msg[80];
+			snprintf(msg, sizeof msg, "no auth within %d ms; closing the connection", auth_wait);
+			stats.auth_failures++;
+			codec_render_error(c->out, NULL, GOC_E_UNAUTHORIZED, msg);
+			conn_set_state(c, CONN_DRAINING);
+			c->in_callback++;
+			conn_send(c);
+			c->in_callback--;
 			conn_reap(c);
 		}
 	}
@@ -450,7 +492,7 @@ void conn_accept(evutil_socket_t fd, const char *peer, int is_unix)
 	snprintf(c->peer, sizeof c->peer, "%s", peer);
 	c->state = CONN_OPEN;
 	c->is_unix = is_unix;
-	c->last_active_ms = gocd_now_ms();
+	c->last_active_ms = c->accepted_ms = gocd_now_ms();
 	LIST_INSERT_HEAD(&conns, c, link);
 	nconns++;
 	stats.clients_accepted++;

@@ -29,8 +29,10 @@ int conn_is_unix(const struct conn *c);
 int conn_needs_auth(const struct conn *c);
 void conn_set_authed(struct conn *c);
 
-/* Close connections idle (nothing pending) for longer than idle_ms. */
-void conn_close_idle(uint64_t now_ms, int idle_ms);
+/* Close connections idle for longer than idle_ms (0: never), draining
+ * ones whose client stopped reading, and TCP ones that never authenticated
+ * (see conn.c). */
+void conn_janitor(uint64_t now_ms, int idle_ms);
 
 /* Append r to c's FIFO (called by req_new). */
 void conn_add_req(struct conn *c, struct req *r);

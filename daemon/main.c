@@ -155,12 +155,12 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 	conn_linger_expire(now);
 	goc_tick();
 	batch_tick();
-	if (cfg->client_idle_timeout > 0 && now >= next_idle_check) {
+	if (now >= next_idle_check) {
 		/* A walk over every connection: once a second, or at a quarter
-		 * of a shorter timeout, so 200 ms means about 200 ms. */
-		int every = cfg->client_idle_timeout / 4;
+		 * of a shorter client_idle_timeout, so 200 ms means about 200 ms. */
+		int every = cfg->client_idle_timeout > 0 ? cfg->client_idle_timeout / 4 : 1000;
 		next_idle_check = now + (uint64_t)(every > 1000 ? 1000 : every < JANITOR_MS ? JANITOR_MS : every);
-		conn_close_idle(now, cfg->client_idle_timeout);
+		conn_janitor(now, cfg->client_idle_timeout);
 	}
 	if (now >= next_recheck) {
 		next_recheck = now + RECHECK_MS;

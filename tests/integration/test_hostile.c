@@ -14,6 +14,8 @@
  * other than those the valid requests of the case created.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -927,6 +929,85 @@ static void test_client_idle_timeout(void **state)
 	harness_pass();
 }
 
+/* gocd's count of connected clients, asked on c (which counts itself). */
+static long long clients_connected(struct tclient *c)
+{
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"op\":\"stats\"}", &r), 0);
+	assert_true(r.ok);
+	const char *p = strstr(tclient_last(c), "\"clients\":");
+	assert_non_null(p);
+	long long n = strtoll(p + 10, NULL, 10);
+	codec_response_free(&r);
+	return n;
+}
+
+/*
+ * Clients that hold a slot without taking part:
+ *  - one that was idle-closed while answers were still unsent (it stopped
+ *    reading): it stayed, with its buffers, for good, yet was counted
+ *    idle-closed;
+ *  - one that never authenticates but trickles bytes (never idle): it
+ *    kept its max_clients slot for good.
+ * Both are closed now: the first once its answers stop moving for
+ * client_idle_timeout, the second after client_idle_timeout (or 10 s)
+ * without an auth.
+ */
+static void test_clients_that_hold_a_slot_are_closed(void **state)
+{
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--client-idle-timeout=500",
+				      "--auth-token=slot-token", NULL);
+	assert_non_null(g);
+	struct tclient *obs = tclient_tcp(g->port);
+	assert_non_null(obs);
+	struct goc_response r;
+	assert_int_equal(tclient_call(obs, "{\"op\":\"auth\",\"token\":\"slot-token\"}", &r), 0);
+	assert_true(r.ok);
+	codec_response_free(&r);
+
+	/* the reader that stops: a small receive buffer, many stats answers */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	int small = 4096;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	const char *auth = "{\"op\":\"auth\",\"token\":\"slot-token\"}\n";
+	assert_int_equal(write(fd, auth, strlen(auth)), (ssize_t)strlen(auth));
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	const char *st = "{\"op\":\"stats\"}\n";
+	for (int i = 0; i < 2000; i++)
+		if (write(fd, st, strlen(st)) < 0)
+			break;
+
+	/* the slowloris that never authenticates */
+	struct tclient *slow = tclient_tcp(g->port);
+	assert_non_null(slow);
+	assert_int_equal(tclient_send(slow, "{", 1), 0);
+
+	assert_int_equal(clients_connected(obs), 3);
+	long long t0 = mono_ms(), n = 3;
+	while (mono_ms() - t0 < 4000 && n > 1) {
+		tclient_send(slow, " ", 1); /* keeps it from ever being idle */
+		harness_sleep_ms(100);
+		n = clients_connected(obs);
+	}
+	if (n != 1)
+		print_error("after %lld ms, %lld clients still connected (expected only the observer)\n",
+			    mono_ms() - t0, n);
+	assert_int_equal(n, 1);
+	/* (The slowloris was sent an unauthorized line, but it kept sending
+	 * after the close, so its kernel may have dropped the line on the
+	 * reset that answered.) */
+	size_t lines;
+	assert_int_equal(tclient_drain(slow, HARNESS_IO_TIMEOUT_MS, &lines), 0);
+	close(fd);
+	tclient_close(slow);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -935,6 +1016,7 @@ int main(void)
 		T(test_never_reading_client_dropped_memory_bounded),
 		T(test_auth_token),
 		T(test_client_idle_timeout),
+		T(test_clients_that_hold_a_slot_are_closed),
 	};
 	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
 }
