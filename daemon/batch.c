@@ -42,6 +42,8 @@
 struct shape {
 	struct shape *hnext;
 	TAILQ_ENTRY(shape) ready_link;
+	TAILQ_ENTRY(shape) lru_link; /* bt.lru: least recently queued first */
+	int live;               /* batches built on it and not yet freed */
 	bool ready;             /* on the ready list (queue non-empty) */
 	TAILQ_HEAD(, req) q;
 	int n;
@@ -75,6 +77,7 @@ static struct {
 	struct shape *buckets[SHAPE_BUCKETS];
 	int nshapes;
 	TAILQ_HEAD(, shape) ready;
+	TAILQ_HEAD(, shape) lru;
 	/* Every batch not yet freed.  One whose rows all existed has
 	 * answered everyone and waits only for its commit's result: if gocd
 	 * stops then, nothing else would free it. */
@@ -102,6 +105,7 @@ void batch_init(int batch_max, int insert_batches)
 	bt.batch_max = batch_max;
 	bt.insert_batches = insert_batches;
 	TAILQ_INIT(&bt.ready);
+	TAILQ_INIT(&bt.lru);
 	TAILQ_INIT(&bt.live);
 	pgpool_set_source(batch_next, batch_fail_all);
 }
@@ -123,6 +127,7 @@ void batch_free_all(void)
 		}
 		bt.buckets[i] = NULL;
 	}
+	TAILQ_INIT(&bt.lru);
 	bt.nshapes = 0;
 }
 
@@ -136,6 +141,33 @@ static uint64_t shape_hash(int table, bool sel, const int *cols, int n)
 	return h;
 }
 
+/*
+ * Bounded memory without a one-way door: at MAX_SHAPES, the least recently
+ * queued shape that nothing uses (no queue, no batch) makes room.  Without
+ * this, one client cycling through default-column sets, or a few schema
+ * changes (each leaves its table's old shapes behind), switched batching
+ * off for every table until a restart.
+ */
+static bool shape_evict(void)
+{
+	struct shape *s;
+	TAILQ_FOREACH(s, &bt.lru, lru_link)
+		if (s->n == 0 && s->live == 0 && s->inserting == 0 && !s->ready)
+			break;
+	if (s == NULL)
+		return false;
+	struct shape **p = &bt.buckets[s->hash % SHAPE_BUCKETS];
+	while (*p != s)
+		p = &(*p)->hnext;
+	*p = s->hnext;
+	TAILQ_REMOVE(&bt.lru, s, lru_link);
+	free(s->defcols);
+	free(s->sql);
+	free(s);
+	bt.nshapes--;
+	return true;
+}
+
 static struct shape *shape_get(const struct req *r, bool sel)
 {
 	int nk = r->table->conf->ncols;
@@ -147,10 +179,13 @@ static struct shape *shape_get(const struct req *r, bool sel)
 	for (struct shape *s = *b; s; s = s->hnext)
 		if (s->hash == h && s->table == r->table->idx && s->layout == r->layout &&
 		    s->select_only == sel &&
-		    s->ndef == ndef && memcmp(s->defcols, defcols, sizeof *defcols * (size_t)ndef) == 0)
+		    s->ndef == ndef && memcmp(s->defcols, defcols, sizeof *defcols * (size_t)ndef) == 0) {
+			TAILQ_REMOVE(&bt.lru, s, lru_link);
+			TAILQ_INSERT_TAIL(&bt.lru, s, lru_link);
 			return s;
-	if (bt.nshapes >= MAX_SHAPES)
-		return NULL; /* bounded memory: odd shapes go alone */
+		}
+	if (bt.nshapes >= MAX_SHAPES && !shape_evict())
+		return NULL; /* every shape busy: this one goes alone */
 	struct shape *s = calloc(1, sizeof *s);
 	if (s == NULL)
 		abort();
@@ -167,6 +202,7 @@ static struct shape *shape_get(const struct req *r, bool sel)
 	TAILQ_INIT(&s->q);
 	s->hnext = *b;
 	*b = s;
+	TAILQ_INSERT_TAIL(&bt.lru, s, lru_link);
 	bt.nshapes++;
 	return s;
 }
@@ -316,6 +352,7 @@ static struct batch *batch_build(struct shape *s, struct req **reqs, int n)
 		abort();
 	TAILQ_INSERT_TAIL(&bt.live, b, link);
 	b->s = s;
+	s->live++;
 	b->n = n;
 	b->reqs = reqs;
 	b->arrays = malloc(sizeof *b->arrays * (size_t)ncols);
@@ -359,6 +396,7 @@ static void batch_unsent(struct batch *b)
 static void batch_free(struct batch *b)
 {
 	TAILQ_REMOVE(&bt.live, b, link);
+	b->s->live--;
 	int ncols = tables[b->s->table]->conf->ncols + b->s->ndef;
 	for (int c = 0; c < ncols; c++)
 		free(b->arrays[c]);

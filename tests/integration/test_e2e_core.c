@@ -57,6 +57,9 @@ static const char SCHEMA[] =
 	"CREATE TABLE vcd(id bigserial primary key, k d5b not null unique);"
 	/* and varchar(n) arrays, whose elements an INSERT coerces the same way */
 	"CREATE TABLE vca(id bigserial primary key, k varchar(5)[] not null unique);"
+	/* eleven optional columns: 2048 sets of defaults, 2048 batch shapes */
+	"CREATE TABLE wide(id bigserial primary key, k text not null unique,"
+	" c0 int, c1 int, c2 int, c3 int, c4 int, c5 int, c6 int, c7 int, c8 int, c9 int, c10 int);"
 	"CREATE DOMAIN d5a AS varchar(5)[];"
 	"CREATE TABLE vcad(id bigserial primary key, k d5a not null unique);"
 	/* a foreign key checked only at commit: an insert can fail after its rows */
@@ -86,7 +89,7 @@ static const char SCHEMA[] =
 	"--table=users=email", "--table=race1=k", "--table=race2=k", "--table=pipe=k", \
 	"--table=seqt=k", "--table=pairs=tenant,ext", "--table=docs=k", "--table=ints=n", \
 	"--table=cikeys=k", "--table=vc=k", "--table=nm=k", "--table=vcd=k", \
-	"--table=vca=k", "--table=vcad=k", \
+	"--table=vca=k", "--table=vcad=k", "--table=wide=k", \
 	"--table=app.items=sku", "--table=nnd=k", "--table=kw=user", "--table=tt=a,b", \
 	"--table=dchild=k", \
 	"--pool-size=8", "--request-timeout=10000", \
@@ -2200,6 +2203,65 @@ static void test_typmod_keys_in_batches(void **state)
 }
 
 /*
+ * Batch shapes are bounded (1024) but were never freed: one client
+ * cycling through sets of defaults filled them, and from then on no new
+ * shape - for any table, plain gets included - was ever batched until a
+ * restart.  An unused shape now makes room.
+ */
+static void test_shapes_do_not_run_out(void **state)
+{
+	struct tgocd *g = start_std();
+	struct tclient *c = connect_to(g);
+	enum { SETS = 1100 };
+	/* pipelined, so their lookups meet in batches and the misses queue
+	 * for insert batches: one shape per set of defaults */
+	size_t cap = SETS * 256, len = 0;
+	char *all = malloc(cap);
+	assert_non_null(all);
+	for (int i = 1; i <= SETS; i++) {
+		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"get_or_create\",\"table\":\"wide\","
+					"\"key\":{\"k\":\"set-%d\"},\"defaults\":{", i);
+		for (int b = 0, first = 1; b < 11; b++)
+			if (i & (1 << b)) {
+				len += (size_t)snprintf(all + len, cap - len, "%s\"c%d\":%d", first ? "" : ",", b, b);
+				first = 0;
+			}
+		len += (size_t)snprintf(all + len, cap - len, "}}\n");
+	}
+	assert_int_equal(tclient_send(c, all, len), 0);
+	free(all);
+	for (int i = 1; i <= SETS; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (!r.ok)
+			print_error("set %d -> %s\n", i, tclient_last(c));
+		assert_true(r.ok);
+		codec_response_free(&r);
+	}
+	/* a shape never seen before: 400 pipelined gets of one table */
+	long long before = batch_stat(c, "batches");
+	char buf[400 * 80];
+	len = 0;
+	for (int i = 0; i < 400; i++)
+		len += (size_t)snprintf(buf + len, sizeof buf - len,
+					"{\"op\":\"get\",\"table\":\"pipe\",\"key\":{\"k\":\"none-%d\"}}\n", i);
+	assert_int_equal(tclient_send(c, buf, len), 0);
+	for (int i = 0; i < 400; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok);
+		codec_response_free(&r);
+	}
+	long long batches = batch_stat(c, "batches") - before;
+	if (batches == 0)
+		print_error("400 pipelined gets went out unbatched after %d sets of defaults\n", SETS);
+	assert_true(batches > 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM wide"), SETS);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * A key held by someone else's open transaction blocks the whole batch
  * until statement_timeout (= request_timeout), when every request in it is
  * past its deadline.  Splitting would block again per level and hold the
@@ -2535,6 +2597,7 @@ int main(void)
 		T(test_batch_keys_with_array_syntax),
 		T(test_equal_values_spelled_differently),
 		T(test_typmod_keys_in_batches),
+		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
 		T(test_starts_while_postgres_down),
 		T(test_killed_backends_are_replaced_transparently),
