@@ -419,6 +419,8 @@ void goc_select_missed(struct req *r)
 /* Re-run the whole flow from the lookup, if retries remain. */
 static void retry(struct req *r, const char *why)
 {
+	if (why == NULL) /* an error field PostgreSQL left out */
+		why = "no message";
 	char msg[CODEC_MSG_MAX];
 	if (r->attempts++ < srv.cfg->retry_limit) {
 		stats.retries++;
@@ -677,9 +679,9 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 			return;
 		}
 		drop_held(r);
+		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 		snprintf(buf, sizeof buf, "the connection was lost during the commit, and whether "
-			 "it happened cannot be learned: %s",
-			 PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+			 "it happened cannot be learned: %s", primary ? primary : PQresultErrorMessage(res));
 		finish_error(r, GOC_E_TIMEOUT, buf);
 		return;
 	}
