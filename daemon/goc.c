@@ -49,6 +49,7 @@
 #include "table.h"
 
 #define MAX_ROUNDS 8 /* insert/reselect loops when rows vanish under us */
+#define XACT_RECHECKS 3 /* committed, row not (yet) visible: ask again this often */
 
 #define REQ_OF(ptr, member) ((struct req *)((char *)(ptr) - offsetof(struct req, member)))
 
@@ -626,9 +627,38 @@ static void drop_held(struct req *r)
 static void on_xact(struct pgjob *job, const PGresult *res,
 		    enum pgjob_outcome outcome, const char *msg);
 
+static void xact_prepare(struct req *r);
+
 static void xact_check(struct req *r)
 {
 	struct pgjob *j = &r->job;
+	if (r->xact_sql == NULL && table_unusable(r->table, r->layout) != NULL) {
+		/* The key's row cannot be looked up by this request's columns
+		 * any more: the status alone, which can only rule out. */
+		j->stmt = -1;
+		j->sql = "SELECT pg_xact_status($1::xid8)::text, NULL::boolean";
+		j->nparams = 1;
+		r->xid_param = r->xid;
+		j->params = &r->xid_param;
+	} else {
+		xact_prepare(r);
+		j->stmt = -1;
+		j->sql = r->xact_sql;
+		j->nparams = 1 + r->nkey_params;
+		j->params = r->xact_params;
+	}
+	j->done = on_xact;
+	j->hold_commit = false;
+	r->step = STEP_XACT;
+	if (pgpool_submit(j, true) != 0) {
+		r->step = STEP_XACT_WAIT;
+		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
+	}
+}
+
+/* The status check's SQL and parameters, built once per request. */
+static void xact_prepare(struct req *r)
+{
 	if (r->xact_sql == NULL) {
 		const struct table_conf *tc = r->table->conf;
 		bool isnull[32];
@@ -640,17 +670,6 @@ static void xact_check(struct req *r)
 			abort();
 		r->xact_params[0] = r->xid;
 		memcpy(r->xact_params + 1, r->select_params, sizeof *r->xact_params * (size_t)r->nkey_params);
-	}
-	j->stmt = -1;
-	j->sql = r->xact_sql;
-	j->nparams = 1 + r->nkey_params;
-	j->params = r->xact_params;
-	j->done = on_xact;
-	j->hold_commit = false;
-	r->step = STEP_XACT;
-	if (pgpool_submit(j, true) != 0) {
-		r->step = STEP_XACT_WAIT;
-		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
 	}
 }
 
@@ -691,9 +710,17 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 		 st && strcmp(st, "committed") == 0 && !ours ? ", but the key's row is not its insert" : "");
 	if (st && strcmp(st, "committed") == 0 && ours) {
 		deliver_held(r);
+	} else if (st && strcmp(st, "committed") == 0 && !PQgetisnull(res, 0, 1) &&
+		   ++r->xact_rechecks < XACT_RECHECKS) {
+		/* The row check ran on the statement's snapshot, taken before
+		 * the status was read: a commit finishing in between reads as
+		 * committed but not yet visible.  Ask again (a fresh snapshot). */
+		r->step = STEP_XACT_WAIT;
+		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
 	} else if (st && strcmp(st, "committed") == 0) {
 		/* Either the id was handed out again after a crash (ours never
-		 * committed) or our row was updated or deleted since: either
+		 * committed) or our row was updated or deleted since - or the
+		 * table changed so that the row cannot be looked up: either
 		 * way nobody may be told created:true on this evidence. */
 		drop_held(r);
 		finish_error(r, GOC_E_TIMEOUT, "the connection was lost during the commit, and whether "
@@ -747,6 +774,7 @@ void goc_commit_outcome(struct req *r, int outcome, const PGresult *res, const c
 			/* A row this transaction inserted - for r, or in a batch
 			 * for another spelling of r's key (then r holds it with
 			 * created=false): it exists only if the commit happened. */
+			r->xact_rechecks = 0;
 			xact_check(r);
 		} else if (r->held_row) {
 			deliver_held(r); /* an existing row: its commit was not ours */

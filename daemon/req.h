@@ -74,6 +74,8 @@ struct req {
 	char xid[24];                 /* transaction that inserted held_row, "" if none */
 	char *xact_sql;               /* the status check (table_sql_xact), once needed */
 	const char **xact_params;     /* its parameters: xid, then the key texts */
+	const char *xid_param;        /* = xid, for the status-only check */
+	int xact_rechecks;
 	TAILQ_ENTRY(req) xact_link;   /* while STEP_XACT_WAIT */
 	struct pgjob job;             /* at most one statement in flight */
 };

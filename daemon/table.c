@@ -632,12 +632,16 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	}
 	free(old);
 
+	/* key_col changes only once every key column is found: a request
+	 * still holding this table must never meet a -1 in it. */
+	int key_col[32];
 	for (int k = 0; k < tc->ncols; k++) {
-		t->key_col[k] = table_column(t, tc->cols[k]);
-		if (t->key_col[k] < 0)
+		key_col[k] = table_column(t, tc->cols[k]);
+		if (key_col[k] < 0)
 			return fail(t, "table \"%s\" has no column \"%s\" (configured as a key column)",
 				    tc->name, tc->cols[k]);
 	}
+	memcpy(t->key_col, key_col, sizeof key_col[0] * (size_t)tc->ncols);
 
 	/* Find a unique index whose column set is exactly the key. */
 	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
