@@ -77,6 +77,9 @@ struct conn {
 	bool is_unix;           /* trusted by the socket's file mode: no auth */
 	bool authed;
 	bool eof;               /* the client half-closed: nothing more to read */
+	bool must_linger;       /* closed for an error while the client may
+				 * still be sending: linger whatever is pending */
+	bool idle_closed;       /* counted in clients_idle_closed already */
 	uint64_t last_active_ms; /* bytes last moved either way */
 	uint64_t accepted_ms;
 	uint64_t linger_until_ms;
@@ -175,6 +178,7 @@ static void conn_process_input(struct conn *c)
 		if (rc == FRAME_TOO_LARGE) {
 			struct req *r = req_new(c);
 			conn_set_state(c, CONN_DRAINING);
+			c->must_linger = true;
 			evbuffer_drain(in, evbuffer_get_length(in));
 			log_info("client %s: request line over max_line (%d bytes); closing",
 				 c->peer, cfg->max_line);
@@ -362,7 +366,11 @@ void conn_flush(struct conn *c)
 static void conn_finish(struct conn *c)
 {
 	int unread = 0;
-	if (c->eof || ioctl(c->fd, FIONREAD, &unread) != 0 || unread <= 0 ||
+	/* After an error (too_large, unauthorized) the client is likely still
+	 * sending: its next bytes may be a moment away, so linger anyway.
+	 * Otherwise (idle, shutdown) only if input is waiting, so an ordinary
+	 * close, and gocd's exit, are not held up. */
+	if (c->eof || (!c->must_linger && (ioctl(c->fd, FIONREAD, &unread) != 0 || unread <= 0)) ||
 	    shutdown(c->fd, SHUT_WR) != 0) {
 		conn_close(c);
 		return;
@@ -392,8 +400,10 @@ static void conn_reap(struct conn *c)
 
 void conn_drain(struct conn *c)
 {
-	if (c->state == CONN_OPEN)
+	if (c->state == CONN_OPEN) {
 		conn_set_state(c, CONN_DRAINING);
+		c->must_linger = true; /* closed on it for an error (auth) */
+	}
 }
 
 int conn_needs_auth(const struct conn *c)
@@ -423,6 +433,20 @@ void conn_set_authed(struct conn *c)
  *    if shorter (with auth_token): unauthenticated clients, trickling
  *    bytes or silent, must not be able to fill max_clients.
  */
+/* auth_token turned on (by a reload) after c was accepted: its time to
+ * authenticate starts then, not at its accept. */
+static uint64_t auth_on_ms;
+
+void conn_auth_changed(int on)
+{
+	auth_on_ms = on ? gocd_now_ms() : 0;
+}
+
+static uint64_t auth_from(const struct conn *c)
+{
+	return c->accepted_ms > auth_on_ms ? c->accepted_ms : auth_on_ms;
+}
+
 void conn_janitor(uint64_t now_ms, int idle_ms)
 {
 	struct conn *c, *next;
@@ -436,6 +460,7 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 		    (c->npending == 0 || evbuffer_get_length(c->out) > 0)) {
 			log_debug("client %s: idle for over client_idle_timeout; closing", c->peer);
 			stats.clients_idle_closed++;
+			c->idle_closed = true;
 			conn_set_state(c, CONN_DRAINING);
 			conn_reap(c); /* closes it now unless answers are still unsent */
 		} else if (c->state == CONN_DRAINING &&
@@ -443,11 +468,12 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 			   evbuffer_get_length(c->out) > 0) {
 			log_info("client %s: not reading its last %zu bytes of answers; closing", c->peer,
 				 evbuffer_get_length(c->out));
-			stats.dropped_slow++;
+			if (!c->idle_closed) /* one client, one count */
+				stats.dropped_slow++;
 			conn_close(c);
 			conn_reap(c);
-		} else if (c->state == CONN_OPEN && conn_needs_auth(c) && now_ms > c->accepted_ms &&
-			   now_ms - c->accepted_ms > (uint64_t)auth_wait) {
+		} else if (c->state == CONN_OPEN && conn_needs_auth(c) && c->npending == 0 &&
+			   now_ms > auth_from(c) && now_ms - auth_from(c) > (uint64_t)auth_wait) {
 			char msg[80];
 			snprintf(msg, sizeof msg, "no auth within %d ms; closing the connection", auth_wait);
 			stats.auth_failures++;

@@ -33,6 +33,9 @@ void conn_set_authed(struct conn *c);
  * ones whose client stopped reading, and TCP ones that never authenticated
  * (see conn.c). */
 void conn_janitor(uint64_t now_ms, int idle_ms);
+/* auth_token was turned on (true) or off by a reload: connections already
+ * open get their time to authenticate from now. */
+void conn_auth_changed(int on);
 
 /* Append r to c's FIFO (called by req_new). */
 void conn_add_req(struct conn *c, struct req *r);

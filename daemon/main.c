@@ -120,6 +120,8 @@ static void reload(void)
 	pgpool_set_statement_timeout(nc->request_timeout);
 
 	struct config *old = cfg;
+	if ((old->auth_token[0] != '\0') != (nc->auth_token[0] != '\0'))
+		conn_auth_changed(nc->auth_token[0] != '\0');
 	cfg = nc;
 	srv.cfg = nc;
 	table_sync(nc);

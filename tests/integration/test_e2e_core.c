@@ -10,6 +10,10 @@
  * and the database are evidence), or depend on another test's rows: each test
  * uses its own tables or key prefix.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -665,6 +670,13 @@ static void test_error_constraint_violation(void **state)
 	harness_pass();
 }
 
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* A ping whose line is exactly `len` bytes long (without the LF). */
 static char *ping_of_length(size_t len, int id)
 {
@@ -761,6 +773,65 @@ static void test_error_too_large(void **state)
 	codec_response_free(&r);
 	assert_int_equal(tclient_expect_eof(c, 5000), 0);
 	tclient_close(c);
+
+	/* ... and one whose further requests come a moment after gocd is
+	 * done, while its answers still sit in gocd's socket (a small receive
+	 * buffer): nothing was unread when gocd closed, the late bytes met a
+	 * closed socket, and the reset threw away the answers not yet
+	 * delivered (76 of 600 arrived). */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	int small = 4096;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	big = ping_of_length(STD_MAX_LINE + 1, 0);
+	cap = 2000 * 40 + strlen(big);
+	len = 0;
+	all = malloc(cap);
+	assert_non_null(all);
+	for (int i = 1; i <= 2000; i++)
+		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"ping\",\"id\":%d}\n", i);
+	len += (size_t)snprintf(all + len, cap - len, "%s", big);
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(fd, all + off, len - off);
+		assert_true(w > 0);
+		off += (size_t)w;
+	}
+	harness_sleep_ms(300); /* answered; gocd is done with it */
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 100; i++)
+		if (write(fd, "{\"op\":\"ping\"}\n", 14) < 0)
+			break;
+	free(all);
+	free(big);
+	size_t lines = 0, got = 0;
+	char tail[256] = "";
+	char chunk[65536];
+	long long deadline = mono_ms() + HARNESS_IO_TIMEOUT_MS;
+	for (;;) {
+		ssize_t rn = read(fd, chunk, sizeof chunk);
+		if (rn > 0) {
+			for (ssize_t k = 0; k < rn; k++)
+				lines += chunk[k] == '\n';
+			got += (size_t)rn;
+			size_t keep = (size_t)rn < sizeof tail - 1 ? (size_t)rn : sizeof tail - 1;
+			memcpy(tail, chunk + rn - (ssize_t)keep, keep);
+			tail[keep] = '\0';
+			continue;
+		}
+		if (rn == 0 || (errno != EAGAIN && errno != EINTR) || mono_ms() > deadline)
+			break;
+		struct pollfd pf = {.fd = fd, .events = POLLIN};
+		poll(&pf, 1, 100);
+	}
+	close(fd);
+	if (lines != 2001 || !strstr(tail, "too_large"))
+		print_error("late bytes after too_large: %zu lines (%zu bytes) arrived, expected 2001 "
+			    "ending in too_large\n", lines, got);
+	assert_int_equal(lines, 2001);
+	assert_non_null(strstr(tail, "too_large"));
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }

@@ -288,6 +288,48 @@ static void test_reload_renews_statement_timeout(void **state)
 	harness_pass();
 }
 
+/*
+ * A reload that turns auth_token on, while a connection opened without
+ * one has a request waiting: the unauthenticated-client deadline sent
+ * that connection an unsolicited "unauthorized" ahead of the answer it
+ * was owed (a client matching by order took it for that request's
+ * answer: "nothing written", for a call that created its row).  A
+ * connection with answers owed is left alone; its answer comes first.
+ */
+static void test_reload_turning_auth_on_keeps_owed_answers(void **state)
+{
+	(void)state;
+	/* client_idle_timeout 1 s: the time to authenticate is 1 s too */
+	write_conf("table = rl_a=k\nrequest_timeout = 10000\nclient_idle_timeout = 1000\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(code_of(c, "rl_a", "auth-warm"), GOC_OK);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"rl_a\","
+					  "\"key\":{\"k\":\"owed\"}}\n"), 0);
+	harness_sleep_ms(200);
+	write_conf("table = rl_a=k\nrequest_timeout = 10000\nclient_idle_timeout = 1000\n"
+		   "auth_token = now-on\n");
+	tgocd_signal(g, SIGHUP);
+	harness_sleep_ms(2500); /* past the janitor's checks */
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	struct goc_response r;
+	assert_int_equal(tclient_recv(c, &r, 5000), 0);
+	if (!r.ok)
+		print_error("first line after turning auth on: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_int_equal(json_integer_value(r.id), 1);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,6 +340,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_lowers_request_timeout_in_flight,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_renews_statement_timeout,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_turning_auth_on_keeps_owed_answers,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
