@@ -43,7 +43,8 @@ struct shape {
 	struct shape *hnext;
 	TAILQ_ENTRY(shape) ready_link;
 	TAILQ_ENTRY(shape) lru_link; /* bt.lru: least recently queued first */
-	int live;               /* batches built on it and not yet freed */
+	int live;               /* batches built on it and not yet freed, or
+				 * a drain in progress: not to be evicted */
 	bool ready;             /* on the ready list (queue non-empty) */
 	TAILQ_HEAD(, req) q;
 	int n;
@@ -418,8 +419,11 @@ static struct pgjob *batch_next(void)
 			 * while these queued. */
 			struct req *r;
 			bt.deferring++;
+			s->live++; /* an answer can queue a waiter in a new shape:
+				    * this one must not be evicted meanwhile */
 			while ((r = shape_pop(s)) != NULL)
 				goc_finish_error(r, GOC_E_UNAVAILABLE, why);
+			s->live--;
 			bt.deferring--;
 			next = TAILQ_FIRST(&bt.ready);
 			continue;
@@ -469,8 +473,10 @@ static void batch_fail_all(const char *why)
 	bt.deferring++;
 	while ((s = TAILQ_FIRST(&bt.ready)) != NULL) {
 		struct req *r;
+		s->live++; /* not evicted while drained (see batch_next) */
 		while ((r = shape_pop(s)) != NULL)
 			goc_finish_error(r, GOC_E_UNAVAILABLE, msg);
+		s->live--;
 	}
 	bt.deferring--;
 }
