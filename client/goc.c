@@ -959,8 +959,15 @@ static void cli_session_response(struct cli_session *s, const char *line, size_t
 		if (!ok) {
 			s->errors++;
 			s->last_error = code;
-			fprintf(stderr, "goc: authentication refused by %s (check --token / GOC_TOKEN)\n",
-				s->name);
+			if (code == GOC_E_UNAUTHORIZED) {
+				fprintf(stderr, "goc: authentication refused by %s (check --token / GOC_TOKEN)\n",
+					s->name);
+			} else {
+				/* Not about the token (overloaded, say): the answer
+				 * itself tells why, as it would without a token. */
+				fwrite(line, 1, len, stdout);
+				fputc('\n', stdout);
+			}
 		}
 		return;
 	}

@@ -80,6 +80,7 @@ struct conn {
 	bool must_linger;       /* closed for an error while the client may
 				 * still be sending: linger whatever is pending */
 	bool idle_closed;       /* counted in clients_idle_closed already */
+	int last_outq;          /* unsent bytes in the kernel, last janitor pass */
 	uint64_t last_active_ms; /* bytes last moved either way */
 	uint64_t accepted_ms;
 	uint64_t linger_until_ms;
@@ -93,6 +94,12 @@ static LIST_HEAD(, conn) conns = LIST_HEAD_INITIALIZER(conns);
 static int nconns;
 /* In the order they began, which is deadline order (one LINGER_MS). */
 static TAILQ_HEAD(, conn) lingering = TAILQ_HEAD_INITIALIZER(lingering);
+static int nlingering;
+
+int conn_lingering(void)
+{
+	return nlingering;
+}
 
 static void conn_reap(struct conn *c);
 
@@ -136,8 +143,10 @@ static void conn_close(struct conn *c)
 	struct req *r;
 	if (c->state == CONN_CLOSED)
 		return;
-	if (c->state == CONN_LINGER)
+	if (c->state == CONN_LINGER) {
 		TAILQ_REMOVE(&lingering, c, linger_link);
+		nlingering--;
+	}
 	conn_set_state(c, CONN_CLOSED);
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
 		TAILQ_REMOVE(&c->reqs, r, conn_link);
@@ -378,6 +387,7 @@ static void conn_finish(struct conn *c)
 	conn_set_state(c, CONN_LINGER);
 	c->linger_until_ms = gocd_now_ms() + LINGER_MS;
 	TAILQ_INSERT_TAIL(&lingering, c, linger_link);
+	nlingering++;
 	if (event_add(c->rev, NULL) != 0)
 		conn_close(c);
 }
@@ -453,11 +463,37 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 	int auth_wait = idle_ms > 0 && idle_ms < AUTH_WAIT_MS ? idle_ms : AUTH_WAIT_MS;
 	for (c = LIST_FIRST(&conns); c; c = next) {
 		next = LIST_NEXT(c, link);
+		if (c->state != CONN_OPEN && c->state != CONN_DRAINING)
+			continue;
 		/* (now_ms was read before this tick's other work, which may
 		 * have moved bytes since) */
 		uint64_t quiet = now_ms > c->last_active_ms ? now_ms - c->last_active_ms : 0;
-		if (c->state == CONN_OPEN && idle_ms > 0 && quiet > (uint64_t)idle_ms &&
-		    (c->npending == 0 || evbuffer_get_length(c->out) > 0)) {
+		/* A client reading steadily out of the kernel's send queue may
+		 * leave gocd nothing to write for seconds (the queue is large):
+		 * the queue moving is the client's activity too.  Asked only of
+		 * connections getting near a limit (one call each). */
+		int outq;
+		if (quiet > (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS) / 2 &&
+		    ioctl(c->fd, TIOCOUTQ, &outq) == 0 && outq != c->last_outq) {
+			c->last_outq = outq;
+			c->last_active_ms = now_ms;
+			quiet = 0;
+		}
+		if (c->state == CONN_OPEN && conn_needs_auth(c) && c->npending == 0 &&
+		    now_ms > auth_from(c) && now_ms - auth_from(c) > (uint64_t)auth_wait) {
+			/* before the idle check: a silent unauthenticated client
+			 * is told why, and counted as an auth failure */
+			char msg[80];
+			snprintf(msg, sizeof msg, "no auth within %d ms; closing the connection", auth_wait);
+			stats.auth_failures++;
+			codec_render_error(c->out, NULL, GOC_E_UNAUTHORIZED, msg);
+			conn_set_state(c, CONN_DRAINING);
+			c->in_callback++;
+			conn_send(c);
+			c->in_callback--;
+			conn_reap(c);
+		} else if (c->state == CONN_OPEN && idle_ms > 0 && quiet > (uint64_t)idle_ms &&
+			   (c->npending == 0 || evbuffer_get_length(c->out) > 0)) {
 			log_debug("client %s: idle for over client_idle_timeout; closing", c->peer);
 			stats.clients_idle_closed++;
 			c->idle_closed = true;
@@ -471,17 +507,6 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 			if (!c->idle_closed) /* one client, one count */
 				stats.dropped_slow++;
 			conn_close(c);
-			conn_reap(c);
-		} else if (c->state == CONN_OPEN && conn_needs_auth(c) && c->npending == 0 &&
-			   now_ms > auth_from(c) && now_ms - auth_from(c) > (uint64_t)auth_wait) {
-			char msg[80];
-			snprintf(msg, sizeof msg, "no auth within %d ms; closing the connection", auth_wait);
-			stats.auth_failures++;
-			codec_render_error(c->out, NULL, GOC_E_UNAUTHORIZED, msg);
-			conn_set_state(c, CONN_DRAINING);
-			c->in_callback++;
-			conn_send(c);
-			c->in_callback--;
 			conn_reap(c);
 		}
 	}

@@ -49,5 +49,7 @@ void conn_shutdown_all(void);
 void conn_linger_expire(uint64_t now_ms);
 
 int conn_count(void);
+/* Of those, connections lingering after an error close (see conn.c). */
+int conn_lingering(void);
 
 #endif

@@ -135,13 +135,15 @@ void stats_render(struct evbuffer *out)
 		first = 0;
 	}
 	evbuffer_add_printf(out, "},\"clients\":%d,\"clients_accepted\":%llu,\"clients_rejected\":%llu,"
-			    "\"clients_idle_closed\":%llu,\"auth_failures\":%llu,"
+			    "\"clients_idle_closed\":%llu,\"clients_dropped_slow\":%llu,"
+			    "\"auth_failures\":%llu,\"backpressure\":%llu,"
 			    "\"in_flight\":%d,\"keys_locked\":%zu,\"waiters\":%zu,"
 			    "\"pool\":{\"size\":%d,\"idle\":%d,\"busy\":%d,\"connecting\":%d,\"down\":%d,"
 			    "\"queued\":%d,\"round_trips\":%llu,\"connects\":%llu,"
 			    "\"connect_failures\":%llu,\"lost\":%llu}",
 			    conn_count(), stats.clients_accepted, stats.clients_rejected,
-			    stats.clients_idle_closed, stats.auth_failures,
+			    stats.clients_idle_closed, stats.dropped_slow, stats.auth_failures,
+			    stats.backpressure,
 			    req_inflight(), l.keys, l.waiters, p.size, p.idle, p.busy,
 			    p.connecting, p.down, p.queued, p.round_trips, p.connects,
 			    p.connect_failures, p.lost);
@@ -247,9 +249,10 @@ void stats_render_prometheus(struct evbuffer *out)
 	counter(out, "gocd_clients_rejected_total",
 		"Client connections refused (max_clients or shutting down).", stats.clients_rejected);
 	counter(out, "gocd_clients_dropped_slow_total",
-		"Clients dropped for leaving more than max_output unread.", stats.dropped_slow);
+		"Clients dropped for not reading their answers (over max_output, or stalled "
+		"while being closed).", stats.dropped_slow);
 	counter(out, "gocd_clients_idle_closed_total",
-		"Client connections closed after client_idle_timeout with nothing in flight.",
+		"Client connections closed after client_idle_timeout without activity.",
 		stats.clients_idle_closed);
 	counter(out, "gocd_auth_failures_total",
 		"TCP clients refused for a missing or wrong auth_token.", stats.auth_failures);

@@ -334,6 +334,44 @@ static void test_tokens(void **state)
 	harness_pass();
 }
 
+/* With a token, an answer to the auth that is not about the token
+ * (overloaded: max_clients is full) is printed as it is, not reported as
+ * "authentication refused". */
+static void test_token_and_overloaded(void **state)
+{
+	(void)state;
+	struct tgocd *full = tgocd_start("--table=cli_t=k", "--auth-token=cli-token", "--max-clients=1",
+					 NULL);
+	assert_non_null(full);
+	/* take the one slot (the harness's own probe may hold it a moment) */
+	struct tclient *hold = NULL;
+	const char *auth = "{\"op\":\"auth\",\"token\":\"cli-token\"}\n";
+	for (int i = 0; i < 50 && hold == NULL; i++) {
+		const char *line;
+		size_t len;
+		hold = tclient_tcp(full->port);
+		assert_non_null(hold);
+		if (tclient_send(hold, auth, strlen(auth)) != 0 ||
+		    tclient_line(hold, &line, &len, HARNESS_IO_TIMEOUT_MS) != 1 ||
+		    strstr(line, "\"ok\":true") == NULL) {
+			tclient_close(hold);
+			hold = NULL;
+			harness_sleep_ms(20);
+		}
+	}
+	assert_non_null(hold);
+	char a[64];
+	snprintf(a, sizeof a, "--addr=127.0.0.1:%d", full->port);
+	struct run r = goc(a, "--token=cli-token", "ping");
+	expect(&r, 1, "\"overloaded\"");
+	if (strstr(r.err, "authentication refused"))
+		fail_msg("overloaded reported as a refused token: %s", r.err);
+	run_free(&r);
+	tclient_close(hold);
+	assert_int_equal(tgocd_stop(full), 0);
+	harness_pass();
+}
+
 /* No command: lines from stdin go as they are; one answer per request,
  * in order; an error among them makes the exit status 1. */
 static void test_pass_through(void **state)
@@ -377,6 +415,7 @@ int main(void)
 		T(test_usage_errors_exit_2_and_send_nothing),
 		T(test_no_connection_exits_3),
 		T(test_tokens),
+		T(test_token_and_overloaded),
 		T(test_pass_through),
 	};
 	return cmocka_run_group_tests_name("cli", tests, group_setup, harness_group_teardown);

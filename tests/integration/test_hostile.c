@@ -1014,6 +1014,51 @@ static void test_clients_that_hold_a_slot_are_closed(void **state)
 	harness_pass();
 }
 
+/*
+ * A client reading its answers slowly but steadily (64 KB every 100 ms)
+ * is active, even when gocd has nothing to write for a while because the
+ * kernel holds megabytes of them: client_idle_timeout closed it in the
+ * middle (89 of 120 answers).  The kernel's queue moving counts as
+ * activity now.
+ */
+static void test_steady_slow_reader_is_not_idle(void **state)
+{
+	assert_int_equal(tpg_exec("INSERT INTO h_json(k, doc) VALUES ('steady-big', "
+				  "jsonb_build_object('s', repeat('x', 60000)))"), 0);
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--client-idle-timeout=1000", NULL);
+	assert_non_null(g);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	enum { N = 80 };
+	const char *get = "{\"op\":\"get\",\"table\":\"h_json\",\"key\":{\"k\":\"steady-big\"}}\n";
+	for (int i = 0; i < N; i++)
+		assert_int_equal(write(fd, get, strlen(get)), (ssize_t)strlen(get));
+	size_t lines = 0;
+	char *chunk = malloc(65536);
+	assert_non_null(chunk);
+	long long t0 = mono_ms();
+	while (lines < N && mono_ms() - t0 < 30000) {
+		harness_sleep_ms(100);
+		ssize_t n = recv(fd, chunk, 65536, MSG_DONTWAIT);
+		if (n == 0)
+			break;
+		for (ssize_t k = 0; k < n; k++)
+			lines += chunk[k] == '\n';
+	}
+	free(chunk);
+	close(fd);
+	if (lines != N)
+		print_error("steady reader: %zu of %d answers before the close, after %lld ms\n", lines, N,
+			    mono_ms() - t0);
+	assert_int_equal(lines, N);
+	assert_int_equal(tpg_exec("DELETE FROM h_json WHERE k = 'steady-big'"), 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1023,6 +1068,7 @@ int main(void)
 		T(test_auth_token),
 		T(test_client_idle_timeout),
 		T(test_clients_that_hold_a_slot_are_closed),
+		T(test_steady_slow_reader_is_not_idle),
 	};
 	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
 }
