@@ -80,7 +80,8 @@ struct conn {
 	bool must_linger;       /* closed for an error while the client may
 				 * still be sending: linger whatever is pending */
 	bool idle_closed;       /* counted in clients_idle_closed already */
-	int last_outq;          /* unsent bytes in the kernel, last janitor pass */
+	int last_outq;          /* unacknowledged bytes in the kernel at the
+				 * janitor's last look; -1 before the first */
 	uint64_t last_active_ms; /* bytes last moved either way */
 	uint64_t accepted_ms;
 	uint64_t linger_until_ms;
@@ -473,11 +474,17 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 		 * the queue moving is the client's activity too.  Asked only of
 		 * connections getting near a limit (one call each). */
 		int outq;
-		if (quiet > (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS) / 2 &&
-		    ioctl(c->fd, TIOCOUTQ, &outq) == 0 && outq != c->last_outq) {
+		if ((c->state == CONN_DRAINING || idle_ms > 0) &&
+		    quiet > (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS) / 2 &&
+		    ioctl(c->fd, TIOCOUTQ, &outq) == 0) {
+			/* Real reading, not a trickle that opens the window now
+			 * and then to keep megabytes of answers parked here: 64 KB
+			 * taken since the last look, or everything. */
+			if (c->last_outq > 0 && (outq == 0 || outq <= c->last_outq - 65536)) {
+				c->last_active_ms = now_ms;
+				quiet = 0;
+			}
 			c->last_outq = outq;
-			c->last_active_ms = now_ms;
-			quiet = 0;
 		}
 		if (c->state == CONN_OPEN && conn_needs_auth(c) && c->npending == 0 &&
 		    now_ms > auth_from(c) && now_ms - auth_from(c) > (uint64_t)auth_wait) {
@@ -544,6 +551,7 @@ void conn_accept(evutil_socket_t fd, const char *peer, int is_unix)
 	c->state = CONN_OPEN;
 	c->is_unix = is_unix;
 	c->last_active_ms = c->accepted_ms = gocd_now_ms();
+	c->last_outq = -1;
 	LIST_INSERT_HEAD(&conns, c, link);
 	nconns++;
 	stats.clients_accepted++;
@@ -554,10 +562,16 @@ void conn_accept(evutil_socket_t fd, const char *peer, int is_unix)
 void conn_shutdown_all(void)
 {
 	struct conn *c, *next;
+	int outq;
 	for (c = LIST_FIRST(&conns); c; c = next) {
 		next = LIST_NEXT(c, link);
 		if (c->state == CONN_OPEN)
 			conn_set_state(c, CONN_DRAINING);
+		/* A lingering connection whose answers the client has all
+		 * acknowledged loses nothing to a close: gocd's exit does not
+		 * wait out its LINGER_MS. */
+		if (c->state == CONN_LINGER && ioctl(c->fd, TIOCOUTQ, &outq) == 0 && outq == 0)
+			conn_close(c);
 		conn_reap(c);
 	}
 }

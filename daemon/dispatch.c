@@ -50,7 +50,9 @@ static void op_auth(struct req *r)
 	 * one still sending a token rotated away must not be locked out. */
 	if (srv.cfg->auth_token[0] == '\0' || (c && conn_is_unix(c)) ||
 	    token_equal(r->in.token, srv.cfg->auth_token)) {
-		if (c)
+		/* Authenticated only by a real token: one sent while auth is
+		 * off must not count once a reload turns it on. */
+		if (c && srv.cfg->auth_token[0] != '\0')
 			conn_set_authed(c);
 		codec_render_ok(r->out, r->in.id, NULL);
 		req_answered(r);

@@ -632,9 +632,11 @@ static void xact_prepare(struct req *r);
 static void xact_check(struct req *r)
 {
 	struct pgjob *j = &r->job;
-	if (r->xact_sql == NULL && table_unusable(r->table, r->layout) != NULL) {
+	const struct table *t = r->table;
+	if (r->xact_sql == NULL && (r->layout != t->layout || t->cols == NULL || t->qname == NULL)) {
 		/* The key's row cannot be looked up by this request's columns
-		 * any more: the status alone, which can only rule out. */
+		 * any more (a table merely out of service still can): the
+		 * status alone, which can only rule out. */
 		j->stmt = -1;
 		j->sql = "SELECT pg_xact_status($1::xid8)::text, NULL::boolean";
 		j->nparams = 1;
@@ -741,8 +743,20 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 
 void goc_tick(void)
 {
-	struct req *r;
+	struct req *r, *next;
 	int n = 0;
+	/* A request whose deadline passed has had its timeout answer: it stops
+	 * asking, and lets go of its key, or every later request for the key
+	 * would wait behind a check that may never end (a backend that stays
+	 * "in progress", PostgreSQL down).  A retry settles the row. */
+	for (r = TAILQ_FIRST(&xact_wait); r; r = next) {
+		next = TAILQ_NEXT(r, xact_link);
+		if (!r->answered)
+			continue;
+		TAILQ_REMOVE(&xact_wait, r, xact_link);
+		drop_held(r);
+		finish_error(r, GOC_E_TIMEOUT, "");
+	}
 	for (r = TAILQ_FIRST(&xact_wait); r && n < 1000; r = TAILQ_FIRST(&xact_wait), n++) {
 		if (pgpool_all_down())
 			return;

@@ -90,7 +90,7 @@ static char *vformat(const char *fmt, va_list ap)
 }
 
 /* Whole file as a malloc'd string ("" when missing). */
-static char *read_file(const char *path)
+char *harness_read_file(const char *path)
 {
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
@@ -119,7 +119,7 @@ static char *read_file(const char *path)
 
 static void print_file(const char *title, const char *path)
 {
-	char *s = read_file(path);
+	char *s = harness_read_file(path);
 	if (s == NULL)
 		return;
 	size_t len = strlen(s);
@@ -652,6 +652,22 @@ int harness_free_port(void)
 	return port;
 }
 
+int harness_tcp_fd(int port, int rcvbuf)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	if (rcvbuf > 0) /* before connect, so the window starts small */
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 static const char *gocd_bin(char *buf, size_t size)
 {
 	const char *b = getenv("GOCD_BUILD");
@@ -832,7 +848,7 @@ static bool log_has_sanitizer_report(const struct tgocd *g)
 		"runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
 		"WARNING: AddressSanitizer", "ThreadSanitizer", "==ERROR",
 	};
-	char *log = read_file(g->log_path);
+	char *log = harness_read_file(g->log_path);
 	bool found = false;
 	for (size_t i = 0; log && i < sizeof marks / sizeof marks[0]; i++)
 		if (strstr(log, marks[i]))
@@ -904,7 +920,7 @@ void tgocd_print_log(const struct tgocd *g)
 
 char *tgocd_log(const struct tgocd *g)
 {
-	return read_file(g->log_path);
+	return harness_read_file(g->log_path);
 }
 
 int tgocd_run(char **output, int timeout_ms, const char *const *args)
@@ -934,7 +950,7 @@ int tgocd_run(char **output, int timeout_ms, const char *const *args)
 		rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 	}
 	if (output)
-		*output = read_file(out);
+		*output = harness_read_file(out);
 	unlink(out);
 	return rc;
 }

@@ -96,6 +96,11 @@ struct tgocd {
 
 /* Free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
 int harness_free_port(void);
+/* A blocking TCP socket connected to 127.0.0.1:port, for tests that need
+ * the raw socket (rcvbuf > 0: that SO_RCVBUF); -1 on failure. */
+int harness_tcp_fd(int port, int rcvbuf);
+/* Whole file as a malloc'd string ("" when missing). */
+char *harness_read_file(const char *path);
 
 /*
  * Start $GOCD_BUILD/gocd (default build/gocd) with

@@ -42,27 +42,6 @@ struct run {
 	char *err;   /* stderr */
 };
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return strdup("");
-	size_t cap = 4096, len = 0;
-	char *s = malloc(cap);
-	assert_non_null(s);
-	size_t n;
-	while ((n = fread(s + len, 1, cap - len - 1, f)) > 0) {
-		len += n;
-		if (cap - len < 2) {
-			cap *= 2;
-			s = realloc(s, cap);
-			assert_non_null(s);
-		}
-	}
-	s[len] = '\0';
-	fclose(f);
-	return s;
-}
 
 static const char *goc_bin(void)
 {
@@ -130,8 +109,8 @@ static struct run goc_env(const char *in, const char *env, ...)
 		kill(pid, SIGKILL);
 		waitpid(pid, &st, 0);
 	}
-	r.out = slurp(pout);
-	r.err = slurp(perr);
+	r.out = harness_read_file(pout);
+	r.err = harness_read_file(perr);
 	return r;
 }
 

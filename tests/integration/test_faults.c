@@ -1240,6 +1240,45 @@ static void relay_stop(void)
 	}
 }
 
+/* f_NAME, whose inserts sleep 0.5 s at commit (a deferred trigger): time to
+ * act while a commit is under way. */
+static void create_slow_commit_table(const char *name)
+{
+	assert_int_equal(tpg_exec(
+		"DROP TABLE IF EXISTS %s;"
+		"CREATE TABLE %s(id bigserial primary key, k text not null unique, v text);"
+		"CREATE OR REPLACE FUNCTION %s_slow() RETURNS trigger LANGUAGE plpgsql AS"
+		" $$BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END$$;"
+		"CREATE CONSTRAINT TRIGGER %s_slow AFTER INSERT ON %s"
+		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION %s_slow();",
+		name, name, name, name, name, name), 0);
+}
+
+/* A gocd commit is sleeping in its trigger: from now on the relay drops
+ * what PostgreSQL sends on the connections open now; return once the
+ * commit has happened (its backend idle), with that backend's pid. */
+static long long lose_commit_answer(void)
+{
+	long long pid = 0;
+	for (int i = 0; i < 300 && pid <= 0; i++) {
+		pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+				"application_name = 'gocd' AND wait_event = 'PgSleep'");
+		if (pid <= 0)
+			harness_sleep_ms(10);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
+	long long idle = 0;
+	for (int i = 0; i < 300 && idle == 0; i++) {
+		idle = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND state = 'idle'",
+				 pid);
+		if (idle == 0)
+			harness_sleep_ms(10);
+	}
+	assert_int_equal(idle, 1);
+	return pid;
+}
+
 /*
  * The commit happens, and its answer is lost with the connection: the
  * request asks pg_xact_status, which says committed.  That is only proof
@@ -1252,13 +1291,7 @@ static void relay_stop(void)
  */
 static void test_lost_commit_answer(void **state)
 {
-	assert_int_equal(tpg_exec(
-		"DROP TABLE IF EXISTS f_answer;"
-		"CREATE TABLE f_answer(id bigserial primary key, k text not null unique, v text);"
-		"CREATE OR REPLACE FUNCTION f_answer_slow() RETURNS trigger LANGUAGE plpgsql AS"
-		" $$BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END$$;"
-		"CREATE CONSTRAINT TRIGGER f_answer_slow AFTER INSERT ON f_answer"
-		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_answer_slow();"), 0);
+	create_slow_commit_table("f_answer");
 	char pg[160];
 	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
 		 relay_start());
@@ -1269,24 +1302,7 @@ static void test_lost_commit_answer(void **state)
 	for (int changed = 0; changed < 2; changed++) {
 		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_answer\","
 					       "\"key\":{\"k\":\"a%d\"}}\n", changed), 0);
-		long long pid = 0;
-		for (int i = 0; i < 300 && pid <= 0; i++) {
-			pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
-					"application_name = 'gocd' AND wait_event = 'PgSleep'");
-			if (pid <= 0)
-				harness_sleep_ms(10);
-		}
-		assert_true(pid > 0);
-		assert_int_equal(kill(relay_pid, SIGUSR1), 0);
-		/* the commit finishes; its answer goes nowhere */
-		long long idle = 0;
-		for (int i = 0; i < 300 && idle == 0; i++) {
-			idle = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND state = 'idle'",
-					 pid);
-			if (idle == 0)
-				harness_sleep_ms(10);
-		}
-		assert_int_equal(idle, 1);
+		lose_commit_answer(); /* the commit happened; its answer goes nowhere */
 		if (changed)
 			assert_int_equal(tpg_exec("UPDATE f_answer SET v = 'changed' WHERE k = 'a1'"), 0);
 		assert_int_equal(kill(relay_pid, SIGUSR2), 0);
@@ -1324,13 +1340,7 @@ static void test_lost_commit_answer(void **state)
  */
 static void test_lost_commit_key_renamed(void **state)
 {
-	assert_int_equal(tpg_exec(
-		"DROP TABLE IF EXISTS f_ren;"
-		"CREATE TABLE f_ren(id bigserial primary key, k text not null unique);"
-		"CREATE OR REPLACE FUNCTION f_ren_slow() RETURNS trigger LANGUAGE plpgsql AS"
-		" $$BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END$$;"
-		"CREATE CONSTRAINT TRIGGER f_ren_slow AFTER INSERT ON f_ren"
-		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_ren_slow();"), 0);
+	create_slow_commit_table("f_ren");
 	char pg[160];
 	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
 		 relay_start());
@@ -1341,23 +1351,7 @@ static void test_lost_commit_key_renamed(void **state)
 	assert_non_null(c);
 	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_ren\","
 				       "\"key\":{\"k\":\"r1\"}}\n"), 0);
-	long long pid = 0;
-	for (int i = 0; i < 300 && pid <= 0; i++) {
-		pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
-				"application_name = 'gocd' AND wait_event = 'PgSleep'");
-		if (pid <= 0)
-			harness_sleep_ms(10);
-	}
-	assert_true(pid > 0);
-	assert_int_equal(kill(relay_pid, SIGUSR1), 0); /* both connections' answers dropped */
-	long long idle = 0;
-	for (int i = 0; i < 300 && idle == 0; i++) {
-		idle = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND state = 'idle'",
-				 pid);
-		if (idle == 0)
-			harness_sleep_ms(10);
-	}
-	assert_int_equal(idle, 1);
+	long long pid = lose_commit_answer(); /* both connections' answers dropped */
 	assert_int_equal(tpg_exec("ALTER TABLE f_ren RENAME COLUMN k TO kk"), 0);
 	/* the other connection is replaced; its setup re-reads the catalog */
 	assert_int_equal(tpg_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

@@ -15,7 +15,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -966,13 +965,8 @@ static void test_clients_that_hold_a_slot_are_closed(void **state)
 	codec_response_free(&r);
 
 	/* the reader that stops: a small receive buffer, many stats answers */
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = harness_tcp_fd(g->port, 4096);
 	assert_true(fd >= 0);
-	int small = 4096;
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
 	const char *auth = "{\"op\":\"auth\",\"token\":\"slot-token\"}\n";
 	assert_int_equal(write(fd, auth, strlen(auth)), (ssize_t)strlen(auth));
 	fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -1027,11 +1021,8 @@ static void test_steady_slow_reader_is_not_idle(void **state)
 				  "jsonb_build_object('s', repeat('x', 60000)))"), 0);
 	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--client-idle-timeout=1000", NULL);
 	assert_non_null(g);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = harness_tcp_fd(g->port, 0);
 	assert_true(fd >= 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
 	enum { N = 80 };
 	const char *get = "{\"op\":\"get\",\"table\":\"h_json\",\"key\":{\"k\":\"steady-big\"}}\n";
 	for (int i = 0; i < N; i++)

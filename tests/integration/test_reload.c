@@ -295,6 +295,8 @@ static void test_reload_renews_statement_timeout(void **state)
  * was owed (a client matching by order took it for that request's
  * answer: "nothing written", for a call that created its row).  A
  * connection with answers owed is left alone; its answer comes first.
+ * And an auth sent while auth was off (answered ok, any token) does not
+ * count once it is on.
  */
 static void test_reload_turning_auth_on_keeps_owed_answers(void **state)
 {
@@ -309,13 +311,27 @@ static void test_reload_turning_auth_on_keeps_owed_answers(void **state)
 	struct tpg_session *s = tpg_session_open();
 	assert_non_null(s);
 	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	/* b sends an auth while auth is off (any token is fine then) */
+	struct tclient *b = tclient_tcp(g->port);
+	assert_non_null(b);
+	struct goc_response br;
+	assert_int_equal(tclient_call(b, "{\"op\":\"auth\",\"token\":\"whatever\"}", &br), 0);
+	assert_true(br.ok);
+	codec_response_free(&br);
 	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"rl_a\","
 					  "\"key\":{\"k\":\"owed\"}}\n"), 0);
 	harness_sleep_ms(200);
 	write_conf("table = rl_a=k\nrequest_timeout = 10000\nclient_idle_timeout = 1000\n"
 		   "auth_token = now-on\n");
 	tgocd_signal(g, SIGHUP);
-	harness_sleep_ms(2500); /* past the janitor's checks */
+	harness_sleep_ms(200);
+	/* b's auth of before does not let it in now */
+	assert_int_equal(tclient_call(b, "{\"op\":\"ping\"}", &br), 0);
+	if (br.ok || br.code != GOC_E_UNAUTHORIZED)
+		print_error("an auth sent while auth was off, after turning it on: %s\n", tclient_last(b));
+	assert_int_equal(br.code, GOC_E_UNAUTHORIZED);
+	codec_response_free(&br);
+	harness_sleep_ms(2300); /* past the janitor's checks */
 	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
 	tpg_session_close(s);
 	struct goc_response r;
@@ -326,6 +342,7 @@ static void test_reload_turning_auth_on_keeps_owed_answers(void **state)
 	assert_int_equal(json_integer_value(r.id), 1);
 	assert_true(r.created);
 	codec_response_free(&r);
+
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
