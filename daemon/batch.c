@@ -157,7 +157,7 @@ static bool shape_evict(void)
 {
 	struct shape *s;
 	TAILQ_FOREACH(s, &bt.lru, lru_link)
-		if (s->n == 0 && s->live == 0 && s->inserting == 0 && !s->ready)
+		if (s->n == 0 && s->live == 0) /* (no batch: none inserting either) */
 			break;
 	if (s == NULL)
 		return false;
@@ -273,6 +273,17 @@ static struct req *shape_pop(struct shape *s)
 	if (r != NULL)
 		shape_remove(s, r);
 	return r;
+}
+
+/* Answer every request queued in s 'unavailable'. */
+static void shape_fail(struct shape *s, const char *why)
+{
+	struct req *r;
+	s->live++; /* an answer can queue a waiter in a new shape:
+		    * this one must not be evicted meanwhile */
+	while ((r = shape_pop(s)) != NULL)
+		goc_finish_error(r, GOC_E_UNAVAILABLE, why);
+	s->live--;
 }
 
 bool batch_cancel(struct req *r)
@@ -421,13 +432,8 @@ static struct pgjob *batch_next(void)
 		if (why != NULL) {
 			/* The table stopped being safe, or its columns moved,
 			 * while these queued. */
-			struct req *r;
 			bt.deferring++;
-			s->live++; /* an answer can queue a waiter in a new shape:
-				    * this one must not be evicted meanwhile */
-			while ((r = shape_pop(s)) != NULL)
-				goc_finish_error(r, GOC_E_UNAVAILABLE, why);
-			s->live--;
+			shape_fail(s, why);
 			bt.deferring--;
 			next = TAILQ_FIRST(&bt.ready);
 			continue;
@@ -475,13 +481,8 @@ static void batch_fail_all(const char *why)
 	char msg[512];
 	snprintf(msg, sizeof msg, "PostgreSQL is unavailable: %s", why);
 	bt.deferring++;
-	while ((s = TAILQ_FIRST(&bt.ready)) != NULL) {
-		struct req *r;
-		s->live++; /* not evicted while drained (see batch_next) */
-		while ((r = shape_pop(s)) != NULL)
-			goc_finish_error(r, GOC_E_UNAVAILABLE, msg);
-		s->live--;
-	}
+	while ((s = TAILQ_FIRST(&bt.ready)) != NULL)
+		shape_fail(s, msg);
 	bt.deferring--;
 }
 

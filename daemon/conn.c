@@ -432,18 +432,6 @@ void conn_set_authed(struct conn *c)
 	c->authed = true;
 }
 
-/*
- * A walk over every connection (main.c's janitor, at most once a second
- * or at a quarter of client_idle_timeout).  "Active" is bytes moving in
- * either direction.
- *  - idle: nothing pending, or answers not taken, for client_idle_timeout;
- *  - draining with its answers not taken for that long (DRAIN_STALL_MS
- *    without an idle timeout): the client stopped reading, and would keep
- *    its buffers and its max_clients slot for good;
- *  - TCP without a successful auth for AUTH_WAIT_MS, or client_idle_timeout
- *    if shorter (with auth_token): unauthenticated clients, trickling
- *    bytes or silent, must not be able to fill max_clients.
- */
 /* auth_token turned on (by a reload) after c was accepted: its time to
  * authenticate starts then, not at its accept. */
 static uint64_t auth_on_ms;
@@ -458,10 +446,23 @@ static uint64_t auth_from(const struct conn *c)
 	return c->accepted_ms > auth_on_ms ? c->accepted_ms : auth_on_ms;
 }
 
+/*
+ * A walk over every connection (main.c's janitor, at most once a second
+ * or at a quarter of client_idle_timeout).  "Active" is bytes moving in
+ * either direction.
+ *  - idle: nothing pending, or answers not taken, for client_idle_timeout;
+ *  - draining with its answers not taken for that long (DRAIN_STALL_MS
+ *    without an idle timeout): the client stopped reading, and would keep
+ *    its buffers and its max_clients slot for good;
+ *  - TCP without a successful auth for AUTH_WAIT_MS, or client_idle_timeout
+ *    if shorter (with auth_token): unauthenticated clients, trickling
+ *    bytes or silent, must not be able to fill max_clients.
+ */
 void conn_janitor(uint64_t now_ms, int idle_ms)
 {
 	struct conn *c, *next;
 	int auth_wait = idle_ms > 0 && idle_ms < AUTH_WAIT_MS ? idle_ms : AUTH_WAIT_MS;
+	uint64_t limit = (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS);
 	for (c = LIST_FIRST(&conns); c; c = next) {
 		next = LIST_NEXT(c, link);
 		if (c->state != CONN_OPEN && c->state != CONN_DRAINING)
@@ -474,8 +475,7 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 		 * the queue moving is the client's activity too.  Asked only of
 		 * connections getting near a limit (one call each). */
 		int outq;
-		if ((c->state == CONN_DRAINING || idle_ms > 0) &&
-		    quiet > (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS) / 2 &&
+		if ((c->state == CONN_DRAINING || idle_ms > 0) && quiet > limit / 2 &&
 		    ioctl(c->fd, TIOCOUTQ, &outq) == 0) {
 			/* Real reading, not a trickle that opens the window now
 			 * and then to keep megabytes of answers parked here: 64 KB
@@ -499,16 +499,14 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 			conn_send(c);
 			c->in_callback--;
 			conn_reap(c);
-		} else if (c->state == CONN_OPEN && idle_ms > 0 && quiet > (uint64_t)idle_ms &&
+		} else if (c->state == CONN_OPEN && idle_ms > 0 && quiet > limit &&
 			   (c->npending == 0 || evbuffer_get_length(c->out) > 0)) {
 			log_debug("client %s: idle for over client_idle_timeout; closing", c->peer);
 			stats.clients_idle_closed++;
 			c->idle_closed = true;
 			conn_set_state(c, CONN_DRAINING);
 			conn_reap(c); /* closes it now unless answers are still unsent */
-		} else if (c->state == CONN_DRAINING &&
-			   quiet > (uint64_t)(idle_ms > 0 ? idle_ms : DRAIN_STALL_MS) &&
-			   evbuffer_get_length(c->out) > 0) {
+		} else if (c->state == CONN_DRAINING && quiet > limit && evbuffer_get_length(c->out) > 0) {
 			log_info("client %s: not reading its last %zu bytes of answers; closing", c->peer,
 				 evbuffer_get_length(c->out));
 			if (!c->idle_closed) /* one client, one count */

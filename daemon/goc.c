@@ -633,22 +633,18 @@ static void xact_check(struct req *r)
 {
 	struct pgjob *j = &r->job;
 	const struct table *t = r->table;
-	if (r->xact_sql == NULL && (r->layout != t->layout || t->cols == NULL || t->qname == NULL)) {
-		/* The key's row cannot be looked up by this request's columns
-		 * any more (a table merely out of service still can): the
-		 * status alone, which can only rule out. */
-		j->stmt = -1;
-		j->sql = "SELECT pg_xact_status($1::xid8)::text, NULL::boolean";
-		j->nparams = 1;
-		r->xid_param = r->xid;
-		j->params = &r->xid_param;
-	} else {
+	/* Unless the key's row cannot be looked up by this request's columns
+	 * any more (a table merely out of service still can): then the status
+	 * alone, which can only rule a commit out. */
+	bool lookup = r->xact_sql != NULL ||
+		      (r->layout == t->layout && t->cols != NULL && t->qname != NULL);
+	if (lookup)
 		xact_prepare(r);
-		j->stmt = -1;
-		j->sql = r->xact_sql;
-		j->nparams = 1 + r->nkey_params;
-		j->params = r->xact_params;
-	}
+	r->xid_param = r->xid;
+	j->stmt = -1;
+	j->sql = lookup ? r->xact_sql : "SELECT pg_xact_status($1::xid8)::text, NULL::boolean";
+	j->nparams = lookup ? 1 + r->nkey_params : 1;
+	j->params = lookup ? r->xact_params : &r->xid_param;
 	j->done = on_xact;
 	j->hold_commit = false;
 	r->step = STEP_XACT;
@@ -707,19 +703,19 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 		return;
 	}
 	const char *st = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
+	bool committed = st && strcmp(st, "committed") == 0;
 	bool ours = !PQgetisnull(res, 0, 1) && PQgetvalue(res, 0, 1)[0] == 't';
 	log_info("insert whose commit was cut off (transaction %s): %s%s", r->xid, st ? st : "unknown",
-		 st && strcmp(st, "committed") == 0 && !ours ? ", but the key's row is not its insert" : "");
-	if (st && strcmp(st, "committed") == 0 && ours) {
+		 committed && !ours ? ", but the key's row is not its insert" : "");
+	if (committed && ours) {
 		deliver_held(r);
-	} else if (st && strcmp(st, "committed") == 0 && !PQgetisnull(res, 0, 1) &&
-		   ++r->xact_rechecks < XACT_RECHECKS) {
+	} else if (committed && !PQgetisnull(res, 0, 1) && ++r->xact_rechecks < XACT_RECHECKS) {
 		/* The row check ran on the statement's snapshot, taken before
 		 * the status was read: a commit finishing in between reads as
 		 * committed but not yet visible.  Ask again (a fresh snapshot). */
 		r->step = STEP_XACT_WAIT;
 		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
-	} else if (st && strcmp(st, "committed") == 0) {
+	} else if (committed) {
 		/* Either the id was handed out again after a crash (ours never
 		 * committed) or our row was updated or deleted since - or the
 		 * table changed so that the row cannot be looked up: either

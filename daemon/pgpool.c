@@ -148,14 +148,15 @@ static void pgc_timer(struct pgconn *c, int ms)
  * dropped; what was in flight is then handled as for any lost connection.
  * During setup the timer is connect_timeout, per step.
  */
+static int stuck_ms(void)
+{
+	int st = pool.cfg.statement_timeout_ms;
+	return st > 0 ? 2 * st + 1000 : 60000;
+}
+
 static void pgc_watch(struct pgconn *c)
 {
-	if (c->state == PGC_SETUP) {
-		pgc_timer(c, pool.cfg.connect_timeout_ms);
-		return;
-	}
-	int st = pool.cfg.statement_timeout_ms;
-	pgc_timer(c, st > 0 ? 2 * st + 1000 : 60000);
+	pgc_timer(c, c->state == PGC_SETUP ? pool.cfg.connect_timeout_ms : stuck_ms());
 }
 
 static void notice_processor(void *arg, const char *message)
@@ -656,9 +657,8 @@ static void pgc_on_timer(evutil_socket_t fd, short what, void *arg)
 		pgc_down(c, msg, false);
 	} else if (c->state == PGC_BUSY) {
 		char msg[120];
-		int st = pool.cfg.statement_timeout_ms;
 		snprintf(msg, sizeof msg, "no answer from PostgreSQL for %d ms (backend or network "
-			 "stuck); reconnecting", st > 0 ? 2 * st + 1000 : 60000);
+			 "stuck); reconnecting", stuck_ms());
 		pgc_down(c, msg, true);
 	}
 }

@@ -137,14 +137,19 @@ static void sb_param(struct sb *b, int n)
 	sb_add(b, num);
 }
 
+static void free_columns(struct column *cols, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(cols[i].name);
+		free(cols[i].type);
+		free(cols[i].cast);
+	}
+	free(cols);
+}
+
 static void clear_catalog(struct table *t)
 {
-	for (int i = 0; i < t->ncols; i++) {
-		free(t->cols[i].name);
-		free(t->cols[i].type);
-		free(t->cols[i].cast);
-	}
-	free(t->cols);
+	free_columns(t->cols, t->ncols);
 	free(t->qname);
 	free(t->index_name);
 	free(t->sql_select);
@@ -355,6 +360,14 @@ static void sb_value(struct sb *b, const char *text, const struct column *col)
 	sb_add(b, col->cast);
 }
 
+/* $n, converted as sb_value converts. */
+static void sb_param_value(struct sb *b, int n, const struct column *col)
+{
+	char prm[16];
+	snprintf(prm, sizeof prm, "$%d", n);
+	sb_value(b, prm, col);
+}
+
 /* "FROM tbl AS t WHERE k1 = $p AND k2 IS NULL ..", parameters from $p on. */
 static void sb_from_key(struct sb *b, const struct table *t, const bool *isnull, int p)
 {
@@ -371,10 +384,8 @@ static void sb_from_key(struct sb *b, const struct table *t, const bool *isnull,
 		} else {
 			/* cast as the batch does: a key the column rounds on
 			 * storing (numeric(5,2), timestamp(0)) must find its row */
-			char prm[16];
 			sb_add(b, " = ");
-			snprintf(prm, sizeof prm, "$%d", p++);
-			sb_value(b, prm, &t->cols[t->key_col[i]]);
+			sb_param_value(b, p++, &t->cols[t->key_col[i]]);
 		}
 	}
 }
@@ -439,11 +450,9 @@ char *table_sql_insert(const struct table *t, const int *cols, int ncols)
 		 * (and so the prepared statement) change with the column's type,
 		 * since a prepared statement keeps the parameter types it was
 		 * prepared with. */
-		char prm[16];
 		if (i)
 			sb_add(&b, ", ");
-		snprintf(prm, sizeof prm, "$%d", i + 1);
-		sb_value(&b, prm, &t->cols[cols[i]]);
+		sb_param_value(&b, i + 1, &t->cols[cols[i]]);
 	}
 	sb_add(&b, ") ON CONFLICT ");
 	sb_add(&b, t->conflict_target);
@@ -625,12 +634,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 		       old[i].varchar_array == t->cols[i].varchar_array;
 	if (!same)
 		t->layout++;
-	for (int i = 0; i < nold; i++) {
-		free(old[i].name);
-		free(old[i].type);
-		free(old[i].cast);
-	}
-	free(old);
+	free_columns(old, nold);
 
 	/* key_col changes only once every key column is found: a request
 	 * still holding this table must never meet a -1 in it. */

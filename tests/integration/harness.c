@@ -1244,6 +1244,18 @@ int tclient_call(struct tclient *c, const char *request, struct goc_response *re
 	return tclient_recv(c, resp, HARNESS_IO_TIMEOUT_MS);
 }
 
+enum goc_err tclient_auth(struct tclient *c, const char *token)
+{
+	char req[512];
+	struct goc_response r;
+	snprintf(req, sizeof req, "{\"op\":\"auth\",\"token\":\"%s\"}", token);
+	if (tclient_call(c, req, &r) != 0)
+		return GOC_E__COUNT; /* no answer at all */
+	enum goc_err code = r.ok ? GOC_OK : r.code;
+	codec_response_free(&r);
+	return code;
+}
+
 size_t tclient_exchange(struct tclient *c, const char *data, size_t len,
 			size_t nlines, char ***lines, int timeout_ms)
 {

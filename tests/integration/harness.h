@@ -171,6 +171,9 @@ const char *tclient_last(const struct tclient *c);
 int tclient_recv(struct tclient *c, struct goc_response *resp, int timeout_ms);
 /* Send `request` (LF appended when missing) and receive its response. */
 int tclient_call(struct tclient *c, const char *request, struct goc_response *resp);
+/* Send {"op":"auth","token":token} (token as JSON string text); its code,
+ * GOC_OK when answered ok, GOC_E__COUNT when nothing came back. */
+enum goc_err tclient_auth(struct tclient *c, const char *token);
 
 /*
  * Send `len` bytes while reading responses at the same time (so neither side

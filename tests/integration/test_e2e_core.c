@@ -691,6 +691,24 @@ static char *ping_of_length(size_t len, int id)
 	return s;
 }
 
+/* Pings with ids 1..n, a line over max_line, then `after` pings without
+ * ids: what a client that sends everything before reading sends. */
+static char *pings_around_big(int n, int after, size_t *len)
+{
+	char *big = ping_of_length(STD_MAX_LINE + 1, 0);
+	size_t cap = (size_t)(n + after) * 40 + strlen(big) + 1, l = 0;
+	char *all = malloc(cap);
+	assert_non_null(all);
+	for (int i = 1; i <= n; i++)
+		l += (size_t)snprintf(all + l, cap - l, "{\"op\":\"ping\",\"id\":%d}\n", i);
+	l += (size_t)snprintf(all + l, cap - l, "%s", big);
+	for (int i = 0; i < after; i++)
+		l += (size_t)snprintf(all + l, cap - l, "{\"op\":\"ping\"}\n");
+	free(big);
+	*len = l;
+	return all;
+}
+
 /* A line over max_line cannot be resynchronised: answers to earlier
  * requests, then too_large, then close.  Exactly max_line is fine. */
 static void test_error_too_large(void **state)
@@ -748,18 +766,10 @@ static void test_error_too_large(void **state)
 	 * reset the connection, which destroyed the answers on their way (34
 	 * of 100 arrived); gocd half-closes and lingers instead. */
 	c = connect_to(g);
-	big = ping_of_length(STD_MAX_LINE + 1, 0);
-	size_t cap = 100 * 32 + strlen(big) + 1000 * 32, len = 0;
-	char *all = malloc(cap);
-	assert_non_null(all);
-	for (int i = 1; i <= 100; i++)
-		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"ping\",\"id\":%d}\n", i);
-	len += (size_t)snprintf(all + len, cap - len, "%s", big);
-	for (int i = 0; i < 1000; i++)
-		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"ping\"}\n");
+	size_t len;
+	char *all = pings_around_big(100, 1000, &len);
 	assert_int_equal(tclient_send(c, all, len), 0);
 	free(all);
-	free(big);
 	harness_sleep_ms(300); /* gocd has answered, and is done with c */
 	for (int i = 1; i <= 100; i++) {
 		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
@@ -780,14 +790,7 @@ static void test_error_too_large(void **state)
 	 * delivered (76 of 600 arrived). */
 	int fd = harness_tcp_fd(g->port, 4096);
 	assert_true(fd >= 0);
-	big = ping_of_length(STD_MAX_LINE + 1, 0);
-	cap = 2000 * 40 + strlen(big);
-	len = 0;
-	all = malloc(cap);
-	assert_non_null(all);
-	for (int i = 1; i <= 2000; i++)
-		len += (size_t)snprintf(all + len, cap - len, "{\"op\":\"ping\",\"id\":%d}\n", i);
-	len += (size_t)snprintf(all + len, cap - len, "%s", big);
+	all = pings_around_big(2000, 0, &len);
 	for (size_t off = 0; off < len;) {
 		ssize_t w = write(fd, all + off, len - off);
 		assert_true(w > 0);
@@ -799,7 +802,6 @@ static void test_error_too_large(void **state)
 		if (write(fd, "{\"op\":\"ping\"}\n", 14) < 0)
 			break;
 	free(all);
-	free(big);
 	size_t lines = 0, got = 0;
 	char tail[256] = "";
 	char chunk[65536];

@@ -1476,6 +1476,17 @@ static void call_until(struct tclient *c, const char *req, enum goc_err want)
 	assert_true(done);
 }
 
+/* req sent on a, its lookup frozen across ddl; b's probe calls until they
+ * answer probe_code (the catalog was re-read); then a's answer, in *r. */
+static void answer_across(struct tclient *a, const char *req, const char *ddl, struct tclient *b,
+			  const char *probe, enum goc_err probe_code, struct goc_response *r)
+{
+	freeze_lookup_across(a, req, ddl);
+	call_until(b, probe, probe_code);
+	pg_thaw();
+	assert_int_equal(tclient_recv(a, r, HARNESS_IO_TIMEOUT_MS), 0);
+}
+
 /*
  * The catalog is re-read while a request sits between its statements, and
  * the table's columns moved (a column dropped): the request holds column
@@ -1499,11 +1510,9 @@ static void test_columns_move_under_a_request(void **state)
 	 *    B asks for the new column until gocd knows it. */
 	static const char req0[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
 				   "\"key\":{\"k\":\"kept\"},\"defaults\":{\"c\":\"my-c\"}}\n";
-	freeze_lookup_across(a, req0, "ALTER TABLE f_moved ADD COLUMN f text");
-	call_until(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
-		      "\"key\":{\"k\":\"probe0\"},\"defaults\":{\"f\":\"x\"}}", GOC_OK);
-	pg_thaw();
-	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	answer_across(a, req0, "ALTER TABLE f_moved ADD COLUMN f text", b,
+		      "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+		      "\"key\":{\"k\":\"probe0\"},\"defaults\":{\"f\":\"x\"}}", GOC_OK, &r);
 	if (!r.ok || !r.created)
 		print_error("after a column was added: %s\n", tclient_last(a));
 	assert_true(r.ok && r.created);
@@ -1513,11 +1522,9 @@ static void test_columns_move_under_a_request(void **state)
 	 *    stale positions. */
 	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
 				  "\"key\":{\"k\":\"mykey\"},\"defaults\":{\"c\":\"my-c\"}}\n";
-	freeze_lookup_across(a, req, "ALTER TABLE f_moved DROP COLUMN a, ADD COLUMN e text");
-	call_until(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
-		      "\"key\":{\"k\":\"probe\"},\"defaults\":{\"e\":\"x\"}}", GOC_OK);
-	pg_thaw();
-	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	answer_across(a, req, "ALTER TABLE f_moved DROP COLUMN a, ADD COLUMN e text", b,
+		      "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+		      "\"key\":{\"k\":\"probe\"},\"defaults\":{\"e\":\"x\"}}", GOC_OK, &r);
 	if (r.ok || r.code != GOC_E_UNAVAILABLE)
 		print_error("after the columns moved: %s\n", tclient_last(a));
 	assert_false(r.ok);
@@ -1540,11 +1547,9 @@ static void test_columns_move_under_a_request(void **state)
 	 *    the re-check that finds no index. */
 	static const char req2[] = "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
 				   "\"key\":{\"k\":\"mykey2\"},\"defaults\":{\"c\":\"my-c\"}}\n";
-	freeze_lookup_across(a, req2, "ALTER TABLE f_moved DROP CONSTRAINT f_moved_k_key");
-	call_until(b, "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
-		      "\"key\":{\"k\":\"probe\"},\"defaults\":{\"zz\":1}}", GOC_E_UNAVAILABLE);
-	pg_thaw();
-	assert_int_equal(tclient_recv(a, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	answer_across(a, req2, "ALTER TABLE f_moved DROP CONSTRAINT f_moved_k_key", b,
+		      "{\"op\":\"get_or_create\",\"table\":\"f_moved\","
+		      "\"key\":{\"k\":\"probe\"},\"defaults\":{\"zz\":1}}", GOC_E_UNAVAILABLE, &r);
 	if (r.ok || r.code != GOC_E_UNAVAILABLE)
 		print_error("after the index went: %s\n", tclient_last(a));
 	assert_int_equal(r.code, GOC_E_UNAVAILABLE);

@@ -959,10 +959,7 @@ static void test_clients_that_hold_a_slot_are_closed(void **state)
 	assert_non_null(g);
 	struct tclient *obs = tclient_tcp(g->port);
 	assert_non_null(obs);
-	struct goc_response r;
-	assert_int_equal(tclient_call(obs, "{\"op\":\"auth\",\"token\":\"slot-token\"}", &r), 0);
-	assert_true(r.ok);
-	codec_response_free(&r);
+	assert_int_equal(tclient_auth(obs, "slot-token"), GOC_OK);
 
 	/* the reader that stops: a small receive buffer, many stats answers */
 	int fd = harness_tcp_fd(g->port, 4096);

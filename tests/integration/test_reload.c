@@ -134,14 +134,10 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 /* Authenticate on a new TCP connection; the auth answer's error code. */
 static enum goc_err auth_code(struct tgocd *g, const char *token)
 {
-	char req[256];
-	struct goc_response r;
-	snprintf(req, sizeof req, "{\"op\":\"auth\",\"token\":\"%s\"}", token);
 	struct tclient *c = tclient_tcp(g->port);
 	assert_non_null(c);
-	assert_int_equal(tclient_call(c, req, &r), 0);
-	enum goc_err code = r.ok ? GOC_OK : r.code;
-	codec_response_free(&r);
+	enum goc_err code = tclient_auth(c, token);
+	assert_true(code != GOC_E__COUNT);
 	tclient_close(c);
 	return code;
 }
@@ -169,10 +165,7 @@ static void test_reload_rotates_auth_token_file(void **state)
 	assert_int_equal(auth_code(g, "first-token\\n"), GOC_E_UNAUTHORIZED);
 	struct tclient *old = tclient_tcp(g->port);
 	assert_non_null(old);
-	struct goc_response r;
-	assert_int_equal(tclient_call(old, "{\"op\":\"auth\",\"token\":\"first-token\"}", &r), 0);
-	assert_true(r.ok);
-	codec_response_free(&r);
+	assert_int_equal(tclient_auth(old, "first-token"), GOC_OK);
 	assert_int_equal(code_of(old, "rl_a", "tok1"), GOC_OK);
 
 	f = fopen(token_path, "w");
@@ -314,10 +307,8 @@ static void test_reload_turning_auth_on_keeps_owed_answers(void **state)
 	/* b sends an auth while auth is off (any token is fine then) */
 	struct tclient *b = tclient_tcp(g->port);
 	assert_non_null(b);
+	assert_int_equal(tclient_auth(b, "whatever"), GOC_OK);
 	struct goc_response br;
-	assert_int_equal(tclient_call(b, "{\"op\":\"auth\",\"token\":\"whatever\"}", &br), 0);
-	assert_true(br.ok);
-	codec_response_free(&br);
 	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"rl_a\","
 					  "\"key\":{\"k\":\"owed\"}}\n"), 0);
 	harness_sleep_ms(200);
