@@ -565,14 +565,14 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 			 * now and leaves the batch. */
 			int rows = PQntuples(res), lookups = 0, misses = 0;
 			for (int i = 0; i < b->n; i++)
-				goc_hold(b->reqs[i], NULL, 0, false, "");
+				goc_hold(b->reqs[i], NULL, 0, false, "", "");
 			for (int i = 0; i < rows; i++) {
 				int ord = atoi(PQgetvalue(res, i, 0));
 				if (ord < 1 || ord > b->n)
 					continue;
 				goc_hold(b->reqs[ord - 1], PQgetvalue(res, i, 1),
 					 (size_t)PQgetlength(res, i, 1), PQgetvalue(res, i, 2)[0] == 't',
-					 PQgetisnull(res, i, 3) ? "" : PQgetvalue(res, i, 3));
+					 PQgetisnull(res, i, 3) ? "" : PQgetvalue(res, i, 3), b->job.life);
 			}
 			int kept = 0;
 			for (int i = 0; i < b->n; i++) {
@@ -661,7 +661,7 @@ static void on_batch_committed(struct pgjob *job, const PGresult *res,
 		 * written; find the culprit as for a failed statement. */
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		for (int i = 0; i < b->n; i++)
-			goc_hold(b->reqs[i], NULL, 0, false, "");
+			goc_hold(b->reqs[i], NULL, 0, false, "", "");
 		if (state && retryable(state))
 			for (int i = 0; i < b->n; i++)
 				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));

@@ -19,9 +19,10 @@
  * transaction id are read first, then the commit is sent.  If the
  * connection dies during the commit, the outcome is unknown, so the row
  * is held and pg_xact_status(xid) is asked on a fresh connection, for as
- * long as request_timeout allows: committed -> created:true with the held
- * row; aborted -> run again.  That keeps "exactly one created:true per
- * row" even across a PostgreSQL crash at the worst moment.
+ * long as request_timeout allows: committed, in the same server life and
+ * with the key's row carrying that id -> created:true with the held row;
+ * aborted -> run again; anything else -> timeout.  That keeps "exactly one
+ * created:true per row" even across a PostgreSQL crash at the worst moment.
  *
  * The lock table in front of this keeps same-key requests of this gocd off
  * the database; other gocd instances and applications are covered by the
@@ -570,7 +571,7 @@ static void on_result(struct pgjob *job, const PGresult *res,
 	case STEP_INSERT:
 		/* Nothing is answered before the commit is confirmed. */
 		goc_hold(r, row, len, have,
-			 have && PQnfields(res) > 1 ? PQgetvalue(res, 0, 1) : "");
+			 have && PQnfields(res) > 1 ? PQgetvalue(res, 0, 1) : "", job->life);
 		return;
 	case STEP_RESELECT:
 		if (have)
@@ -589,7 +590,8 @@ static void on_result(struct pgjob *job, const PGresult *res,
 	}
 }
 
-void goc_hold(struct req *r, const char *row, size_t len, bool created, const char *xid)
+void goc_hold(struct req *r, const char *row, size_t len, bool created, const char *xid,
+	      const char *life)
 {
 	free(r->held_row);
 	r->held_row = NULL;
@@ -604,6 +606,7 @@ void goc_hold(struct req *r, const char *row, size_t len, bool created, const ch
 	r->held = true;
 	r->held_created = created;
 	snprintf(r->xid, sizeof r->xid, "%s", xid ? xid : "");
+	snprintf(r->life, sizeof r->life, "%s", life && xid && *xid ? life : "");
 }
 
 /* Answer with the held row; r may be freed. */
@@ -622,6 +625,7 @@ static void drop_held(struct req *r)
 	r->held_row = NULL;
 	r->held = false;
 	r->xid[0] = '\0';
+	r->life[0] = '\0';
 }
 
 static void on_xact(struct pgjob *job, const PGresult *res,
@@ -642,7 +646,8 @@ static void xact_check(struct req *r)
 		xact_prepare(r);
 	r->xid_param = r->xid;
 	j->stmt = -1;
-	j->sql = lookup ? r->xact_sql : "SELECT pg_xact_status($1::xid8)::text, NULL::boolean";
+	j->sql = lookup ? r->xact_sql
+			: "SELECT pg_xact_status($1::xid8)::text, NULL::boolean, " PGPOOL_LIFE_SQL;
 	j->nparams = lookup ? 1 + r->nkey_params : 1;
 	j->params = lookup ? r->xact_params : &r->xid_param;
 	j->done = on_xact;
@@ -705,9 +710,21 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 	const char *st = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
 	bool committed = st && strcmp(st, "committed") == 0;
 	bool ours = !PQgetisnull(res, 0, 1) && PQgetvalue(res, 0, 1)[0] == 't';
+	/* The same server life, or the id may name another transaction: one
+	 * that got it after a crash lost ours, and may have inserted this
+	 * very key (then it has xmin and status both).  A server that names
+	 * no life proves nothing. */
+	bool same_life = r->life[0] && !PQgetisnull(res, 0, 2) &&
+			 strcmp(PQgetvalue(res, 0, 2), r->life) == 0;
 	log_info("insert whose commit was cut off (transaction %s): %s%s", r->xid, st ? st : "unknown",
-		 committed && !ours ? ", but the key's row is not its insert" : "");
-	if (committed && ours) {
+		 committed && !ours ? ", but the key's row is not its insert" :
+		 committed && !same_life ? ", but PostgreSQL crashed or failed over since" : "");
+	if (committed && ours && !same_life) {
+		drop_held(r);
+		finish_error(r, GOC_E_TIMEOUT, "the connection was lost during the commit, and whether "
+			     "it happened cannot be confirmed (PostgreSQL crashed or failed over since, "
+			     "and a transaction id lost in a crash is handed out again)");
+	} else if (committed && ours) {
 		deliver_held(r);
 	} else if (committed && !PQgetisnull(res, 0, 1) && ++r->xact_rechecks < XACT_RECHECKS) {
 		/* The row check ran on the statement's snapshot, taken before

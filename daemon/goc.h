@@ -42,8 +42,11 @@ void goc_finish_error(struct req *r, enum goc_err code, const char *msg);
 void goc_select_missed(struct req *r);
 void goc_retry(struct req *r, const char *why);
 void goc_sql_error(struct req *r, const struct pg_result *res);
-/* Keep r's result until its statement's commit is confirmed. */
-void goc_hold(struct req *r, const char *row, size_t len, bool created, const char *xid);
+/* Keep r's result until its statement's commit is confirmed: xid is the
+ * transaction that inserted row ("" if none), in the server life life
+ * (pgjob.life). */
+void goc_hold(struct req *r, const char *row, size_t len, bool created, const char *xid,
+	      const char *life);
 /* The held statement's commit: pgjob outcome OK / SQL_ERROR / CONN_LOST. */
 void goc_commit_outcome(struct req *r, int outcome, const struct pg_result *res,
 			const char *msg);

@@ -54,7 +54,24 @@ struct pgjob {
 	bool hold_commit;
 	pgjob_fn *committed;
 	bool queued;               /* in the pool's wait queue (not yet sent) */
+	/* Set when the job is sent: the life of the server it runs on
+	 * (PGPOOL_LIFE_SQL), "" if the server did not say.  Valid until the
+	 * job's last callback has returned. */
+	const char *life;
 };
+
+/*
+ * A server's life: from its start or its last crash recovery to the next
+ * crash.  Crash recovery resets the shared statistics (a clean restart
+ * keeps them), so their reset time names the life; a failover lands on
+ * another server, whose statistics were reset at another moment.  Within
+ * one life a transaction id names one transaction; across a crash it need
+ * not (an id that never reached the WAL is handed out again).  An
+ * explicit pg_stat_reset_shared('bgwriter') also starts a "life": the
+ * checks that use it are only more careful for that.
+ */
+#define PGPOOL_LIFE_SQL "(SELECT extract(epoch FROM stats_reset)::text FROM pg_catalog.pg_stat_bgwriter)"
+#define PGPOOL_LIFE_MAX 40
 
 /* Setup step n for a fresh connection: fill job (sql, params, done) and
  * return true, or return false when setup is complete. */

@@ -72,6 +72,7 @@ struct req {
 	bool held;                    /* held_row (maybe NULL) is this request's result */
 	bool held_created;
 	char xid[24];                 /* transaction that inserted held_row, "" if none */
+	char life[PGPOOL_LIFE_MAX];   /* the server life xid was handed out in */
 	char *xact_sql;               /* the status check (table_sql_xact), once needed */
 	const char **xact_params;     /* its parameters: xid, then the key texts */
 	const char *xid_param;        /* = xid, for the status-only check */

@@ -400,17 +400,20 @@ char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 
 /*
  * After a commit in doubt: did transaction $1 commit, and is the key's
- * row the one it inserted?  pg_xact_status alone is not enough after a
- * crash: a transaction whose WAL never reached disk leaves its id to be
- * handed out again, and the status is then another transaction's.  The
- * row's xmin (the low 32 bits of the inserting id) tells them apart.
+ * row the one it inserted, and which server life is this?  pg_xact_status
+ * alone is not enough after a crash: a transaction whose WAL never reached
+ * disk leaves its id to be handed out again, and the status is then
+ * another transaction's.  The row's xmin (the low 32 bits of the inserting
+ * id) tells them apart unless that transaction inserted the same key; the
+ * life (PGPOOL_LIFE_SQL) tells whether a crash happened at all.
  */
 char *table_sql_xact(const struct table *t, const bool *isnull)
 {
 	struct sb b = {0};
 	sb_add(&b, "SELECT pg_xact_status($1::xid8)::text, EXISTS (SELECT");
 	sb_from_key(&b, t, isnull, 2);
-	sb_add(&b, " AND t.xmin::text::numeric = $1::xid8::text::numeric % 4294967296)");
+	sb_add(&b, " AND t.xmin::text::numeric = $1::xid8::text::numeric % 4294967296), ");
+	sb_add(&b, PGPOOL_LIFE_SQL);
 	return b.s;
 }
 

@@ -1373,6 +1373,100 @@ static void test_lost_commit_key_renamed(void **state)
 }
 
 /*
+ * PostgreSQL crashes while a gocd commit waits in its trigger, before the
+ * commit record is written: nothing of the transaction reached the WAL, so
+ * recovery hands its id out again.  Here the next transaction to get that
+ * id inserts the same key (another writer: a second gocd, an application)
+ * and commits.  gocd's check then finds the id committed and the key's row
+ * carrying it as xmin - by status and row exactly its own commit - and the
+ * old build told its caller created:true for a row another writer created.
+ * What tells them apart is the crash: the server's life (the time its
+ * statistics were last reset, which crash recovery does) changed since the
+ * insert's connection began.  gocd must answer timeout, never created:true.
+ *
+ * The id is reused only when recovery did not see it: if the insert's WAL
+ * did reach the disk (a checkpoint, a full page), the scenario did not
+ * happen and is tried again with other keys.  Both the single-row insert
+ * and a batch's are checked.
+ *
+ * One round of it, for keys k0..k(n-1) sent together (one statement for
+ * one key, a batch for more): whether the id was reused this time.
+ */
+static bool lose_commit_in_crash(struct tgocd *g, struct tclient *c, const char *k, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_reuse\","
+					       "\"key\":{\"k\":\"%s%d\"}}\n", k, i), 0);
+	long long xid = 0;
+	for (int i = 0; i < 300 && xid <= 0; i++) {
+		xid = tpg_count("SELECT coalesce(max(backend_xid::text::bigint), 0) FROM pg_stat_activity"
+				" WHERE application_name = 'gocd' AND wait_event = 'PgSleep'");
+		if (xid <= 0)
+			harness_sleep_ms(10);
+	}
+	assert_true(xid > 0);
+	/* gocd must not ask before the other writer has committed */
+	frozen[nfrozen++] = g->pid;
+	assert_int_equal(kill(g->pid, SIGSTOP), 0);
+	assert_int_equal(pg_stop_immediate(), 0);
+	assert_int_equal(tpg_resume(), 0);
+	long long next = tpg_count("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint");
+	fprintf(stderr, "%s: insert's transaction %lld, next after recovery %lld\n", k, xid, next);
+	bool reused = next <= xid;
+	if (reused) {
+		for (; next < xid; next++)
+			assert_int_equal(tpg_exec("SELECT pg_current_xact_id()"), 0);
+		char values[200] = "";
+		for (int i = 0; i < n; i++)
+			snprintf(values + strlen(values), sizeof values - strlen(values), "%s('%s%d', 'other')",
+				 i ? ", " : "", k, i);
+		assert_int_equal(tpg_exec("INSERT INTO f_reuse(k, v) VALUES %s", values), 0);
+		assert_int_equal(tpg_count("SELECT count(*) FROM f_reuse WHERE k LIKE '%s%%' AND "
+					   "xmin::text::bigint = %lld", k, xid), n);
+	}
+	pg_thaw();
+	for (int i = 0; i < n; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (reused && (r.ok || r.code != GOC_E_TIMEOUT))
+			print_error("another writer's row under a reused id: %s\n", tclient_last(c));
+		if (reused) {
+			assert_false(r.ok);
+			assert_int_equal(r.code, GOC_E_TIMEOUT);
+		} else {
+			/* the id survived: its status (aborted) is proof, and the request ran again */
+			assert_true(r.ok);
+			assert_true(r.created);
+		}
+		codec_response_free(&r);
+		assert_int_equal(tpg_count("SELECT count(*) FROM f_reuse WHERE k = '%s%d'", k, i), 1);
+	}
+	return reused;
+}
+
+static void test_lost_commit_xid_reused(void **state)
+{
+	create_slow_commit_table("f_reuse");
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_reuse=k", "--pool-size=1",
+				      "--request-timeout=20000", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	static const char *const single[] = { "s0_", "s1_", "s2_", "s3_" };
+	static const char *const batch[] = { "b0_", "b1_", "b2_", "b3_" };
+	bool reused = false;
+	for (int i = 0; i < 4 && !reused; i++)
+		reused = lose_commit_in_crash(g, c, single[i], 1);
+	assert_true(reused);
+	reused = false;
+	for (int i = 0; i < 4 && !reused; i++)
+		reused = lose_commit_in_crash(g, c, batch[i], 3);
+	assert_true(reused);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * gocd's own backends freeze (SIGSTOP), PostgreSQL itself stays up: a
  * statement_timeout cannot fire in a stopped backend, and nothing else
  * ended the wait, so every request timed out for as long as they stayed
@@ -1574,6 +1668,7 @@ int main(void)
 		T(test_lost_commit_with_two_spellings),
 		T(test_lost_commit_answer),
 		T(test_lost_commit_key_renamed),
+		T(test_lost_commit_xid_reused),
 		T(test_stuck_backends_are_replaced),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
