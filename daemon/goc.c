@@ -424,6 +424,13 @@ static void retry(struct req *r, const char *why)
 	if (why == NULL) /* an error field PostgreSQL left out */
 		why = "no message";
 	char msg[CODEC_MSG_MAX];
+	if (r->answered) {
+		/* Its caller has had its timeout and may be retrying already:
+		 * running it again would only race that retry (and win it with
+		 * a created:true nobody hears). */
+		finish_error(r, GOC_E_TIMEOUT, "");
+		return;
+	}
 	if (r->attempts++ < srv.cfg->retry_limit) {
 		stats.retries++;
 		log_debug("retrying request (attempt %d): %s", r->attempts, why);

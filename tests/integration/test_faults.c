@@ -1467,6 +1467,82 @@ static void test_lost_commit_xid_reused(void **state)
 }
 
 /*
+ * A commit in doubt that stays in doubt past request_timeout: the request
+ * is answered timeout, and then its check must end and let go of the key.
+ * It used to go on asking, holding the key: when the transaction finally
+ * aborted, the answered request ran itself again and inserted the row
+ * (its created:true going nowhere), so the caller's own retry was told
+ * created:false - a row nobody was told it created, with the caller
+ * having done everything right.  Now the retry creates it.
+ */
+static void test_timed_out_doubt_lets_go(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"DROP TABLE IF EXISTS f_doubt_t;"
+		"CREATE TABLE f_doubt_t(id bigserial primary key, k text not null unique);"
+		"CREATE OR REPLACE FUNCTION f_doubt_t_wait() RETURNS trigger LANGUAGE plpgsql AS"
+		" $$BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END$$;"
+		"CREATE CONSTRAINT TRIGGER f_doubt_t_wait AFTER INSERT ON f_doubt_t"
+		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_doubt_t_wait();"), 0);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "SELECT pg_advisory_lock(4242)"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
+		 relay_start());
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_doubt_t=k", "--pool-size=1",
+				      "--request-timeout=1000", pg, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"f_doubt_t\",\"key\":{\"k\":\"t\"}}";
+	assert_int_equal(tclient_sendf(c, "%s\n", req), 0);
+	long long pid = 0; /* its commit waits for the lock */
+	for (int i = 0; i < 300 && pid <= 0; i++) {
+		pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+				"application_name = 'gocd' AND wait_event_type = 'Lock'");
+		if (pid <= 0)
+			harness_sleep_ms(10);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
+	assert_int_equal(kill(relay_pid, SIGUSR2), 0); /* lost mid-commit: "in progress" */
+	/* The checks run on a new connection; its answers are lost too, so
+	 * the timeout comes while a check is in flight (one between checks
+	 * always let go), and the connection is cut after it. */
+	long long others = 0;
+	for (int i = 0; i < 300 && others == 0; i++) {
+		others = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gocd'"
+				   " AND pid <> %lld AND query LIKE '%%pg_xact_status%%'", pid);
+		if (others == 0)
+			harness_sleep_ms(10);
+	}
+	assert_int_equal(others, 1);
+	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
+	struct goc_response r;
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.ok || r.code != GOC_E_TIMEOUT)
+		print_error("commit in doubt past request_timeout: %s\n", tclient_last(c));
+	assert_int_equal(r.code, GOC_E_TIMEOUT);
+	codec_response_free(&r);
+	assert_int_equal(kill(relay_pid, SIGUSR2), 0);
+	/* the transaction ends without committing; nothing holds the trigger up */
+	assert_int_equal(tpg_count("SELECT count(pg_terminate_backend(%lld))", pid), 1);
+	tpg_session_close(s);
+	static const enum goc_err reconnecting[] = { GOC_E_UNAVAILABLE };
+	call_until_ok(c, req, reconnecting, 1, 5000, &r); /* the cut connection is replaced */
+	if (!r.ok || !r.created)
+		print_error("the caller's retry: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_doubt_t"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	relay_stop();
+	harness_pass();
+}
+
+/*
  * gocd's own backends freeze (SIGSTOP), PostgreSQL itself stays up: a
  * statement_timeout cannot fire in a stopped backend, and nothing else
  * ended the wait, so every request timed out for as long as they stayed
@@ -1669,6 +1745,7 @@ int main(void)
 		T(test_lost_commit_answer),
 		T(test_lost_commit_key_renamed),
 		T(test_lost_commit_xid_reused),
+		T(test_timed_out_doubt_lets_go),
 		T(test_stuck_backends_are_replaced),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
