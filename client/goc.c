@@ -327,7 +327,7 @@ cli_parse_seconds(const char *s, double *out)
 
 /*
  * Split HOST:PORT (or [V6]:PORT, HOST, :PORT) into host and port buffers.
- * A missing host means 127.0.0.1, a missing port 7432.  0 or -1.
+ * A missing host means 127.0.0.1, a missing port (no colon) 7432.  0 or -1.
  */
 static int cli_split_hostport(const char *addr, char *host, size_t hostsz,
 			      char *port, size_t portsz)
@@ -354,8 +354,10 @@ static int cli_split_hostport(const char *addr, char *host, size_t hostsz,
 		h = "127.0.0.1";
 		hl = strlen(h);
 	}
-	if (p == NULL || *p == '\0')
+	if (p == NULL)
 		p = CLI_DEFAULT_PORT;
+	else if (*p == '\0')
+		return -1; /* "host:" is a port left out by mistake; gocd --listen refuses it too */
 	/* getaddrinfo would take 83636 as 18100 (modulo 65536) */
 	long port_no = 0;
 	for (const char *d = p; *d; d++) {

@@ -239,7 +239,7 @@ static void test_usage_errors_exit_2_and_send_nothing(void **state)
 	static const char *const bad_addr[] = {
 		"--addr=127.0.0.1:83636", /* getaddrinfo would wrap it to 18100 */
 		"--addr=127.0.0.1:65536", "--addr=127.0.0.1:0", "--addr=", "--addr=[::1]:99999",
-		"--addr=127.0.0.1:7x",
+		"--addr=127.0.0.1:7x", "--addr=127.0.0.1:", "--addr=[::1]:",
 	};
 	for (size_t i = 0; i < sizeof bad_addr / sizeof bad_addr[0]; i++) {
 		struct run r = goc(bad_addr[i], "ping");
