@@ -3,8 +3,8 @@
  * PostgreSQL: systemd notifications (READY=1 only once the port accepts,
  * STATUS= lines, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on
  * SIGTERM, abstract sockets), the admin HTTP listener (/metrics numbers that
- * move with traffic, /healthz, 404/405, a taken port is not fatal) and the
- * slow-request log.
+ * move with traffic, /healthz, 404/405, a taken port is not fatal), the
+ * slow-request log, and starting up with many tables.
  *
  * Owns: these checks, the "ops" schema, the notification sockets it binds in
  * the harness directory, and the one gocd the READY test starts itself (it
@@ -669,6 +669,63 @@ static void test_slow_request_logged_with_op_table_latency_outcome(void **state)
 	harness_pass();
 }
 
+/* ---- startup ------------------------------------------------------------- */
+
+/*
+ * Many tables: a new connection's setup reads the catalog once per table,
+ * one round trip each.  connect_timeout used to cover the whole setup, so
+ * past a few hundred tables (about 1.3 ms apiece here) no connection ever
+ * became ready and every request was answered unavailable, forever.  Each
+ * step has connect_timeout to itself now.
+ */
+static void test_many_tables_setup_within_connect_timeout(void **state)
+{
+	(void)state;
+	enum { NTABLES = 600 };
+	char path[300];
+	snprintf(path, sizeof path, "%s/many-tables.conf", harness_dir());
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	size_t cap = NTABLES * 80, len = 0;
+	char *ddl = malloc(cap);
+	assert_non_null(ddl);
+	for (int i = 0; i < NTABLES; i++) {
+		fprintf(f, "table = ops_many_%d=k\n", i);
+		len += (size_t)snprintf(ddl + len, cap - len,
+					"CREATE TABLE ops_many_%d(id serial primary key, k text unique);", i);
+	}
+	fclose(f);
+	assert_int_equal(tpg_exec("%s", ddl), 0);
+	free(ddl);
+	char conf[320];
+	snprintf(conf, sizeof conf, "--config=%s", path);
+	struct tgocd *g = tgocd_start(conf, "--connect-timeout=300", "--pool-size=2", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	for (int i = 0;; i++) {
+		assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"ops_many_599\","
+						 "\"key\":{\"k\":\"last\"}}", &r), 0);
+		if (r.ok || r.code != GOC_E_UNAVAILABLE || i == 100)
+			break;
+		codec_response_free(&r);
+		harness_sleep_ms(100);
+	}
+	if (!r.ok)
+		print_error("%d tables, connect_timeout 300 ms: %s\n", NTABLES, tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	char drop[64];
+	for (int i = 0; i < NTABLES; i++) {
+		snprintf(drop, sizeof drop, "DROP TABLE ops_many_%d", i);
+		assert_int_equal(tpg_exec("%s", drop), 0);
+	}
+	harness_pass();
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -681,6 +738,7 @@ int main(void)
 		T(test_healthz_503_while_draining),
 		T(test_admin_port_taken_is_not_fatal),
 		T(test_slow_request_logged_with_op_table_latency_outcome),
+		T(test_many_tables_setup_within_connect_timeout),
 	};
 	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
 }
