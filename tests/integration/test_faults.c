@@ -137,6 +137,26 @@ static int pg_stop_immediate(void)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* tpg_count(fmt, ...) every 10 ms, for up to 3 s, until it is positive:
+ * that value, or the last one. */
+static long long poll_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static long long poll_count(const char *fmt, ...)
+{
+	char sql[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof sql, fmt, ap);
+	va_end(ap);
+	long long v = 0;
+	for (int i = 0; i < 300; i++) {
+		v = tpg_count("%s", sql);
+		if (v > 0)
+			break;
+		harness_sleep_ms(10);
+	}
+	return v;
+}
+
 /* Is the cluster up?  (A quiet probe: no connection attempt.) */
 static bool pg_is_running(void)
 {
@@ -1077,13 +1097,8 @@ static void test_lost_commit_with_two_spellings(void **state)
 	assert_int_equal(tclient_sendf(c,
 		"{\"op\":\"get_or_create\",\"id\":1,\"table\":\"f_doubt\",\"key\":{\"k\":1},\"defaults\":{\"v\":\"a\"}}\n"
 		"{\"op\":\"get_or_create\",\"id\":2,\"table\":\"f_doubt\",\"key\":{\"k\":\"01\"},\"defaults\":{\"v\":\"b\"}}\n"), 0);
-	long long killed = 0;
-	for (int i = 0; i < 300 && killed == 0; i++) {
-		killed = tpg_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
-				   "application_name = 'gocd' AND wait_event = 'PgSleep'");
-		if (killed == 0)
-			harness_sleep_ms(10);
-	}
+	long long killed = poll_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+				      " WHERE application_name = 'gocd' AND wait_event = 'PgSleep'");
 	assert_int_equal(killed, 1);
 	long long id[2];
 	int created = 0;
@@ -1259,22 +1274,12 @@ static void create_slow_commit_table(const char *name)
  * commit has happened (its backend idle), with that backend's pid. */
 static long long lose_commit_answer(void)
 {
-	long long pid = 0;
-	for (int i = 0; i < 300 && pid <= 0; i++) {
-		pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
-				"application_name = 'gocd' AND wait_event = 'PgSleep'");
-		if (pid <= 0)
-			harness_sleep_ms(10);
-	}
+	long long pid = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+				   "application_name = 'gocd' AND wait_event = 'PgSleep'");
 	assert_true(pid > 0);
 	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
-	long long idle = 0;
-	for (int i = 0; i < 300 && idle == 0; i++) {
-		idle = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND state = 'idle'",
-				 pid);
-		if (idle == 0)
-			harness_sleep_ms(10);
-	}
+	long long idle = poll_count("SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND "
+				    "state = 'idle'", pid);
 	assert_int_equal(idle, 1);
 	return pid;
 }
@@ -1397,13 +1402,8 @@ static bool lose_commit_in_crash(struct tgocd *g, struct tclient *c, const char 
 	for (int i = 0; i < n; i++)
 		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_reuse\","
 					       "\"key\":{\"k\":\"%s%d\"}}\n", k, i), 0);
-	long long xid = 0;
-	for (int i = 0; i < 300 && xid <= 0; i++) {
-		xid = tpg_count("SELECT coalesce(max(backend_xid::text::bigint), 0) FROM pg_stat_activity"
-				" WHERE application_name = 'gocd' AND wait_event = 'PgSleep'");
-		if (xid <= 0)
-			harness_sleep_ms(10);
-	}
+	long long xid = poll_count("SELECT coalesce(max(backend_xid::text::bigint), 0) FROM "
+				   "pg_stat_activity WHERE application_name = 'gocd' AND wait_event = 'PgSleep'");
 	assert_true(xid > 0);
 	/* gocd must not ask before the other writer has committed */
 	frozen[nfrozen++] = g->pid;
@@ -1497,26 +1497,17 @@ static void test_timed_out_doubt_lets_go(void **state)
 	assert_non_null(c);
 	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"f_doubt_t\",\"key\":{\"k\":\"t\"}}";
 	assert_int_equal(tclient_sendf(c, "%s\n", req), 0);
-	long long pid = 0; /* its commit waits for the lock */
-	for (int i = 0; i < 300 && pid <= 0; i++) {
-		pid = tpg_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
-				"application_name = 'gocd' AND wait_event_type = 'Lock'");
-		if (pid <= 0)
-			harness_sleep_ms(10);
-	}
+	/* its commit waits for the lock */
+	long long pid = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+				   "application_name = 'gocd' AND wait_event_type = 'Lock'");
 	assert_true(pid > 0);
 	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
 	assert_int_equal(kill(relay_pid, SIGUSR2), 0); /* lost mid-commit: "in progress" */
 	/* The checks run on a new connection; its answers are lost too, so
 	 * the timeout comes while a check is in flight (one between checks
 	 * always let go), and the connection is cut after it. */
-	long long others = 0;
-	for (int i = 0; i < 300 && others == 0; i++) {
-		others = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'gocd'"
-				   " AND pid <> %lld AND query LIKE '%%pg_xact_status%%'", pid);
-		if (others == 0)
-			harness_sleep_ms(10);
-	}
+	long long others = poll_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+				      "'gocd' AND pid <> %lld AND query LIKE '%%pg_xact_status%%'", pid);
 	assert_int_equal(others, 1);
 	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
 	struct goc_response r;
