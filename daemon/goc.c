@@ -21,7 +21,7 @@
  * is held and pg_xact_status(xid) is asked on a fresh connection, for as
  * long as request_timeout allows: committed, in the same server life and
  * with the key's row carrying that id -> created:true with the held row;
- * aborted -> run again; anything else -> timeout.  That keeps "exactly one
+ * aborted -> run again, unless already answered; anything else -> timeout.  That keeps "exactly one
  * created:true per row" even across a PostgreSQL crash at the worst moment.
  *
  * The lock table in front of this keeps same-key requests of this gocd off
@@ -725,11 +725,11 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 			 strcmp(PQgetvalue(res, 0, 2), r->life) == 0;
 	log_info("insert whose commit was cut off (transaction %s): %s%s", r->xid, st ? st : "unknown",
 		 committed && !ours ? ", but the key's row is not its insert" :
-		 committed && !same_life ? ", but PostgreSQL crashed or failed over since" : "");
+		 committed && !same_life ? ", but PostgreSQL crashed, restarted or failed over since" : "");
 	if (committed && ours && !same_life) {
 		drop_held(r);
 		finish_error(r, GOC_E_TIMEOUT, "the connection was lost during the commit, and whether "
-			     "it happened cannot be confirmed (PostgreSQL crashed or failed over since, "
+			     "it happened cannot be confirmed (PostgreSQL crashed, restarted or failed over since, "
 			     "and a transaction id lost in a crash is handed out again)");
 	} else if (committed && ours) {
 		deliver_held(r);

@@ -40,9 +40,6 @@ enum pgc_state {
 };
 static const char *const pgc_state_names[] = {"down", "connecting", "setup", "idle", "busy"};
 
-/* The session settings query's column with the server's life. */
-#define SESSION_LIFE_FIELD 6
-
 struct stmt {
 	char *sql;
 	char name[24];
@@ -82,7 +79,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[512];
+	char session_sql[768];
 	unsigned session_gen;  /* bumped when session_sql changes (a reload) */
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
@@ -176,6 +173,7 @@ static void pgc_connect(struct pgconn *c)
 	const char *vals[] = {pool.conninfo, "UTF8", "gocd", NULL};
 
 	pool.connects++;
+	c->life[0] = '\0'; /* a new server life, maybe: until the session says */
 	c->pg = PQconnectStartParams(keys, vals, 1);
 	if (c->pg == NULL) {
 		pgc_down(c, "out of memory", false);
@@ -491,9 +489,9 @@ static void pgc_sync_done(struct pgconn *c)
 	if (job == &c->setup_job) {
 		if (job->done)
 			job->done(job, res, ok ? PGJOB_OK : PGJOB_SQL_ERROR, NULL);
-		if (ok && c->setup_step < 0 && PQnfields(res) > SESSION_LIFE_FIELD &&
-		    PQntuples(res) == 1)
-			snprintf(c->life, sizeof c->life, "%s", PQgetvalue(res, 0, SESSION_LIFE_FIELD));
+		int life = ok && c->setup_step < 0 && PQntuples(res) == 1 ? PQfnumber(res, "life") : -1;
+		if (life >= 0)
+			snprintf(c->life, sizeof c->life, "%s", PQgetvalue(res, 0, life));
 		if (!ok && c->setup_step < 0) {
 			char msg[512];
 			snprintf(msg, sizeof msg, "session setup failed: %s",
@@ -799,7 +797,7 @@ static void session_sql_build(int statement_timeout_ms)
 		 " set_config('enable_seqscan', 'off', false),"
 		 " set_config('enable_hashjoin', 'off', false),"
 		 " set_config('enable_mergejoin', 'off', false),"
-		 " " PGPOOL_LIFE_SQL, statement_timeout_ms);
+		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
 }
 
 void pgpool_set_statement_timeout(int ms)

@@ -61,17 +61,21 @@ struct pgjob {
 };
 
 /*
- * A server's life: from its start or its last crash recovery to the next
- * crash.  Crash recovery resets the shared statistics (a clean restart
- * keeps them), so their reset time names the life; a failover lands on
- * another server, whose statistics were reset at another moment.  Within
- * one life a transaction id names one transaction; across a crash it need
- * not (an id that never reached the WAL is handed out again).  An
- * explicit pg_stat_reset_shared('bgwriter') also starts a "life": the
- * checks that use it are only more careful for that.
+ * A server's life: from its start, or its last crash recovery, to the next
+ * crash or stop.  Within one life a transaction id names one transaction;
+ * across a crash it need not (an id that never reached the WAL is handed
+ * out again).  Two readings name it together: the postmaster's start time
+ * tells servers and restarts apart (a standby promoted in a failover, a
+ * cold copy of the data directory), and the time the shared statistics
+ * were last reset tells crash recoveries apart (recovery resets them; the
+ * postmaster lives on through it).  An explicit
+ * pg_stat_reset_shared('bgwriter') also starts a "life", and a clean
+ * restart does too: the checks that use it are only more careful then.
  */
-#define PGPOOL_LIFE_SQL "(SELECT extract(epoch FROM stats_reset)::text FROM pg_catalog.pg_stat_bgwriter)"
-#define PGPOOL_LIFE_MAX 40
+#define PGPOOL_LIFE_SQL                                                                  \
+	"(SELECT extract(epoch FROM pg_postmaster_start_time())::text || '/' ||"         \
+	" extract(epoch FROM stats_reset)::text FROM pg_catalog.pg_stat_bgwriter)"
+#define PGPOOL_LIFE_MAX 64
 
 /* Setup step n for a fresh connection: fill job (sql, params, done) and
  * return true, or return false when setup is complete. */
