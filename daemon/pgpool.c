@@ -793,6 +793,8 @@ static void session_sql_build(int statement_timeout_ms)
 	snprintf(pool.session_sql, sizeof pool.session_sql,
 		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
 		 " set_config('statement_timeout', '%d', false),"
+		 " set_config('synchronous_commit', CASE current_setting('synchronous_commit')"
+		 " WHEN 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false),"
 		 " set_config('plan_cache_mode', 'force_generic_plan', false),"
 		 " set_config('enable_seqscan', 'off', false),"
 		 " set_config('enable_hashjoin', 'off', false),"
@@ -824,6 +826,10 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   argument needs each statement's fresh snapshot, so the re-read
 	 *   after a lost ON CONFLICT sees the winner's row.
 	 * - statement_timeout = request_timeout.
+	 * - synchronous_commit off becomes on: an answer says "committed",
+	 *   and off acknowledges commits a crash then loses (the row gone,
+	 *   its id handed out again).  Any other level is durable here and
+	 *   kept, so remote_apply stays remote_apply.
 	 * - Generic plans: every statement gocd prepares is a key lookup whose
 	 *   best plan does not depend on the values.  In auto mode PostgreSQL
 	 *   kept re-planning the batch statements (a custom plan for a known

@@ -1500,6 +1500,42 @@ static void test_lost_commit_xid_reused(void **state)
 }
 
 /*
+ * A server (or role) with synchronous_commit = off acknowledges commits
+ * that are not yet on disk, and a crash right after loses them: the row
+ * told created:true is gone, and the next call is told created:true again
+ * for another row.  gocd raises off to on for its own sessions.  Here the
+ * connection asks for off; each row created just before a crash must be
+ * there after it.
+ */
+static void test_synchronous_commit_off_is_raised(void **state)
+{
+	char pg[200];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres "
+		 "options='-c synchronous_commit=off'", tpg_port());
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--pool-size=1", pg, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	static const enum goc_err reconnecting[] = { GOC_E_UNAVAILABLE };
+	for (int i = 0; i < 3; i++) {
+		char req[120];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"f_kill\",\"key\":{\"k\":\"sync%d\"}}", i);
+		struct goc_response r;
+		call_until_ok(c, req, reconnecting, 1, 10000, &r);
+		assert_true(r.created);
+		codec_response_free(&r);
+		assert_int_equal(pg_stop_immediate(), 0);
+		assert_int_equal(tpg_resume(), 0);
+		long long n = tpg_count("SELECT count(*) FROM f_kill WHERE k = 'sync%d'", i);
+		if (n != 1)
+			print_error("row sync%d, told created:true, is gone after a crash\n", i);
+		assert_int_equal(n, 1);
+	}
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * A commit in doubt that stays in doubt past request_timeout: the request
  * is answered timeout, and then its check must end and let go of the key.
  * It used to go on asking, holding the key, and once a check came back
@@ -1775,6 +1811,7 @@ int main(void)
 		T(test_lost_commit_key_renamed),
 		T(test_lost_commit_xid_reused),
 		T(test_timed_out_doubt_lets_go),
+		T(test_synchronous_commit_off_is_raised),
 		T(test_stuck_backends_are_replaced),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
