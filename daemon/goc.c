@@ -723,9 +723,15 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 	 * no life proves nothing. */
 	bool same_life = r->life[0] && !PQgetisnull(res, 0, 2) &&
 			 strcmp(PQgetvalue(res, 0, 2), r->life) == 0;
-	log_info("insert whose commit was cut off (transaction %s): %s%s", r->xid, st ? st : "unknown",
-		 committed && !ours ? ", but the key's row is not its insert" :
-		 committed && !same_life ? ", but PostgreSQL crashed, restarted or failed over since" : "");
+	bool in_progress = st && strcmp(st, "in progress") == 0;
+	/* "in progress" once, not at every ask */
+	enum log_level level = in_progress && r->xact_waits > 0 ? LOG_DEBUG : LOG_INFO;
+	if (log_min_level <= level)
+		log_msg(level, "insert whose commit was cut off (transaction %s): %s%s%s", r->xid,
+			st ? st : "unknown",
+			committed && !ours ? ", but the key's row is not its insert" :
+			committed && !same_life ? ", but PostgreSQL crashed, restarted or failed over since" : "",
+			r->answered ? " (its request was answered timeout already)" : "");
 	if (committed && ours && !same_life) {
 		drop_held(r);
 		finish_error(r, GOC_E_TIMEOUT, "the connection was lost during the commit, and whether "
@@ -751,8 +757,14 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 	} else if (st && strcmp(st, "aborted") == 0) {
 		drop_held(r);
 		retry(r, "the connection was lost during the commit, which did not happen");
-	} else if (st && strcmp(st, "in progress") == 0) {
-		r->step = STEP_XACT_WAIT; /* the old backend is still finishing: ask again */
+	} else if (in_progress) {
+		/* The old backend is still finishing: ask again, backing off, as
+		 * a commit held up by a trigger or a lock can take as long as
+		 * request_timeout, and a batch's requests each ask. */
+		int shift = r->xact_waits < 6 ? r->xact_waits : 6;
+		r->xact_waits++;
+		r->xact_due_ms = gocd_now_ms() + (uint64_t)(10 << shift > 500 ? 500 : 10 << shift);
+		r->step = STEP_XACT_WAIT;
 		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
 	} else {
 		drop_held(r);
@@ -777,13 +789,18 @@ void goc_tick(void)
 		drop_held(r);
 		finish_error(r, GOC_E_TIMEOUT, "");
 	}
-	for (r = TAILQ_FIRST(&xact_wait); r && n < 1000; r = TAILQ_FIRST(&xact_wait), n++) {
+	uint64_t now = gocd_now_ms();
+	for (r = TAILQ_FIRST(&xact_wait); r && n < 1000; r = next) {
+		next = TAILQ_NEXT(r, xact_link);
+		if (r->xact_due_ms > now)
+			continue;
 		if (pgpool_all_down())
 			return;
 		TAILQ_REMOVE(&xact_wait, r, xact_link);
 		xact_check(r);
 		if (r->step == STEP_XACT_WAIT)
 			return; /* it went back on the list */
+		n++;
 	}
 }
 

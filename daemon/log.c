@@ -6,6 +6,7 @@
  * syslog prefix.  Must never: allocate, or log at a level that was filtered.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		n += (size_t)snprintf(line + n, sizeof line - n, ".%03dZ %s ",
 				      (int)(tv.tv_usec / 1000), level_names[lvl]);
 	}
+	size_t start = n;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
 	va_end(ap);
@@ -73,6 +75,16 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	/* libpq messages end with their own newline */
 	while (n > 0 && line[n - 1] == '\n')
 		n--;
+	/* and some go on over more ("...unexpectedly\n\tThis probably
+	 * means..."): one event, one line, or log readers split it */
+	size_t w = start;
+	for (size_t i = start; i < n; i++) {
+		bool ws = line[i] == '\n' || line[i] == '\t' || line[i] == '\r';
+		if (ws && w > start && line[w - 1] == ' ')
+			continue;
+		line[w++] = ws ? ' ' : line[i];
+	}
+	n = w;
 	line[n++] = '\n';
 	fwrite(line, 1, n, stderr);
 }

@@ -77,6 +77,8 @@ struct req {
 	const char **xact_params;     /* its parameters: xid, then the key texts */
 	const char *xid_param;        /* = xid, for the status-only check */
 	int xact_rechecks;
+	int xact_waits;               /* "in progress" answers so far */
+	uint64_t xact_due_ms;         /* not to be asked again before */
 	TAILQ_ENTRY(req) xact_link;   /* while STEP_XACT_WAIT */
 	struct pgjob job;             /* at most one statement in flight */
 };
