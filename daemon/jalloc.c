@@ -33,6 +33,15 @@ static struct {
 	unsigned n;
 } cls[JA_CLASSES + 1];
 
+#if defined(__SANITIZE_ADDRESS__)
+#define JA_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define JA_SANITIZED 1
+#endif
+#endif
+
+#ifndef JA_SANITIZED
 static void *ja_malloc(size_t size)
 {
 	size_t c = size ? (size + JA_STEP - 1) / JA_STEP : 1;
@@ -65,13 +74,6 @@ static void ja_free(void *p)
 	cls[c].head = b;
 	cls[c].n++;
 }
-
-#if defined(__SANITIZE_ADDRESS__)
-#define JA_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define JA_SANITIZED 1
-#endif
 #endif
 
 void jalloc_init(void)

@@ -269,7 +269,7 @@ static void test_reload_renews_statement_timeout(void **state)
 	assert_int_equal(code_of(c, "rl_b", "held"), GOC_E_TIMEOUT);
 	int ok = 0;
 	for (int i = 0; i < 3; i++) {
-		char k[16];
+		char k[24];
 		snprintf(k, sizeof k, "free-%d", i);
 		ok += code_of(c, "rl_b", k) == GOC_OK;
 	}
