@@ -51,6 +51,7 @@
 
 #define MAX_ROUNDS 8 /* insert/reselect loops when rows vanish under us */
 #define XACT_RECHECKS 3 /* committed, row not (yet) visible: ask again this often */
+#define XACT_LAST_ASK_MS 40 /* "in progress": the last ask, this long before the deadline (2 janitor ticks) */
 
 #define REQ_OF(ptr, member) ((struct req *)((char *)(ptr) - offsetof(struct req, member)))
 
@@ -762,8 +763,13 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 		 * a commit held up by a trigger or a lock can take as long as
 		 * request_timeout, and a batch's requests each ask. */
 		int shift = r->xact_waits < 6 ? r->xact_waits : 6;
+		uint64_t now = gocd_now_ms();
+		uint64_t due = now + (uint64_t)(10 << shift > 500 ? 500 : 10 << shift);
+		/* but ask once more just before the deadline: a commit that
+		 * finishes then is still learned, not answered timeout */
+		uint64_t last = r->started_ms + (uint64_t)srv.cfg->request_timeout - XACT_LAST_ASK_MS;
 		r->xact_waits++;
-		r->xact_due_ms = gocd_now_ms() + (uint64_t)(10 << shift > 500 ? 500 : 10 << shift);
+		r->xact_due_ms = due <= last ? due : last > now ? last : now;
 		r->step = STEP_XACT_WAIT;
 		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
 	} else {
@@ -826,6 +832,8 @@ void goc_commit_outcome(struct req *r, int outcome, const PGresult *res, const c
 			 * for another spelling of r's key (then r holds it with
 			 * created=false): it exists only if the commit happened. */
 			r->xact_rechecks = 0;
+			r->xact_waits = 0;
+			r->xact_due_ms = 0;
 			xact_check(r);
 		} else if (r->held_row) {
 			deliver_held(r); /* an existing row: its commit was not ours */

@@ -78,12 +78,15 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	/* and some go on over more ("...unexpectedly\n\tThis probably
 	 * means..."): one event, one line, or log readers split it */
 	size_t w = start;
+	bool ws = false;
 	for (size_t i = start; i < n; i++) {
-		bool ws = line[i] == '\n' || line[i] == '\t' || line[i] == '\r';
+		ws = line[i] == '\n' || line[i] == '\t' || line[i] == '\r';
 		if (ws && w > start && line[w - 1] == ' ')
 			continue;
 		line[w++] = ws ? ' ' : line[i];
 	}
+	if (ws && w > start && line[w - 1] == ' ')
+		w--; /* "...\n\t" at the end */
 	n = w;
 	line[n++] = '\n';
 	fwrite(line, 1, n, stderr);

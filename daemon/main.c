@@ -117,7 +117,7 @@ static void reload(void)
 	keep_restart_only(nc, cfg);
 	log_min_level = (enum log_level)log_level_parse(nc->log_level);
 	batch_set_max(nc->batch_max, nc->insert_batches);
-	pgpool_set_statement_timeout(nc->request_timeout);
+	pgpool_reload_sessions(nc->request_timeout);
 
 	struct config *old = cfg;
 	if ((old->auth_token[0] != '\0') != (nc->auth_token[0] != '\0'))

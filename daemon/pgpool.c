@@ -793,8 +793,8 @@ static void session_sql_build(int statement_timeout_ms)
 	snprintf(pool.session_sql, sizeof pool.session_sql,
 		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
 		 " set_config('statement_timeout', '%d', false),"
-		 " set_config('synchronous_commit', CASE current_setting('synchronous_commit')"
-		 " WHEN 'off' THEN 'on' ELSE current_setting('synchronous_commit') END, false),"
+		 " set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
+		 " pg_catalog.pg_settings WHERE name = 'synchronous_commit'), 'off'), 'on'), false),"
 		 " set_config('plan_cache_mode', 'force_generic_plan', false),"
 		 " set_config('enable_seqscan', 'off', false),"
 		 " set_config('enable_hashjoin', 'off', false),"
@@ -802,10 +802,8 @@ static void session_sql_build(int statement_timeout_ms)
 		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
 }
 
-void pgpool_set_statement_timeout(int ms)
+void pgpool_reload_sessions(int ms)
 {
-	if (ms == pool.cfg.statement_timeout_ms)
-		return;
 	pool.cfg.statement_timeout_ms = ms;
 	session_sql_build(ms);
 	pool.session_gen++;
@@ -828,8 +826,12 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 * - statement_timeout = request_timeout.
 	 * - synchronous_commit off becomes on: an answer says "committed",
 	 *   and off acknowledges commits a crash then loses (the row gone,
-	 *   its id handed out again).  Any other level is durable here and
-	 *   kept, so remote_apply stays remote_apply.
+	 *   its id handed out again).  Any other level is kept, so
+	 *   remote_apply stays remote_apply.  It is the server's (role's,
+	 *   connection string's) level that is read, not the session's, so
+	 *   a reload of gocd picks up a change (see pgpool_reload_sessions);
+	 *   until then the session keeps its own, and lowering the server's
+	 *   to off never reaches it.
 	 * - Generic plans: every statement gocd prepares is a key lookup whose
 	 *   best plan does not depend on the values.  In auto mode PostgreSQL
 	 *   kept re-planning the batch statements (a custom plan for a known

@@ -91,9 +91,11 @@ struct pgpool_config {
 
 int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	__attribute__((warn_unused_result));
-/* A reload's request_timeout: idle connections renew their session's
- * statement_timeout now, busy ones as soon as their job is over. */
-void pgpool_set_statement_timeout(int ms);
+/* A reload: every connection renews its session settings (statement_timeout
+ * = the new request_timeout, synchronous_commit read again), idle ones now,
+ * busy ones as soon as their job is over.  One round trip each; prepared
+ * statements stay. */
+void pgpool_reload_sessions(int ms);
 void pgpool_shutdown(void);
 
 /*
