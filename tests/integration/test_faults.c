@@ -1500,6 +1500,61 @@ static void test_lost_commit_xid_reused(void **state)
 }
 
 /*
+ * A commit in doubt that stays "in progress" for a while (its trigger
+ * waits on a lock), the connection cut: gocd asked every 20 ms, with an
+ * info line each time (about 75 asks in 1.5 s; a batch multiplies it).
+ * It now backs off to every 500 ms, and still learns the commit once it
+ * is done: created:true.
+ */
+static void test_in_progress_backs_off(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"DROP TABLE IF EXISTS f_prog;"
+		"CREATE TABLE f_prog(id bigserial primary key, k text not null unique);"
+		"CREATE OR REPLACE FUNCTION f_prog_wait() RETURNS trigger LANGUAGE plpgsql AS"
+		" $$BEGIN PERFORM pg_advisory_xact_lock_shared(4343); RETURN NULL; END$$;"
+		"CREATE CONSTRAINT TRIGGER f_prog_wait AFTER INSERT ON f_prog"
+		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_prog_wait();"), 0);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "SELECT pg_advisory_lock(4343)"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
+		 relay_start());
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_prog=k", "--pool-size=1",
+				      "--request-timeout=10000", "--log-level=debug", pg, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_prog\","
+				       "\"key\":{\"k\":\"p\"}}\n"), 0);
+	long long pid = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+				   "application_name = 'gocd' AND wait_event_type = 'Lock'");
+	assert_true(pid > 0);
+	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
+	assert_int_equal(kill(relay_pid, SIGUSR2), 0); /* lost mid-commit: "in progress" */
+	harness_sleep_ms(1500);
+	tpg_session_close(s); /* the commit goes through */
+	struct goc_response r;
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok || !r.created)
+		print_error("commit in doubt that went through: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	char *log = tgocd_log(g);
+	int asks = 0;
+	for (const char *p = log; (p = strstr(p, "): in progress")) != NULL; p++)
+		asks++;
+	free(log);
+	fprintf(stderr, "asked %d times while in progress for 1.5 s\n", asks);
+	assert_true(asks >= 1 && asks <= 20);
+	assert_int_equal(tgocd_stop(g), 0);
+	relay_stop();
+	harness_pass();
+}
+
+/*
  * A server (or role) with synchronous_commit = off acknowledges commits
  * that are not yet on disk, and a crash right after loses them: the row
  * told created:true is gone, and the next call is told created:true again
@@ -1811,6 +1866,7 @@ int main(void)
 		T(test_lost_commit_key_renamed),
 		T(test_lost_commit_xid_reused),
 		T(test_timed_out_doubt_lets_go),
+		T(test_in_progress_backs_off),
 		T(test_synchronous_commit_off_is_raised),
 		T(test_stuck_backends_are_replaced),
 		T(test_column_type_changes),
