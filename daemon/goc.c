@@ -21,8 +21,9 @@
  * is held and pg_xact_status(xid) is asked on a fresh connection, for as
  * long as request_timeout allows: committed, in the same server life and
  * with the key's row carrying that id -> created:true with the held row;
- * aborted -> run again, unless already answered; anything else -> timeout.  That keeps "exactly one
- * created:true per row" even across a PostgreSQL crash at the worst moment.
+ * aborted -> run again, unless already answered; anything else -> timeout.
+ * That keeps "exactly one created:true per row" even across a PostgreSQL
+ * crash at the worst moment.
  *
  * The lock table in front of this keeps same-key requests of this gocd off
  * the database; other gocd instances and applications are covered by the
@@ -763,13 +764,13 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 		 * a commit held up by a trigger or a lock can take as long as
 		 * request_timeout, and a batch's requests each ask. */
 		int shift = r->xact_waits < 6 ? r->xact_waits : 6;
-		uint64_t now = gocd_now_ms();
-		uint64_t due = now + (uint64_t)(10 << shift > 500 ? 500 : 10 << shift);
-		/* but ask once more just before the deadline: a commit that
-		 * finishes then is still learned, not answered timeout */
+		uint64_t due = gocd_now_ms() + (uint64_t)(10 << shift > 500 ? 500 : 10 << shift);
+		/* but ask once more just before the deadline (a time already
+		 * past is due at once): a commit that finishes then is still
+		 * learned, not answered timeout */
 		uint64_t last = r->started_ms + (uint64_t)srv.cfg->request_timeout - XACT_LAST_ASK_MS;
 		r->xact_waits++;
-		r->xact_due_ms = due <= last ? due : last > now ? last : now;
+		r->xact_due_ms = due < last ? due : last;
 		r->step = STEP_XACT_WAIT;
 		TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
 	} else {
@@ -783,30 +784,23 @@ void goc_tick(void)
 {
 	struct req *r, *next;
 	int n = 0;
-	/* A request whose deadline passed has had its timeout answer: it stops
-	 * asking, and lets go of its key, or every later request for the key
-	 * would wait behind a check that may never end (a backend that stays
-	 * "in progress", PostgreSQL down).  A retry settles the row. */
+	uint64_t now = gocd_now_ms();
 	for (r = TAILQ_FIRST(&xact_wait); r; r = next) {
 		next = TAILQ_NEXT(r, xact_link);
-		if (!r->answered)
-			continue;
-		TAILQ_REMOVE(&xact_wait, r, xact_link);
-		drop_held(r);
-		finish_error(r, GOC_E_TIMEOUT, "");
-	}
-	uint64_t now = gocd_now_ms();
-	for (r = TAILQ_FIRST(&xact_wait); r && n < 1000; r = next) {
-		next = TAILQ_NEXT(r, xact_link);
-		if (r->xact_due_ms > now)
-			continue;
-		if (pgpool_all_down())
-			return;
-		TAILQ_REMOVE(&xact_wait, r, xact_link);
-		xact_check(r);
-		if (r->step == STEP_XACT_WAIT)
-			return; /* it went back on the list */
-		n++;
+		if (r->answered) {
+			/* Its deadline passed and it had its timeout answer: it
+			 * stops asking and lets go of its key, or every later
+			 * request for the key would wait behind a check that may
+			 * never end (a backend that stays "in progress",
+			 * PostgreSQL down).  A retry settles the row. */
+			TAILQ_REMOVE(&xact_wait, r, xact_link);
+			drop_held(r);
+			finish_error(r, GOC_E_TIMEOUT, "");
+		} else if (r->xact_due_ms <= now && n < 1000 && !pgpool_all_down()) {
+			TAILQ_REMOVE(&xact_wait, r, xact_link);
+			xact_check(r); /* queued only: nothing else leaves the list meanwhile */
+			n++;
+		}
 	}
 }
 

@@ -1500,6 +1500,45 @@ static void test_lost_commit_xid_reused(void **state)
 }
 
 /*
+ * A commit in doubt that stays "in progress": NAME's inserts wait at commit
+ * for advisory lock 4242, which the returned session holds.  gocd (a pool of
+ * one, through the relay, with flags f1 and f2, either may be NULL) gets req;
+ * once its commit waits, the relay drops and cuts that connection.  *g, *c
+ * and *pid (the waiting backend) are filled in.
+ */
+static struct tpg_session *commit_left_in_progress(const char *name, const char *req, const char *f1,
+						   const char *f2, struct tgocd **g, struct tclient **c,
+						   long long *pid)
+{
+	assert_int_equal(tpg_exec(
+		"DROP TABLE IF EXISTS %s;"
+		"CREATE TABLE %s(id bigserial primary key, k text not null unique);"
+		"CREATE OR REPLACE FUNCTION %s_wait() RETURNS trigger LANGUAGE plpgsql AS"
+		" $$BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END$$;"
+		"CREATE CONSTRAINT TRIGGER %s_wait AFTER INSERT ON %s"
+		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION %s_wait();",
+		name, name, name, name, name, name), 0);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "SELECT pg_advisory_lock(4242)"), 0);
+	char pg[160], table[80];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
+		 relay_start());
+	snprintf(table, sizeof table, "--table=%s=k", name);
+	*g = tgocd_start(FAULT_TABLES, table, "--pool-size=1", pg, f1, f2, NULL);
+	assert_non_null(*g);
+	*c = tclient_tcp((*g)->port);
+	assert_non_null(*c);
+	assert_int_equal(tclient_sendf(*c, "%s\n", req), 0);
+	*pid = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+			  "application_name = 'gocd' AND wait_event_type = 'Lock'");
+	assert_true(*pid > 0);
+	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
+	assert_int_equal(kill(relay_pid, SIGUSR2), 0); /* lost mid-commit: "in progress" */
+	return s;
+}
+
+/*
  * A commit in doubt that stays "in progress" for a while (its trigger
  * waits on a lock), the connection cut: gocd asked every 20 ms, with an
  * info line each time (about 75 asks in 1.5 s; a batch multiplies it).
@@ -1508,31 +1547,12 @@ static void test_lost_commit_xid_reused(void **state)
  */
 static void test_in_progress_backs_off(void **state)
 {
-	assert_int_equal(tpg_exec(
-		"DROP TABLE IF EXISTS f_prog;"
-		"CREATE TABLE f_prog(id bigserial primary key, k text not null unique);"
-		"CREATE OR REPLACE FUNCTION f_prog_wait() RETURNS trigger LANGUAGE plpgsql AS"
-		" $$BEGIN PERFORM pg_advisory_xact_lock_shared(4343); RETURN NULL; END$$;"
-		"CREATE CONSTRAINT TRIGGER f_prog_wait AFTER INSERT ON f_prog"
-		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_prog_wait();"), 0);
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "SELECT pg_advisory_lock(4343)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
-		 relay_start());
-	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_prog=k", "--pool-size=1",
-				      "--request-timeout=10000", "--log-level=debug", pg, NULL);
-	assert_non_null(g);
-	struct tclient *c = tclient_tcp(g->port);
-	assert_non_null(c);
-	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_prog\","
-				       "\"key\":{\"k\":\"p\"}}\n"), 0);
-	long long pid = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
-				   "application_name = 'gocd' AND wait_event_type = 'Lock'");
-	assert_true(pid > 0);
-	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
-	assert_int_equal(kill(relay_pid, SIGUSR2), 0); /* lost mid-commit: "in progress" */
+	struct tgocd *g;
+	struct tclient *c;
+	long long pid;
+	struct tpg_session *s = commit_left_in_progress(
+		"f_prog", "{\"op\":\"get_or_create\",\"table\":\"f_prog\",\"key\":{\"k\":\"p\"}}",
+		"--request-timeout=10000", "--log-level=debug", &g, &c, &pid);
 	harness_sleep_ms(1500);
 	tpg_session_close(s); /* the commit goes through */
 	struct goc_response r;
@@ -1603,32 +1623,12 @@ static void test_synchronous_commit_off_is_raised(void **state)
  */
 static void test_timed_out_doubt_lets_go(void **state)
 {
-	assert_int_equal(tpg_exec(
-		"DROP TABLE IF EXISTS f_doubt_t;"
-		"CREATE TABLE f_doubt_t(id bigserial primary key, k text not null unique);"
-		"CREATE OR REPLACE FUNCTION f_doubt_t_wait() RETURNS trigger LANGUAGE plpgsql AS"
-		" $$BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NULL; END$$;"
-		"CREATE CONSTRAINT TRIGGER f_doubt_t_wait AFTER INSERT ON f_doubt_t"
-		" DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION f_doubt_t_wait();"), 0);
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "SELECT pg_advisory_lock(4242)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
-		 relay_start());
-	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_doubt_t=k", "--pool-size=1",
-				      "--request-timeout=1000", pg, NULL);
-	assert_non_null(g);
-	struct tclient *c = tclient_tcp(g->port);
-	assert_non_null(c);
 	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"f_doubt_t\",\"key\":{\"k\":\"t\"}}";
-	assert_int_equal(tclient_sendf(c, "%s\n", req), 0);
-	/* its commit waits for the lock */
-	long long pid = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
-				   "application_name = 'gocd' AND wait_event_type = 'Lock'");
-	assert_true(pid > 0);
-	assert_int_equal(kill(relay_pid, SIGUSR1), 0);
-	assert_int_equal(kill(relay_pid, SIGUSR2), 0); /* lost mid-commit: "in progress" */
+	struct tgocd *g;
+	struct tclient *c;
+	long long pid;
+	struct tpg_session *s = commit_left_in_progress("f_doubt_t", req, "--request-timeout=1000", NULL,
+							&g, &c, &pid);
 	/* The checks run on a new connection.  Hold back what gocd sends on
 	 * it: the timeout comes while a check is in flight (one between checks
 	 * was always let go). */
