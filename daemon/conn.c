@@ -517,6 +517,20 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 	}
 }
 
+/* A full max_clients takes a lingering connection's slot back, oldest
+ * first (as nginx reuses its lingering and keep-alive connections when it
+ * runs out): every answer of it was sent, and a client waiting to connect
+ * matters more than the tail of a courtesy to one that broke a rule. */
+int conn_evict_lingering(void)
+{
+	struct conn *c = TAILQ_FIRST(&lingering);
+	if (c == NULL)
+		return 0;
+	conn_close(c);
+	conn_reap(c);
+	return 1;
+}
+
 void conn_linger_expire(uint64_t now_ms)
 {
 	struct conn *c;

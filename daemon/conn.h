@@ -47,6 +47,8 @@ void conn_flush(struct conn *c);
 void conn_shutdown_all(void);
 /* Close connections that lingered LINGER_MS (see conn.c). */
 void conn_linger_expire(uint64_t now_ms);
+/* Close the oldest lingering connection to free its slot; 0 if none. */
+int conn_evict_lingering(void);
 
 int conn_count(void);
 /* Of those, connections lingering after an error close (see conn.c). */

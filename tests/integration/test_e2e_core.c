@@ -1470,7 +1470,7 @@ static void test_disconnected_request_still_serves_waiters(void **state)
 }
 
 /* max_clients: one more connection gets one `overloaded` line and is
- * closed; a freed slot is usable again. */
+ * closed; a freed slot is usable again, and so is a lingering one's. */
 static void test_overloaded_max_clients(void **state)
 {
 	struct tgocd *g = tgocd_start(STD_ARGS, "--max-clients=3", NULL);
@@ -1511,6 +1511,40 @@ static void test_overloaded_max_clients(void **state)
 		harness_sleep_ms(100);
 		waited += 100;
 	}
+
+	/* Full again; then one client breaks max_line and keeps its socket
+	 * open, so gocd lingers on it (5 s).  Its slot goes to the next
+	 * client at once rather than that client being refused. */
+	for (waited = 0;; waited += 100) {
+		c[2] = connect_to(g);
+		int rc = tclient_call(c[2], "{\"op\":\"ping\"}", &r);
+		bool ok = rc == 0 && r.ok;
+		if (rc == 0)
+			codec_response_free(&r);
+		if (ok)
+			break;
+		tclient_close(c[2]);
+		if (waited >= 5000)
+			fail_msg("a freed client slot was not reusable within %d ms", waited);
+		harness_sleep_ms(100);
+	}
+	char *big = ping_of_length(STD_MAX_LINE + 1, 0);
+	tclient_send(c[1], big, strlen(big));
+	free(big);
+	assert_int_equal(tclient_recv(c[1], &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(r.code, GOC_E_TOO_LARGE);
+	codec_response_free(&r);
+	extra = connect_to(g);
+	assert_int_equal(tclient_call(extra, "{\"op\":\"ping\"}", &r), 0);
+	if (!r.ok)
+		print_error("a lingering connection kept its slot: %s\n", tclient_last(extra));
+	assert_true(r.ok);
+	codec_response_free(&r);
+	call_ok(c[0], "{\"op\":\"ping\"}", &r);
+	codec_response_free(&r);
+	for (int i = 0; i < 3; i++)
+		tclient_close(c[i]);
+	tclient_close(extra);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
