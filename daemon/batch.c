@@ -541,11 +541,10 @@ static void split(struct batch *b)
  * in the batch is past request_timeout by then) would hold a connection
  * for another timeout per level; a changed table fails every half.
  */
-static bool whole_statement(const char *state)
+static bool whole_statement(const PGresult *res)
 {
-	return strcmp(state, "57014") == 0 || strcmp(state, "42P01") == 0 ||
-	       strcmp(state, "42703") == 0 || strcmp(state, "42P10") == 0 ||
-	       strcmp(state, "42883") == 0;
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	return (state && strcmp(state, "57014") == 0) || goc_schema_error(res);
 }
 
 static void on_batch(struct pgjob *job, const PGresult *res,
@@ -626,7 +625,7 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 		if (state && retryable(state)) {
 			for (int i = 0; i < b->n; i++)
 				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-		} else if (state && whole_statement(state)) {
+		} else if (whole_statement(res)) {
 			for (int i = 0; i < b->n; i++)
 				goc_sql_error(b->reqs[i], res);
 		} else if (b->n > 1) {

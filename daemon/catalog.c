@@ -60,6 +60,19 @@ static void apply(struct table *t, const PGresult *res)
 {
 	if (t == NULL || t->removed)
 		return;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		/* The lookup failed, not the table (a statement timeout, a lost
+		 * connection, PostgreSQL out of resources): nothing was learned,
+		 * so the table stays as it was.  A table that really changed
+		 * fails its own statements, and they take it out of service. */
+		const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		const char *m = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+		log_warn("table \"%s\": catalog lookup failed, the table stays %s: %s (SQLSTATE %s)%s",
+			 t->own.name, t->ready ? "in service" : "out of service",
+			 m ? m : "no result", st ? st : "none",
+			 st && strcmp(st, "57014") == 0 ? "; it runs under request_timeout" : "");
+		return;
+	}
 	bool was = t->ready;
 	if (table_apply_catalog(t, res) != 0 && (was || t->checking))
 		log_error("%s", t->error);

@@ -448,6 +448,30 @@ void goc_retry(struct req *r, const char *why)
 	retry(r, why);
 }
 
+/*
+ * SQLSTATEs that mean the table changed under a statement (dropped, a
+ * column gone, a key column's type changed) when PostgreSQL raises them
+ * parsing the statement again - and then the error points into it.  A
+ * value's own input function raises some of them too ('nosuch'::regclass
+ * is 42P01, an unknown regproc 42883, regtype 42704, a tsquery's syntax
+ * 42601), pointing nowhere in the statement: that is the request's error.
+ */
+static bool schema_state(const char *state)
+{
+	return strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0 ||
+	       strcmp(state, "42883") == 0;
+}
+
+bool goc_schema_error(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (state == NULL)
+		return false;
+	if (strcmp(state, "42P10") == 0) /* no unique index fits ON CONFLICT: no value raises it */
+		return true;
+	return schema_state(state) && PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) != NULL;
+}
+
 static void on_sql_error(struct req *r, const PGresult *res)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -489,6 +513,18 @@ static void on_sql_error(struct req *r, const PGresult *res)
 			catalog_recheck_hint(r->table);
 		snprintf(msg, sizeof msg, "%s%s%s%s", primary, column ? " (column \"" : "",
 			 column ? column : "", column ? "\")" : "");
+		finish_error(r, GOC_E_INVALID_VALUE, msg);
+		return;
+	}
+	if (!goc_schema_error(res) &&
+	    (schema_state(state) || strcmp(state, "42704") == 0 || strcmp(state, "42601") == 0)) {
+		/* A value refused by its type's input function (see
+		 * goc_schema_error).  A user's trigger failing the same way is
+		 * this request's error too; a re-read of the catalog, at most
+		 * once a second, covers a change this cannot tell apart. */
+		if (schema_state(state))
+			catalog_recheck_hint(r->table);
+		snprintf(msg, sizeof msg, "%s (SQLSTATE %s)", primary, state);
 		finish_error(r, GOC_E_INVALID_VALUE, msg);
 		return;
 	}

@@ -42,6 +42,9 @@ void goc_finish_error(struct req *r, enum goc_err code, const char *msg);
 void goc_select_missed(struct req *r);
 void goc_retry(struct req *r, const char *why);
 void goc_sql_error(struct req *r, const struct pg_result *res);
+/* The statement no longer fits its table (dropped, changed): no request's
+ * fault, and every request sent with it fails the same way. */
+bool goc_schema_error(const struct pg_result *res);
 /* Keep r's result until its statement's commit is confirmed: xid is the
  * transaction that inserted row ("" if none), in the server life life
  * (pgjob.life). */

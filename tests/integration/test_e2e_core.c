@@ -1919,6 +1919,82 @@ static void test_batches_isolate_failures(void **state)
 }
 
 /*
+ * Some types' input functions raise what otherwise means "the table changed
+ * under gocd": 'nosuch'::regclass is 42P01, an unknown regproc 42883,
+ * regtype 42704, a bad tsquery 42601.  Such a value is its request's
+ * invalid_value: the rest of its batch is created, and the table stays in
+ * service (it used to fail the whole batch `unavailable` and, for 42P01,
+ * take the table out of service for everyone).
+ */
+static void test_value_errors_that_look_like_schema_errors(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS regv; CREATE TABLE regv(id bigserial primary key,"
+				  " k text not null unique, r regclass, p regproc, q tsquery, t regtype)"), 0);
+	struct tgocd *g = tgocd_start("--table=regv=k", "--pool-size=1", "--log-level=info", NULL);
+	assert_non_null(g);
+	static const char *const bad[] = {
+		"\"r\":\"nosuch_rel\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"int4\"",
+		"\"r\":\"pg_class\",\"p\":\"nosuch_fn\",\"q\":\"a & b\",\"t\":\"int4\"",
+		"\"r\":\"pg_class\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"nosuch_type\"",
+		"\"r\":\"pg_class\",\"p\":\"now\",\"q\":\"&&&\",\"t\":\"int4\"",
+	};
+	static const char good[] = "\"r\":\"pg_class\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"int4\"";
+	enum { CONNS = 4, PER = 30, BAD_AT = 13 };
+	struct tclient *cl[CONNS];
+	for (int i = 0; i < CONNS; i++)
+		cl[i] = connect_to(g);
+	for (int i = 0; i < CONNS; i++) {
+		char buf[PER * 200];
+		size_t len = 0;
+		for (int j = 0; j < PER; j++)
+			len += (size_t)sprintf(buf + len, "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"regv\","
+					       "\"key\":{\"k\":\"v%d-%d\"},\"defaults\":{%s}}\n",
+					       j, i, j, j == BAD_AT ? bad[i] : good);
+		assert_int_equal(tclient_send(cl[i], buf, len), 0);
+	}
+	for (int i = 0; i < CONNS; i++)
+		for (int j = 0; j < PER; j++) {
+			struct goc_response r;
+			enum goc_err want = j == BAD_AT ? GOC_E_INVALID_VALUE : GOC_OK;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (r.code != want || (want == GOC_OK && !r.created))
+				print_error("conn %d req %d: expected %s, got %s\n", i, j,
+					    want == GOC_OK ? "created" : "invalid_value", tclient_last(cl[i]));
+			assert_int_equal(r.code, want);
+			if (want == GOC_OK)
+				assert_true(r.created);
+			codec_response_free(&r);
+		}
+	assert_int_equal(tpg_count("SELECT count(*) FROM regv"), CONNS * (PER - 1));
+	/* alone (the single-row statement), then a good one right behind it */
+	for (int i = 0; i < CONNS; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_sendf(cl[0], "{\"op\":\"get_or_create\",\"table\":\"regv\","
+					       "\"key\":{\"k\":\"alone%d\"},\"defaults\":{%s}}\n", i, bad[i]), 0);
+		assert_int_equal(tclient_recv(cl[0], &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.code != GOC_E_INVALID_VALUE)
+			print_error("bad value %d alone: %s\n", i, tclient_last(cl[0]));
+		assert_int_equal(r.code, GOC_E_INVALID_VALUE);
+		codec_response_free(&r);
+		char req[200];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"regv\","
+			 "\"key\":{\"k\":\"after%d\"}}", i);
+		call_ok(cl[1], req, &r);
+		assert_true(r.created);
+		codec_response_free(&r);
+	}
+	char *log = tgocd_log(g);
+	if (strstr(log, "changed under gocd"))
+		print_error("a value took the table out of service:\n%s\n", log);
+	assert_null(strstr(log, "changed under gocd"));
+	free(log);
+	for (int i = 0; i < CONNS; i++)
+		tclient_close(cl[i]);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * A deferred foreign key fails at commit, after the batch statement has
  * returned its rows: only the request with the bad reference may get the
  * error, the others must be created exactly once (the commit of the next
@@ -2626,6 +2702,53 @@ static void test_check_mode_warns_about_missing_grants(void **state)
 	harness_pass();
 }
 
+/*
+ * A catalog lookup that fails (here: EXECUTE on to_regclass revoked from
+ * gocd's role after it started; a statement timeout or a lost connection
+ * fail it the same way) says nothing about the table.  It used to take the
+ * table out of service on every connection that set up after it.
+ */
+static void test_failed_catalog_lookup_keeps_the_table(void **state)
+{
+	assert_int_equal(tpg_exec("DROP ROLE IF EXISTS gocd_cat; CREATE ROLE gocd_cat LOGIN;"
+				  "GRANT SELECT, INSERT ON race2 TO gocd_cat;"
+				  "GRANT USAGE ON SEQUENCE race2_id_seq TO gocd_cat;"), 0);
+	char pg[200];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_cat dbname=postgres",
+		 tpg_port());
+	struct tgocd *g = tgocd_start(pg, "--admin-listen=", "--table=race2=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"race2\",\"key\":{\"k\":\"cat-1\"}}", &r);
+	codec_response_free(&r);
+	assert_int_equal(tpg_exec("REVOKE EXECUTE ON FUNCTION pg_catalog.to_regclass(text) FROM PUBLIC;"
+				  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+				  " WHERE usename = 'gocd_cat'"), 0);
+	char *log = NULL;
+	for (int waited = 0; waited < 10000; waited += 50) {
+		free(log);
+		log = tgocd_log(g);
+		if (strstr(log, "catalog lookup failed"))
+			break;
+		harness_sleep_ms(50);
+	}
+	bool failed = strstr(log, "catalog lookup failed") != NULL;
+	free(log);
+	int rc = tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"race2\",\"key\":{\"k\":\"cat-2\"}}", &r);
+	assert_int_equal(tpg_exec("GRANT EXECUTE ON FUNCTION pg_catalog.to_regclass(text) TO PUBLIC"), 0);
+	assert_true(failed);
+	assert_int_equal(rc, 0);
+	if (!r.ok)
+		print_error("after a failed catalog lookup: %s\n", tclient_last(c));
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP OWNED BY gocd_cat; DROP ROLE gocd_cat;"), 0);
+	harness_pass();
+}
+
 /* What -t passes must start: an address the listeners cannot open is a
  * configuration error (exit 2) for -t and for a real start alike, not a
  * "configuration ok" followed by a start that fails or, for admin_listen,
@@ -2708,6 +2831,7 @@ int main(void)
 		T(test_keyword_column_names),
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
+		T(test_value_errors_that_look_like_schema_errors),
 		T(test_commit_failure_isolated),
 		T(test_row_lock_wait_does_not_stall_other_inserts),
 		T(test_insert_batches_in_parallel_keep_the_guarantee),
@@ -2723,6 +2847,7 @@ int main(void)
 		T(test_refuses_index_with_another_collation),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
+		T(test_failed_catalog_lookup_keeps_the_table),
 		T(test_check_mode_refuses_unopenable_addresses),
 	};
 	/* GOCD_TEST_FILTER=test_error_* runs a subset while debugging. */
