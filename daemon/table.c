@@ -200,6 +200,22 @@ int table_sync(const struct config *cfg)
 				found = tables[i];
 		if (found)
 			continue;
+		/* A table served again with the same key takes its old struct
+		 * back (requests in flight may still point at it, so it was never
+		 * freed): a config that keeps toggling a table must not grow gocd
+		 * and every connection's setup by one table per reload. */
+		for (int i = 0; i < ntables && !found; i++)
+			if (tables[i]->removed && strcmp(tables[i]->own.name, cfg->tables[j].name) == 0 &&
+			    same_key(&cfg->tables[j], &tables[i]->own))
+				found = tables[i];
+		if (found) {
+			found->removed = false;
+			found->ready = false; /* it may have changed meanwhile: checked again */
+			snprintf(found->error, sizeof found->error,
+				 "table \"%s\" has not been checked against PostgreSQL yet", found->own.name);
+			added++;
+			continue;
+		}
 		struct table **nt = realloc(tables, sizeof *nt * (size_t)(ntables + 1));
 		struct table *t = calloc(1, sizeof *t);
 		if (nt == NULL || t == NULL)

@@ -127,6 +127,27 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 	assert_int_equal(tpg_exec("CREATE UNIQUE INDEX ON rl_noindex (k)"), 0);
 	wait_for(g, "rl_noindex", GOC_OK);
 
+	/* a table served again (it takes its old struct back) is checked
+	 * again: a column added while it was not served can be given */
+	assert_int_equal(tpg_exec("ALTER TABLE rl_a ADD COLUMN note text"), 0);
+	for (int round = 0; round < 2; round++) {
+		write_conf("table = rl_b=k\ntable = rl_a=k\n");
+		tgocd_signal(g, SIGHUP);
+		wait_for(g, "rl_a", GOC_OK);
+		struct goc_response r;
+		char req[160];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"rl_a\",\"key\":{\"k\":"
+			 "\"again%d\"},\"defaults\":{\"note\":\"n\"}}", round);
+		assert_int_equal(tclient_call(old, req, &r), 0);
+		if (!r.ok)
+			print_error("rl_a served again: %s\n", tclient_last(old));
+		assert_true(r.ok && r.created);
+		codec_response_free(&r);
+		write_conf("table = rl_b=k\n");
+		tgocd_signal(g, SIGHUP);
+		wait_for(g, "rl_a", GOC_E_UNKNOWN_TABLE);
+	}
+
 	tclient_close(old);
 	assert_int_equal(tgocd_stop(g), 0);
 }
