@@ -49,6 +49,8 @@ static const char *const conn_state_names[] = {"open", "draining", "linger", "cl
 /* See conn_janitor. */
 #define DRAIN_STALL_MS 30000
 #define AUTH_WAIT_MS 10000
+/* See conn_flush. */
+#define ANSWER_COPY_MAX 2048
 
 /*
  * We read ourselves rather than through a bufferevent because libevent's
@@ -348,7 +350,17 @@ void conn_flush(struct conn *c)
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL && r->answered) {
 		TAILQ_REMOVE(&c->reqs, r, conn_link);
 		c->npending--;
-		evbuffer_add_buffer(out, r->out);
+		size_t n = evbuffer_get_length(r->out);
+		if (n <= ANSWER_COPY_MAX && evbuffer_get_length(out) > 0) {
+			/* Behind unsent answers: copy into the free space of the
+			 * last chunk.  Moved, each answer's own chunk (about 1 kB
+			 * however short the answer) would wait with it, and a
+			 * client that stops reading would cost many times
+			 * max_output. */
+			evbuffer_add(out, evbuffer_pullup(r->out, -1), n);
+			evbuffer_drain(r->out, n);
+		} else
+			evbuffer_add_buffer(out, r->out);
 		req_detach(r);
 	}
 	conn_send(c);

@@ -675,6 +675,12 @@ static const char *gocd_bin(char *buf, size_t size)
 	return buf;
 }
 
+bool harness_gocd_instrumented(void)
+{
+	const char *b = getenv("GOCD_BUILD");
+	return b && (strstr(b, "asan") || strstr(b, "valgrind"));
+}
+
 /* fork + exec gocd with argv (argv[0] is the binary); output to log_path. */
 static pid_t gocd_spawn(const char *const *argv, const char *log_path)
 {

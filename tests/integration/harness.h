@@ -96,6 +96,9 @@ struct tgocd {
 
 /* Free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
 int harness_free_port(void);
+/* gocd runs under ASan or valgrind (the Makefile's build-asan and
+ * build-valgrind): its memory figures are theirs, not gocd's. */
+bool harness_gocd_instrumented(void);
 /* A blocking TCP socket connected to 127.0.0.1:port, for tests that need
  * the raw socket (rcvbuf > 0: that SO_RCVBUF); -1 on failure. */
 int harness_tcp_fd(int port, int rcvbuf);
