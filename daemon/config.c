@@ -16,7 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <event2/util.h>
@@ -355,9 +358,26 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 static char *read_text_file(const char *what, const char *path, size_t max, char *err,
 			    size_t errlen)
 {
-	FILE *f = fopen(path, "r");
+	/* Non-blocking open and a regular file only: opening a FIFO with no
+	 * writer would block, and a reload runs inside the event loop - every
+	 * client would wait for someone to write to it. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		errf(err, errlen, "%s: cannot open %s: %s", what, path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		errf(err, errlen, "%s %s is not a regular file", what, path);
+		close(fd);
+		return NULL;
+	}
+	FILE *f = fdopen(fd, "r");
 	if (f == NULL) {
 		errf(err, errlen, "%s: cannot open %s: %s", what, path, strerror(errno));
+		close(fd);
 		return NULL;
 	}
 	size_t cap = 4096, len = 0, n;

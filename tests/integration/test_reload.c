@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -219,6 +220,25 @@ static void test_reload_rotates_auth_token_file(void **state)
 	assert_null(strstr(log, "second-token"));
 	free(log);
 	assert_int_equal(auth_code(g, "second-token"), GOC_OK);
+
+	/* a FIFO nobody writes to: the reload fails at once, and gocd goes on
+	 * serving (opening it used to block the loop until a writer came) */
+	assert_int_equal(mkfifo(token_path, 0600), 0);
+	tgocd_signal(g, SIGHUP);
+	log = NULL;
+	for (int i = 0; i < 100; i++) {
+		free(log);
+		log = tgocd_log(g);
+		if (strstr(log, "is not a regular file"))
+			break;
+		harness_sleep_ms(50);
+	}
+	if (!strstr(log, "is not a regular file"))
+		print_error("a FIFO as auth_token_file: %s\n", log);
+	assert_non_null(strstr(log, "is not a regular file"));
+	free(log);
+	assert_int_equal(auth_code(g, "second-token"), GOC_OK);
+	assert_int_equal(unlink(token_path), 0);
 
 	tclient_close(old);
 	assert_int_equal(tgocd_stop(g), 0);
