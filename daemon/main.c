@@ -96,6 +96,17 @@ static void keep_restart_only(struct config *nc, const struct config *old)
  * configuration that fails to load changes nothing.  Connected clients
  * are not touched; new limits apply to what happens next.
  */
+/* SIGHUP before the loop handles signals (the startup check can take
+ * connect_timeout per table): its default action would kill gocd, so it is
+ * remembered and the reload runs once the loop is up. */
+static volatile sig_atomic_t early_hup;
+
+static void on_early_hup(int sig)
+{
+	(void)sig;
+	early_hup = 1;
+}
+
 static void reload(void)
 {
 	struct config *nc = calloc(1, sizeof *nc);
@@ -247,6 +258,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	struct sigaction hup = {.sa_handler = on_early_hup};
+	sigemptyset(&hup.sa_mask);
+	sigaction(SIGHUP, &hup, NULL);
 	table_sync(cfg);
 	int rc = catalog_check_blocking(cfg, err, sizeof err);
 	if (rc < 0) {
@@ -322,6 +336,10 @@ int main(int argc, char **argv)
 		 cfg->ntables, cfg->pool_size, cfg->request_timeout);
 	notify_start(srv.base);
 	notify_ready();
+	if (early_hup) {
+		log_info("SIGHUP arrived while starting: reloading now");
+		reload();
+	}
 	event_base_dispatch(srv.base);
 
 	notify_stop();

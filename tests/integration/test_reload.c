@@ -8,6 +8,7 @@
  * to requests in flight and to PostgreSQL sessions' statement_timeout.
  * Must never: depend on timing beyond bounded polling.
  */
+#include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -16,7 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -379,6 +384,75 @@ static void test_reload_turning_auth_on_keeps_owed_answers(void **state)
 	harness_pass();
 }
 
+/* In a child: after delay_ms, SIGHUP every gocd that is a child of parent
+ * (the harness forks and execs it; under valgrind it is "memcheck-...").
+ * Its kill timer and PostgreSQL are left alone. */
+static pid_t hup_children_later(pid_t parent, int delay_ms)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid > 0)
+		return pid;
+	harness_sleep_ms(delay_ms);
+	DIR *proc = opendir("/proc");
+	struct dirent *e;
+	while (proc && (e = readdir(proc)) != NULL) {
+		pid_t p = (pid_t)atoi(e->d_name);
+		if (p <= 0)
+			continue;
+		char path[300], stat[512];
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		size_t n = fread(stat, 1, sizeof stat - 1, f);
+		fclose(f);
+		stat[n] = '\0';
+		char *rp = strrchr(stat, ')');
+		int ppid = 0;
+		if (rp == NULL || sscanf(rp + 2, "%*c %d", &ppid) != 1 || ppid != parent)
+			continue;
+		if (strstr(stat, "(gocd)") || strstr(stat, "(memcheck"))
+			kill(p, SIGHUP);
+	}
+	_exit(0);
+}
+
+/*
+ * SIGHUP while gocd is still checking its tables at start (here
+ * PostgreSQL's address accepts connections and never answers, so the
+ * check takes connect_timeout): it used to kill gocd (the default action,
+ * before the loop handles signals).  Now the reload runs once gocd is up.
+ */
+static void test_hup_during_startup_check_reloads_after(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof a;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
+		 ntohs(a.sin_port));
+	write_conf("table = rl_a=k\n");
+	pid_t hupper = hup_children_later(getpid(), 500);
+	struct tgocd *g = tgocd_start("-c", conf_path, pg, "--connect-timeout=1500", NULL);
+	int st;
+	waitpid(hupper, &st, 0);
+	close(lfd);
+	assert_non_null(g);
+	char *log = tgocd_log(g);
+	if (!strstr(log, "SIGHUP arrived while starting"))
+		print_error("no reload after the early SIGHUP:\n%s\n", log);
+	assert_non_null(strstr(log, "SIGHUP arrived while starting"));
+	free(log);
+	assert_true(tgocd_alive(g));
+	assert_int_equal(tgocd_stop(g), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +465,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_renews_statement_timeout,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_turning_auth_on_keeps_owed_answers,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_hup_during_startup_check_reloads_after,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
