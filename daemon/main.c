@@ -187,9 +187,10 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 			log_info("all requests answered; exiting");
 			event_base_loopexit(srv.base, NULL);
 		} else if (now >= shutdown_deadline) {
-			log_warn("shutdown_timeout reached with %d requests unanswered and %d client "
-				 "connections open (%d of them lingering); exiting",
+			log_warn("shutdown_timeout reached with %d requests unanswered (answered timeout "
+				 "now) and %d client connections open (%d of them lingering); exiting",
 				 req_inflight(), conn_count(), conn_lingering());
+			req_expire_all();
 			event_base_loopexit(srv.base, NULL);
 		}
 	}

@@ -144,6 +144,21 @@ int req_expire(uint64_t now_ms)
 	return n;
 }
 
+int req_expire_all(void)
+{
+	int n = 0;
+	struct req *r;
+	while ((r = TAILQ_FIRST(&pending)) != NULL) {
+		goc_on_timeout(r);
+		req_answer_error(r, GOC_E_TIMEOUT,
+				 "gocd is shutting down and shutdown_timeout (%d ms) passed before an "
+				 "answer; the row may or may not have been created, calling again is safe",
+				 srv.cfg->shutdown_timeout);
+		n++;
+	}
+	return n;
+}
+
 void req_shutdown(void)
 {
 	while (nfree > 0) {

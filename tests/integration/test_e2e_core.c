@@ -1325,6 +1325,42 @@ static void test_sigterm_drains_in_flight_requests(void **state)
 	harness_pass();
 }
 
+/*
+ * shutdown_timeout shorter than the wait: the request stuck on a lock is
+ * answered `timeout` before gocd exits, and the ping pipelined behind it
+ * gets its answer (both used to get a bare end of file).
+ */
+static void test_shutdown_timeout_answers_timeout(void **state)
+{
+	struct tgocd *g = tgocd_start(STD_ARGS, "--shutdown-timeout=500", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
+					  "\"key\":{\"email\":\"stuck-at-exit@x\"}}\n{\"op\":\"ping\",\"id\":2}\n"), 0);
+	harness_sleep_ms(200);
+	tgocd_signal(g, SIGTERM);
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.ok || r.code != GOC_E_TIMEOUT)
+		print_error("the stuck request at shutdown_timeout: %s\n", tclient_last(c));
+	assert_int_equal(json_integer_value(r.id), 1);
+	assert_int_equal(r.code, GOC_E_TIMEOUT);
+	codec_response_free(&r);
+	/* the ping's answer was ready, waiting behind it in order */
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_int_equal(json_integer_value(r.id), 2);
+	assert_true(r.ok);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_wait(g, 15000), 0);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	tclient_close(c);
+	harness_pass();
+}
+
 static void test_unix_socket(void **state)
 {
 	char path[300], arg[320];
@@ -2820,6 +2856,7 @@ int main(void)
 		T(test_half_close_with_slow_requests),
 		T(test_sigterm_exits_zero),
 		T(test_sigterm_drains_in_flight_requests),
+		T(test_shutdown_timeout_answers_timeout),
 		T(test_unix_socket),
 		T(test_schema_qualified_table),
 		T(test_timeout_when_postgres_is_stuck),
