@@ -208,7 +208,7 @@ static void raise_fd_limit(int want)
 	rl.rlim_cur = target;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || target < (rlim_t)want)
 		log_warn("open files limit is %llu, below max_clients + pool (%d): clients past it "
-			 "will be refused; raise LimitNOFILE / ulimit -n",
+			 "wait in the listen queue until descriptors free up; raise LimitNOFILE / ulimit -n",
 			 (unsigned long long)target, want);
 }
 
