@@ -848,6 +848,27 @@ bool tgocd_alive(struct tgocd *g)
 	return true;
 }
 
+long tgocd_status_kb(const struct tgocd *g, const char *field)
+{
+	char path[64], line[256];
+	size_t n = strlen(field);
+	snprintf(path, sizeof path, "/proc/%d/status", (int)g->pid);
+	FILE *f = g->pid ? fopen(path, "r") : NULL;
+	if (f == NULL)
+		return -1;
+	long kb = -1;
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, field, n) == 0)
+			kb = strtol(line + n, NULL, 10);
+	fclose(f);
+	return kb;
+}
+
+long tgocd_rss_kb(const struct tgocd *g)
+{
+	return tgocd_status_kb(g, "VmRSS:");
+}
+
 static bool log_has_sanitizer_report(const struct tgocd *g)
 {
 	static const char *const marks[] = {

@@ -132,6 +132,11 @@ int tgocd_wait(struct tgocd *g, int timeout_ms);
 void tgocd_kill(struct tgocd *g);
 /* True while the process has not exited. */
 bool tgocd_alive(struct tgocd *g);
+/* Its resident memory (VmRSS) in KiB; -1 when it cannot be read. */
+long tgocd_rss_kb(const struct tgocd *g);
+/* Any "Name:  N kB" line of /proc/PID/status (field with the colon, e.g.
+ * "VmHWM:" for the peak); -1 when it cannot be read. */
+long tgocd_status_kb(const struct tgocd *g, const char *field);
 void tgocd_print_log(const struct tgocd *g);
 /* The log so far as a malloc'd string. */
 char *tgocd_log(const struct tgocd *g);

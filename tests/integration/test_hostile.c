@@ -595,25 +595,11 @@ static void test_hostile_inputs_table(void **state)
 
 /* ---- limits under abuse --------------------------------------------------------- */
 
-static long status_kb(pid_t pid, const char *field)
+static long rss_kb(const struct tgocd *g)
 {
-	char path[64], line[256];
-	size_t n = strlen(field);
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	long kb = -1;
-	while (fgets(line, sizeof line, f))
-		if (strncmp(line, field, n) == 0)
-			kb = strtol(line + n, NULL, 10);
-	fclose(f);
+	long kb = tgocd_rss_kb(g);
 	assert_true(kb > 0);
 	return kb;
-}
-
-static long rss_kb(pid_t pid)
-{
-	return status_kb(pid, "VmRSS:");
 }
 
 static long long mono_ms(void)
@@ -674,7 +660,7 @@ static void test_max_pending_stops_reading_and_bounds_memory(void **state)
 	struct goc_response r;
 	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
 	codec_response_free(&r);
-	long before = rss_kb(g->pid);
+	long before = rss_kb(g);
 
 	struct tpg_session *s = tpg_session_open();
 	assert_non_null(s);
@@ -684,7 +670,7 @@ static void test_max_pending_stops_reading_and_bounds_memory(void **state)
 	static const char ping[] = "{\"op\":\"ping\"}\n";
 	size_t sent = push_until_stalled(tclient_fd(c), ping, sizeof ping - 1, PENDING_PUSH_LIMIT,
 					 1500, 30000);
-	long during = rss_kb(g->pid);
+	long during = rss_kb(g);
 	fprintf(stderr, "max_pending: client got %zu bytes (%zu requests) into the socket before "
 		"it stalled; gocd RSS %ld kB -> %ld kB\n", sent, sent / (sizeof ping - 1), before, during);
 	/* gocd stopped reading: the client could not push its 256 MB. */
@@ -708,7 +694,7 @@ static void test_max_pending_stops_reading_and_bounds_memory(void **state)
 	check_response_code(line, "ok", "stuck request", 0);
 	assert_non_null(strstr(line, "\"stuck\""));
 	tclient_close(c);
-	assert_true(rss_kb(g->pid) - before < 64 * 1024);
+	assert_true(rss_kb(g) - before < 64 * 1024);
 	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
 	assert_true(r.ok);
 	codec_response_free(&r);
@@ -732,12 +718,12 @@ static void test_never_reading_client_dropped_memory_bounded(void **state)
 	/* Shrink our receive buffer so answers pile up in gocd, not in our kernel. */
 	int small = 4096;
 	setsockopt(tclient_fd(c), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-	long before = rss_kb(g->pid);
+	long before = rss_kb(g);
 	/* stats answers are ~1 kB each: 64 MB of answers asked for. */
 	static const char stats[] = "{\"op\":\"stats\"}\n";
 	size_t sent = push_until_stalled(tclient_fd(c), stats, sizeof stats - 1,
 					 (size_t)65536 * (sizeof stats - 1), 1500, 30000);
-	long during = rss_kb(g->pid);
+	long during = rss_kb(g);
 	fprintf(stderr, "max_output: sent %zu bytes of requests; gocd RSS %ld kB -> %ld kB\n",
 		sent, before, during);
 	assert_true(during - before < 64 * 1024);
@@ -785,11 +771,11 @@ static void test_never_reading_client_small_answers_cost_their_bytes(void **stat
 	struct goc_response r;
 	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
 	codec_response_free(&r);
-	long before = status_kb(g->pid, "VmHWM:");
+	long before = tgocd_status_kb(g, "VmHWM:");
 	static const char ping[] = "{\"op\":\"ping\"}\n";
 	size_t sent = push_until_stalled(tclient_fd(c), ping, sizeof ping - 1,
 					 (size_t)1200000 * (sizeof ping - 1), 1500, 30000);
-	long during = status_kb(g->pid, "VmHWM:");
+	long during = tgocd_status_kb(g, "VmHWM:");
 	fprintf(stderr, "max_output 2 MB of pings: sent %zu bytes of requests; gocd peak RSS %ld kB -> %ld kB\n",
 		sent, before, during);
 	/* about 2 MB; it was 88 MB.  Not judged under ASan (its quarantine
