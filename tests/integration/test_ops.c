@@ -3,7 +3,9 @@
  * PostgreSQL: systemd notifications (READY=1 only once the port accepts,
  * STATUS= lines, WATCHDOG=1 at half of WATCHDOG_USEC, STOPPING=1 on
  * SIGTERM, abstract sockets), the admin HTTP listener (/metrics numbers that
- * move with traffic, /healthz, 404/405, a taken port is not fatal), the
+ * move with traffic, /healthz, 404/405, a taken port is not fatal, and its
+ * limits: pipelining, a trickled head, too many connections, out of
+ * descriptors), the
  * slow-request log, and starting up with many tables.
  *
  * Owns: these checks, the "ops" schema, the notification sockets it binds in
@@ -14,6 +16,7 @@
  * the database are the evidence), listen on anything but loopback, or leave
  * NOTIFY_SOCKET/WATCHDOG_* set for the next test.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -27,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -625,6 +629,249 @@ static void test_admin_port_taken_is_not_fatal(void **state)
 	harness_pass();
 }
 
+/* daemon/admin.h's limits, as a client sees them. */
+#define ADMIN_MAX_CONNS 64
+#define ADMIN_TIMEOUT_MS 10000
+
+/* Everything the server sends until it closes (or timeout_ms pass: then
+ * -1), NUL-terminated in buf; the length, or -1. */
+static long read_until_close(int fd, char *buf, size_t size, int timeout_ms)
+{
+	size_t len = 0;
+	long long deadline = now_ms() + timeout_ms;
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int left = (int)(deadline - now_ms());
+		if (left <= 0 || poll(&p, 1, left) <= 0)
+			return -1;
+		ssize_t n = read(fd, buf + len, size - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == size - 1)
+			break;
+	}
+	buf[len] = '\0';
+	return (long)len;
+}
+
+/*
+ * A client pipelining GET /metrics on one connection without reading the
+ * replies: gocd's memory stays bounded (evhttp kept reading requests and
+ * queueing replies: about 1 GB in seconds) and it still serves clients.
+ * One request per connection now: the rest is discarded, then closed.
+ */
+static void test_admin_pipelined_requests_keep_memory_bounded(void **state)
+{
+	(void)state;
+	int ap;
+	struct tgocd *g = start_with_admin(&ap, NULL);
+	wait_health(ap, 200);
+	long before = tgocd_rss_kb(g), peak = before;
+	assert_true(before > 0);
+
+	static const char get[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	size_t unit = sizeof get - 1, cap = unit * 1000;
+	char *chunk = malloc(cap);
+	assert_non_null(chunk);
+	for (size_t i = 0; i < 1000; i++)
+		memcpy(chunk + i * unit, get, unit);
+	int fd = harness_tcp_fd(ap, 4096);
+	assert_true(fd >= 0);
+	size_t sent = 0, off = 0;
+	long long end = now_ms() + 2000;
+	while (now_ms() < end && sent < ((size_t)200 << 20)) {
+		ssize_t n = send(fd, chunk + off, cap - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0) {
+			sent += (size_t)n;
+			off = (off + (size_t)n) % cap;
+		} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			(void)poll(&p, 1, 10);
+		} else {
+			break; /* gocd closed it: also bounded */
+		}
+		long kb = tgocd_rss_kb(g);
+		if (kb > peak)
+			peak = kb;
+	}
+	close(fd);
+	free(chunk);
+	if (peak - before >= 20 * 1024)
+		fail_msg("gocd's RSS grew from %ld to %ld KiB while a client pipelined %zu bytes "
+			 "of GET /metrics", before, peak, sent);
+
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"ping\"}", &r);
+	codec_response_free(&r);
+	wait_health(ap, 200);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
+ * Slowloris: a request head trickling in one byte every 500 ms is closed
+ * at ADMIN_TIMEOUT_S from accept (evhttp's timeout was per read, so this
+ * client kept its connection as long as it kept trickling).
+ */
+static void test_admin_slow_request_head_closed_at_deadline(void **state)
+{
+	(void)state;
+	int ap;
+	struct tgocd *g = start_with_admin(&ap, NULL);
+	wait_health(ap, 200);
+	int fd = harness_tcp_fd(ap, 0);
+	assert_true(fd >= 0);
+	long long t0 = now_ms();
+	static const char start[] = "GET /metrics HTTP/1.1\r\n", trickle[] = "X-Slow: yes\r\n";
+	assert_int_equal(send(fd, start, sizeof start - 1, MSG_NOSIGNAL), (ssize_t)sizeof start - 1);
+	bool closed = false;
+	for (size_t i = 0; !closed && now_ms() - t0 < ADMIN_TIMEOUT_MS + 4000; i++) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (poll(&p, 1, 500) > 0) {
+			char buf[256];
+			closed = read(fd, buf, sizeof buf) <= 0; /* no reply: only the close */
+		}
+		if (!closed && send(fd, &trickle[i % (sizeof trickle - 1)], 1, MSG_NOSIGNAL) != 1)
+			closed = true;
+	}
+	long long took = now_ms() - t0;
+	close(fd);
+	if (!closed || took < ADMIN_TIMEOUT_MS - 1000 || took > ADMIN_TIMEOUT_MS + 2000)
+		fail_msg("a trickling admin request was %s after %lld ms (expected closed at %d ms)",
+			 closed ? "closed" : "still open", took, ADMIN_TIMEOUT_MS);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
+ * ADMIN_MAX_CONNS idle admin connections: one more is told 503 and closed
+ * at once (evhttp took them all, without limit); once they are gone
+ * /healthz answers again.
+ */
+static void test_admin_connections_over_limit_refused(void **state)
+{
+	(void)state;
+	int ap;
+	struct tgocd *g = start_with_admin(&ap, NULL);
+	wait_health(ap, 200);
+	int idle[ADMIN_MAX_CONNS];
+	for (int i = 0; i < ADMIN_MAX_CONNS; i++) {
+		idle[i] = harness_tcp_fd(ap, 0);
+		assert_true(idle[i] >= 0);
+	}
+	/* queued behind the idle ones, so accepted after them */
+	int fd = harness_tcp_fd(ap, 0);
+	assert_true(fd >= 0);
+	char buf[1024];
+	long n = read_until_close(fd, buf, sizeof buf, 3000);
+	close(fd);
+	if (n < 0 || strncmp(buf, "HTTP/1.1 503 ", 13) != 0 ||
+	    !strstr(buf, "too many admin connections"))
+		fail_msg("admin connection %d of %d: expected a 503 and a close, got %s",
+			 ADMIN_MAX_CONNS + 1, ADMIN_MAX_CONNS, n < 0 ? "no close within 3 s" : buf);
+	for (int i = 0; i < ADMIN_MAX_CONNS; i++)
+		close(idle[i]);
+	wait_health(ap, 200);
+	char *log = tgocd_log(g);
+	assert_non_null(strstr(log, "admin connections open (the most); refusing it"));
+	free(log);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* CPU seconds (user + system) the process has used. */
+static double cpu_seconds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	char *st = read_all(path);
+	assert_non_null(st);
+	unsigned long ut = 0, stime = 0;
+	char *p = strrchr(st, ')'); /* the command name may hold spaces */
+	int ok = p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			     &stime) == 2;
+	free(st);
+	assert_true(ok);
+	return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int count_fds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static int count_lines_with(const char *text, const char *needle)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+/*
+ * Out of descriptors with an admin connection waiting: accepting pauses
+ * for 100 ms at a time, logged at most once a second (evhttp retried at
+ * once, at 100% CPU and ~400k log lines a second); the connection is
+ * served once descriptors are free again.
+ */
+static void test_admin_accept_emfile_pauses(void **state)
+{
+	(void)state;
+	int ap;
+	struct tgocd *g = start_with_admin(&ap, NULL);
+	wait_health(ap, 200);
+	int room = 4, nclients = 8;
+	rlim_t lim = (rlim_t)(count_fds(g->pid) + room);
+	struct rlimit rl = {lim, lim};
+	assert_int_equal(prlimit(g->pid, RLIMIT_NOFILE, &rl, NULL), 0);
+	int clients[8];
+	for (int i = 0; i < nclients; i++) {
+		clients[i] = harness_tcp_fd(g->port, 0);
+		assert_true(clients[i] >= 0);
+	}
+	harness_sleep_ms(300); /* gocd takes all it can */
+	int fd = harness_tcp_fd(ap, 0);
+	assert_true(fd >= 0);
+	harness_sleep_ms(200);
+	char *log = tgocd_log(g);
+	int lines0 = count_lines_with(log, "admin: accept failed");
+	free(log);
+	double cpu0 = cpu_seconds(g->pid);
+	harness_sleep_ms(2000);
+	double cpu = cpu_seconds(g->pid) - cpu0;
+	log = tgocd_log(g);
+	int lines = count_lines_with(log, "admin: accept failed") - lines0;
+	free(log);
+	/* at least one line: descriptors did run out */
+	if (cpu > 0.5 || lines < 1 || lines > 3)
+		fail_msg("out of descriptors with an admin connection waiting: %.2f s of CPU and %d "
+			 "accept-failure lines in 2 s", cpu, lines);
+
+	for (int i = 0; i < nclients; i++)
+		close(clients[i]);
+	static const char get[] = "GET /healthz HTTP/1.0\r\n\r\n";
+	assert_int_equal(send(fd, get, sizeof get - 1, MSG_NOSIGNAL), (ssize_t)sizeof get - 1);
+	char buf[1024];
+	long n = read_until_close(fd, buf, sizeof buf, 5000);
+	close(fd);
+	if (n < 0 || strncmp(buf, "HTTP/1.1 200 ", 13) != 0)
+		fail_msg("the waiting admin connection, descriptors free again: %s",
+			 n < 0 ? "no reply within 5 s" : buf);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- slow-request log ---------------------------------------------------- */
 
 static void test_slow_request_logged_with_op_table_latency_outcome(void **state)
@@ -737,6 +984,10 @@ int main(void)
 		T(test_healthz_503_without_postgres_and_http_errors),
 		T(test_healthz_503_while_draining),
 		T(test_admin_port_taken_is_not_fatal),
+		T(test_admin_pipelined_requests_keep_memory_bounded),
+		T(test_admin_slow_request_head_closed_at_deadline),
+		T(test_admin_connections_over_limit_refused),
+		T(test_admin_accept_emfile_pauses),
 		T(test_slow_request_logged_with_op_table_latency_outcome),
 		T(test_many_tables_setup_within_connect_timeout),
 	};
