@@ -102,7 +102,17 @@ static void on_error(struct evconnlistener *l, void *arg)
 {
 	int err = EVUTIL_SOCKET_ERROR();
 	(void)arg;
-	log_warn("accept failed: %s; pausing accepts for 100 ms", evutil_socket_error_to_string(err));
+	/* Out of descriptors lasts: one line a second, not one per pause. */
+	static uint64_t logged_ms;
+	static int failures;
+	uint64_t now = gocd_now_ms();
+	failures++;
+	if (now - logged_ms >= 1000) {
+		log_warn("accept failed: %s; pausing accepts for 100 ms (%d failure(s) since the "
+			 "last such line)", evutil_socket_error_to_string(err), failures);
+		logged_ms = now;
+		failures = 0;
+	}
 	evconnlistener_disable(l);
 	struct timeval tv = {0, 100000};
 	event_add(ls.resume, &tv);
