@@ -23,6 +23,9 @@
 #include "stats.h"
 
 static TAILQ_HEAD(, req) pending = TAILQ_HEAD_INITIALIZER(pending);
+/* An exit at shutdown_timeout leaves requests a pool job still points at
+ * (a statement stuck on a lock): req_shutdown frees them by this list. */
+static LIST_HEAD(, req) live = LIST_HEAD_INITIALIZER(live);
 static int npending, nallocated;
 
 /* Freed requests kept for reuse with their buffers: malloc/free were a
@@ -52,6 +55,7 @@ struct req *req_new(struct conn *conn)
 	r->started_us = gocd_now_us();
 	r->started_ms = r->started_us / 1000;
 	TAILQ_INSERT_TAIL(&pending, r, timer_link);
+	LIST_INSERT_HEAD(&live, r, live_link);
 	npending++;
 	nallocated++;
 	if (conn)
@@ -63,6 +67,7 @@ static void req_free(struct req *r)
 {
 	goc_release(r);
 	codec_request_free(&r->in);
+	LIST_REMOVE(r, live_link);
 	nallocated--;
 	if (nfree < FREELIST_MAX && evbuffer_get_length(r->out) == 0) {
 		freelist[nfree++] = r;
@@ -161,8 +166,17 @@ int req_expire_all(void)
 
 void req_shutdown(void)
 {
+	struct req *r;
+	while ((r = LIST_FIRST(&live)) != NULL) {
+		if (!r->answered) {
+			TAILQ_REMOVE(&pending, r, timer_link);
+			npending--;
+		}
+		evbuffer_drain(r->out, evbuffer_get_length(r->out)); /* onto the freelist, freed below */
+		req_free(r);
+	}
 	while (nfree > 0) {
-		struct req *r = freelist[--nfree];
+		r = freelist[--nfree];
 		evbuffer_free(r->out);
 		if (r->params_buf)
 			evbuffer_free(r->params_buf);

@@ -37,6 +37,7 @@ struct req {
 	struct conn *conn;            /* NULL once answered-and-flushed or the client left */
 	TAILQ_ENTRY(req) conn_link;   /* the connection's FIFO, arrival order */
 	TAILQ_ENTRY(req) timer_link;  /* the global timeout list while unanswered */
+	LIST_ENTRY(req) live_link;    /* every allocated request, for the exit */
 	struct goc_request in;        /* owns the parsed JSON */
 	struct evbuffer *out;         /* the answer line once answered */
 	uint64_t started_ms;
