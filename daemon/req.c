@@ -129,6 +129,8 @@ void req_idle(struct req *r)
 	maybe_free(r);
 }
 
+#define MAY_OR_MAY_NOT "the row may or may not have been created, calling again is safe"
+
 int req_expire(uint64_t now_ms)
 {
 	int n = 0;
@@ -140,10 +142,8 @@ int req_expire(uint64_t now_ms)
 	uint64_t timeout = (uint64_t)srv.cfg->request_timeout;
 	while ((r = TAILQ_FIRST(&pending)) != NULL && r->started_ms + timeout <= now_ms) {
 		goc_on_timeout(r);
-		req_answer_error(r, GOC_E_TIMEOUT,
-				 "no answer within request_timeout (%d ms); the row may or may not "
-				 "have been created, calling again is safe",
-				 srv.cfg->request_timeout);
+		req_answer_error(r, GOC_E_TIMEOUT, "no answer within request_timeout (%d ms); %s",
+				 srv.cfg->request_timeout, MAY_OR_MAY_NOT);
 		n++;
 	}
 	return n;
@@ -155,10 +155,8 @@ int req_expire_all(void)
 	struct req *r;
 	while ((r = TAILQ_FIRST(&pending)) != NULL) {
 		goc_on_timeout(r);
-		req_answer_error(r, GOC_E_TIMEOUT,
-				 "gocd is shutting down and shutdown_timeout (%d ms) passed before an "
-				 "answer; the row may or may not have been created, calling again is safe",
-				 srv.cfg->shutdown_timeout);
+		req_answer_error(r, GOC_E_TIMEOUT, "gocd is shutting down and shutdown_timeout (%d ms) "
+				 "passed before an answer; %s", srv.cfg->shutdown_timeout, MAY_OR_MAY_NOT);
 		n++;
 	}
 	return n;

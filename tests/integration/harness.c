@@ -10,6 +10,7 @@
  * anything but 127.0.0.1, wait without a deadline, or talk to a PostgreSQL
  * other than its own.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -673,6 +674,38 @@ static const char *gocd_bin(char *buf, size_t size)
 	const char *b = getenv("GOCD_BUILD");
 	snprintf(buf, size, "%s/gocd", b && *b ? b : "build");
 	return buf;
+}
+
+int harness_children(pid_t parent, pid_t *out, int max)
+{
+	DIR *d = opendir("/proc");
+	if (d == NULL)
+		return 0;
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL && n < max) {
+		char *end;
+		long pid = strtol(e->d_name, &end, 10);
+		if (*end != '\0' || pid <= 0)
+			continue;
+		char path[64], buf[512];
+		snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		size_t len = fread(buf, 1, sizeof buf - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		/* "pid (comm) state ppid ...": comm may hold spaces, so parse
+		 * from the last ')'. */
+		char *rp = strrchr(buf, ')');
+		long ppid;
+		char state;
+		if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
+			out[n++] = (pid_t)pid;
+	}
+	closedir(d);
+	return n;
 }
 
 bool harness_gocd_instrumented(void)

@@ -96,6 +96,8 @@ struct tgocd {
 
 /* Free TCP port on 127.0.0.1 (bound and released; good enough for tests). */
 int harness_free_port(void);
+/* The children of parent, from /proc (up to max, into out); how many. */
+int harness_children(pid_t parent, pid_t *out, int max);
 /* gocd runs under ASan or valgrind (the Makefile's build-asan and
  * build-valgrind): its memory figures are theirs, not gocd's. */
 bool harness_gocd_instrumented(void);

@@ -20,7 +20,6 @@
  * when a row exists without any created:true one of its callers got
  * `timeout`; `unavailable` means this call wrote nothing.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -164,39 +163,6 @@ static bool pg_is_running(void)
 	return pm > 0 && kill(pm, 0) == 0;
 }
 
-/* Children of pid, from /proc (the backends, checkpointer, walwriter...). */
-static int children_of(pid_t parent, pid_t *out, int max)
-{
-	DIR *d = opendir("/proc");
-	if (d == NULL)
-		return 0;
-	int n = 0;
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL && n < max) {
-		char *end;
-		long pid = strtol(e->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0)
-			continue;
-		char path[64], buf[512];
-		snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-		FILE *f = fopen(path, "r");
-		if (f == NULL)
-			continue;
-		size_t len = fread(buf, 1, sizeof buf - 1, f);
-		fclose(f);
-		buf[len] = '\0';
-		/* "pid (comm) state ppid ...": comm may hold spaces, so parse
-		 * from the last ')'. */
-		char *rp = strrchr(buf, ')');
-		long ppid;
-		char state;
-		if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent)
-			out[n++] = (pid_t)pid;
-	}
-	closedir(d);
-	return n;
-}
-
 /* SIGSTOP the postmaster first (so it forks nothing new), then each child. */
 static void pg_freeze(void)
 {
@@ -205,7 +171,7 @@ static void pg_freeze(void)
 	frozen[nfrozen++] = pm;
 	assert_int_equal(kill(pm, SIGSTOP), 0);
 	pid_t kids[MAX_FROZEN];
-	int n = children_of(pm, kids, MAX_FROZEN - 1);
+	int n = harness_children(pm, kids, MAX_FROZEN - 1);
 	for (int i = 0; i < n && nfrozen < MAX_FROZEN; i++) {
 		frozen[nfrozen++] = kids[i];
 		kill(kids[i], SIGSTOP);

@@ -8,7 +8,6 @@
  * to requests in flight and to PostgreSQL sessions' statement_timeout.
  * Must never: depend on timing beyond bounded polling.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -394,26 +393,19 @@ static pid_t hup_children_later(pid_t parent, int delay_ms)
 	if (pid > 0)
 		return pid;
 	harness_sleep_ms(delay_ms);
-	DIR *proc = opendir("/proc");
-	struct dirent *e;
-	while (proc && (e = readdir(proc)) != NULL) {
-		pid_t p = (pid_t)atoi(e->d_name);
-		if (p <= 0)
-			continue;
-		char path[300], stat[512];
-		snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+	pid_t kids[64];
+	int n = harness_children(parent, kids, 64);
+	for (int i = 0; i < n; i++) {
+		char path[64], comm[64] = "";
+		snprintf(path, sizeof path, "/proc/%d/comm", (int)kids[i]);
 		FILE *f = fopen(path, "r");
 		if (f == NULL)
 			continue;
-		size_t n = fread(stat, 1, sizeof stat - 1, f);
+		if (fgets(comm, sizeof comm, f) == NULL)
+			comm[0] = '\0';
 		fclose(f);
-		stat[n] = '\0';
-		char *rp = strrchr(stat, ')');
-		int ppid = 0;
-		if (rp == NULL || sscanf(rp + 2, "%*c %d", &ppid) != 1 || ppid != parent)
-			continue;
-		if (strstr(stat, "(gocd)") || strstr(stat, "(memcheck"))
-			kill(p, SIGHUP);
+		if (strncmp(comm, "gocd", 4) == 0 || strncmp(comm, "memcheck", 8) == 0)
+			kill(kids[i], SIGHUP);
 	}
 	_exit(0);
 }
