@@ -67,10 +67,18 @@ static void apply(struct table *t, const PGresult *res)
 		 * fails its own statements, and they take it out of service. */
 		const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		const char *m = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-		log_warn("table \"%s\": catalog lookup failed, the table stays %s: %s (SQLSTATE %s)%s",
-			 t->own.name, t->ready ? "in service" : "out of service",
-			 m ? m : "no result", st ? st : "none",
+		char why[sizeof t->error];
+		snprintf(why, sizeof why, "table \"%s\": catalog lookup failed: %s (SQLSTATE %s)%s",
+			 t->own.name, m ? m : "no result", st ? st : "none",
 			 st && strcmp(st, "57014") == 0 ? "; it runs under request_timeout" : "");
+		if (t->ready) {
+			log_warn("%s; the table stays in service", why);
+		} else if (strcmp(why, t->error) != 0) {
+			/* Out of service: this is the reason clients are given, and
+			 * it is logged once, not at every re-check. */
+			snprintf(t->error, sizeof t->error, "%s", why);
+			log_error("%s", why);
+		}
 		return;
 	}
 	bool was = t->ready;

@@ -538,6 +538,11 @@ int conn_evict_lingering(void)
 	struct conn *c = TAILQ_FIRST(&lingering);
 	if (c == NULL)
 		return 0;
+	/* What has arrived is read first (bounded), so that the close is a
+	 * FIN rather than a reset, which could destroy an answer in flight. */
+	char sink[4096];
+	for (int i = 0; i < 16 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+		;
 	conn_close(c);
 	conn_reap(c);
 	return 1;

@@ -450,16 +450,29 @@ void goc_retry(struct req *r, const char *why)
 
 /*
  * SQLSTATEs that mean the table changed under a statement (dropped, a
- * column gone, a key column's type changed) when PostgreSQL raises them
- * parsing the statement again - and then the error points into it.  A
- * value's own input function raises some of them too ('nosuch'::regclass
+ * column gone, a key column's type changed, a column's type renamed: the
+ * SQL names it in its casts) when PostgreSQL raises them parsing the
+ * statement again - and then the error points into it.  A value's own
+ * input function raises the same codes and a few more ('nosuch'::regclass
  * is 42P01, an unknown regproc 42883, regtype 42704, a tsquery's syntax
- * 42601), pointing nowhere in the statement: that is the request's error.
+ * 42601, a schema-qualified unknown name 3F000, a bad quoted name 42602),
+ * pointing nowhere in the statement: that is the request's error.
  */
 static bool schema_state(const char *state)
 {
 	return strcmp(state, "42P01") == 0 || strcmp(state, "42703") == 0 ||
-	       strcmp(state, "42883") == 0;
+	       strcmp(state, "42883") == 0 || strcmp(state, "42704") == 0;
+}
+
+static bool value_input_state(const char *state)
+{
+	return schema_state(state) || strcmp(state, "42601") == 0 || strcmp(state, "3F000") == 0 ||
+	       strcmp(state, "42602") == 0;
+}
+
+static bool points_into_statement(const PGresult *res)
+{
+	return PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) != NULL;
 }
 
 bool goc_schema_error(const PGresult *res)
@@ -469,7 +482,7 @@ bool goc_schema_error(const PGresult *res)
 		return false;
 	if (strcmp(state, "42P10") == 0) /* no unique index fits ON CONFLICT: no value raises it */
 		return true;
-	return schema_state(state) && PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION) != NULL;
+	return schema_state(state) && points_into_statement(res);
 }
 
 static void on_sql_error(struct req *r, const PGresult *res)
@@ -516,8 +529,7 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		finish_error(r, GOC_E_INVALID_VALUE, msg);
 		return;
 	}
-	if (!goc_schema_error(res) &&
-	    (schema_state(state) || strcmp(state, "42704") == 0 || strcmp(state, "42601") == 0)) {
+	if (value_input_state(state) && !points_into_statement(res)) {
 		/* A value refused by its type's input function (see
 		 * goc_schema_error).  A user's trigger failing the same way is
 		 * this request's error too; a re-read of the catalog, at most
@@ -533,11 +545,10 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		finish_error(r, GOC_E_TIMEOUT, msg);
 		return;
 	}
-	if (strcmp(state, "42883") == 0) {
-		/* No operator for our SQL's types: most likely a key column's
-		 * type changed under gocd (a user's trigger could raise it too,
-		 * so the table stays in service): read the catalog again, and
-		 * the SQL is rebuilt for the new types. */
+	if (strcmp(state, "42883") == 0 || strcmp(state, "42704") == 0) {
+		/* No operator for our SQL's types, or a type our casts name is
+		 * gone: a column's type changed or was renamed under gocd.  Read
+		 * the catalog again, and the SQL is rebuilt for the new types. */
 		catalog_recheck_hint(r->table);
 		snprintf(msg, sizeof msg, "%s (SQLSTATE %s); re-reading the table's definition, "
 			 "send it again", primary, state);

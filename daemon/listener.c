@@ -61,8 +61,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 		/* Answers are small and latency-bound: don't let Nagle hold them. */
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	}
-	if (!srv.shutting_down && conn_count() >= srv.cfg->max_clients)
-		conn_evict_lingering();
+	/* Lingering connections give their slots up, when that makes room
+	 * (after a reload lowered max_clients it may not). */
+	int max = srv.cfg->max_clients;
+	while (!srv.shutting_down && conn_count() >= max && conn_count() - conn_lingering() < max &&
+	       conn_evict_lingering())
+		;
 	if (srv.shutting_down || conn_count() >= srv.cfg->max_clients) {
 		struct evbuffer *b = evbuffer_new();
 		if (b) {

@@ -1957,7 +1957,8 @@ static void test_batches_isolate_failures(void **state)
 /*
  * Some types' input functions raise what otherwise means "the table changed
  * under gocd": 'nosuch'::regclass is 42P01, an unknown regproc 42883,
- * regtype 42704, a bad tsquery 42601.  Such a value is its request's
+ * regtype 42704, a bad tsquery 42601, 'nosuch_schema.t'::regclass 3F000,
+ * '"x'::regclass 42602.  Such a value is its request's
  * invalid_value: the rest of its batch is created, and the table stays in
  * service (it used to fail the whole batch `unavailable` and, for 42P01,
  * take the table out of service for everyone).
@@ -1973,9 +1974,11 @@ static void test_value_errors_that_look_like_schema_errors(void **state)
 		"\"r\":\"pg_class\",\"p\":\"nosuch_fn\",\"q\":\"a & b\",\"t\":\"int4\"",
 		"\"r\":\"pg_class\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"nosuch_type\"",
 		"\"r\":\"pg_class\",\"p\":\"now\",\"q\":\"&&&\",\"t\":\"int4\"",
+		"\"r\":\"nosuch_schema.t\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"int4\"",
+		"\"r\":\"\\\"x\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"int4\"",
 	};
 	static const char good[] = "\"r\":\"pg_class\",\"p\":\"now\",\"q\":\"a & b\",\"t\":\"int4\"";
-	enum { CONNS = 4, PER = 30, BAD_AT = 13 };
+	enum { CONNS = 6, PER = 30, BAD_AT = 13 };
 	struct tclient *cl[CONNS];
 	for (int i = 0; i < CONNS; i++)
 		cl[i] = connect_to(g);
@@ -2026,6 +2029,51 @@ static void test_value_errors_that_look_like_schema_errors(void **state)
 	free(log);
 	for (int i = 0; i < CONNS; i++)
 		tclient_close(cl[i]);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
+ * A column's type renamed under gocd (ALTER TYPE ... RENAME): its casts
+ * name the old type, so new statements fail with 42704 pointing into
+ * gocd's SQL.  That is the table's change, not the client's value: gocd
+ * re-reads the catalog and serves the new name (it answered invalid_value,
+ * or before that internal, until a reconnect).
+ */
+static void test_renamed_column_type_is_reread(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS rent; DROP TYPE IF EXISTS mood2; DROP TYPE IF EXISTS mood;"
+				  "CREATE TYPE mood AS ENUM ('happy', 'sad', 'calm', 'wry');"
+				  "CREATE TABLE rent(id bigserial primary key, k mood not null unique, note text)"), 0);
+	struct tgocd *g = tgocd_start("--table=rent=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"rent\",\"key\":{\"k\":\"happy\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_exec("ALTER TYPE mood RENAME TO mood2"), 0);
+	static const char *const keys[] = { "sad", "calm", "wry" };
+	for (int i = 0; i < 3; i++) {
+		char req[200];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"rent\",\"key\":{\"k\":\"%s\"},"
+			 "\"defaults\":{\"note\":\"n%d\"}}", keys[i], i);
+		bool ok = false;
+		for (int tries = 0; tries < 50 && !ok; tries++) {
+			assert_int_equal(tclient_call(c, req, &r), 0);
+			ok = r.ok;
+			if (!ok && r.code != GOC_E_UNAVAILABLE)
+				print_error("after the type's rename: %s\n", tclient_last(c));
+			assert_true(r.ok || r.code == GOC_E_UNAVAILABLE);
+			if (ok)
+				assert_true(r.created);
+			codec_response_free(&r);
+			if (!ok)
+				harness_sleep_ms(100);
+		}
+		assert_true(ok);
+	}
+	tclient_close(c);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
@@ -2869,6 +2917,7 @@ int main(void)
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
 		T(test_value_errors_that_look_like_schema_errors),
+		T(test_renamed_column_type_is_reread),
 		T(test_commit_failure_isolated),
 		T(test_row_lock_wait_does_not_stall_other_inserts),
 		T(test_insert_batches_in_parallel_keep_the_guarantee),

@@ -153,6 +153,25 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 		wait_for(g, "rl_a", GOC_E_UNKNOWN_TABLE);
 	}
 
+	/* a name the catalog lookup itself fails on (to_regclass raises for
+	 * too many dots): clients are told why, not "not checked yet" */
+	write_conf("table = rl_b=k\ntable = a.b.c.d=k\n");
+	tgocd_signal(g, SIGHUP);
+	bool why = false;
+	for (int i = 0; i < 100 && !why; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_call(old, "{\"op\":\"get_or_create\",\"table\":\"a.b.c.d\","
+						   "\"key\":{\"k\":\"q\"}}", &r), 0);
+		assert_false(r.ok);
+		why = r.code == GOC_E_UNAVAILABLE && strstr(r.message, "catalog lookup failed") != NULL;
+		codec_response_free(&r);
+		if (!why)
+			harness_sleep_ms(50);
+	}
+	if (!why)
+		print_error("a table whose lookup fails: %s\n", tclient_last(old));
+	assert_true(why);
+
 	tclient_close(old);
 	assert_int_equal(tgocd_stop(g), 0);
 }
