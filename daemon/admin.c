@@ -41,6 +41,7 @@
 
 #include "admin.h"
 #include "gocd.h"
+#include "listener.h"
 #include "log.h"
 #include "pgpool.h"
 #include "stats.h"
@@ -49,9 +50,8 @@
  * client still sending this much after its reply is not waiting for it. */
 #define ADMIN_LINGER_MS 5000
 #define ADMIN_LINGER_BYTES (1024 * 1024)
-/* Out of descriptors: how long accepting pauses, and how often it is logged. */
-#define ADMIN_PAUSE_MS 100
-#define ADMIN_ERROR_LOG_MS 1000
+/* How often "too many admin connections" is logged, at most. */
+#define ADMIN_FULL_LOG_MS 1000
 
 enum admin_state { ADMIN_READING, ADMIN_WRITING, ADMIN_LINGER };
 static const char *const admin_state_names[] = {"reading", "writing", "linger"};
@@ -73,12 +73,10 @@ struct admin_conn {
 
 static struct {
 	struct evconnlistener *l;
-	struct event *resume;   /* re-enables accepting after a pause */
+	struct accept_pause pause; /* out of descriptors, as the client listener */
 	LIST_HEAD(, admin_conn) conns;
 	int nconns;
-	uint64_t accept_error_log_ms; /* last accept-failure line */
-	int accept_errors;            /* failures since that line */
-	uint64_t full_log_ms;         /* last "too many connections" line */
+	uint64_t full_log_ms;      /* last "too many connections" line */
 } adm;
 
 static bool would_block(int err)
@@ -331,18 +329,14 @@ static void admin_refuse(evutil_socket_t fd, const char *peer)
 		"Content-Length: 27\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
 		"too many admin connections\n";
 	uint64_t now = gocd_now_ms();
-	if (now - adm.full_log_ms >= ADMIN_ERROR_LOG_MS) {
+	if (now - adm.full_log_ms >= ADMIN_FULL_LOG_MS) {
 		adm.full_log_ms = now;
 		log_warn("admin %s: %d admin connections open (the most); refusing it", peer,
 			 ADMIN_MAX_CONNS);
 	}
 	ssize_t w = send(fd, reply, sizeof reply - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 	(void)w;
-	/* A request already here would turn the close into a reset (see
-	 * listener.c): read it, bounded. */
-	char sink[4096];
-	for (int i = 0; i < 4 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
-		;
+	listener_drain(fd);
 	evutil_closesocket(fd);
 }
 
@@ -397,24 +391,10 @@ static void admin_on_resume(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_enable(adm.l);
 }
 
-/* Out of descriptors, most likely: libevent would call again at once for
- * the connection still waiting, so pause, and log at most once a second. */
 static void admin_on_accept_error(struct evconnlistener *l, void *arg)
 {
-	int err = EVUTIL_SOCKET_ERROR();
 	(void)arg;
-	uint64_t now = gocd_now_ms();
-	adm.accept_errors++;
-	if (now - adm.accept_error_log_ms >= ADMIN_ERROR_LOG_MS) {
-		log_warn("admin: accept failed: %s; pausing admin accepts for %d ms "
-			 "(%d failure(s) since the last such line)", evutil_socket_error_to_string(err),
-			 ADMIN_PAUSE_MS, adm.accept_errors);
-		adm.accept_error_log_ms = now;
-		adm.accept_errors = 0;
-	}
-	evconnlistener_disable(l);
-	struct timeval tv = {0, ADMIN_PAUSE_MS * 1000};
-	event_add(adm.resume, &tv);
+	listener_pause(l, &adm.pause, "admin");
 }
 
 int admin_open(struct event_base *base, const char *addr)
@@ -429,8 +409,8 @@ int admin_open(struct event_base *base, const char *addr)
 		return -1;
 	}
 	LIST_INIT(&adm.conns);
-	adm.resume = evtimer_new(base, admin_on_resume, NULL);
-	if (adm.resume == NULL) {
+	adm.pause.resume = evtimer_new(base, admin_on_resume, NULL);
+	if (adm.pause.resume == NULL) {
 		log_error("admin_listen: cannot start the HTTP server on %s", addr);
 		return -1;
 	}
@@ -453,9 +433,9 @@ void admin_close(void)
 	if (adm.l)
 		evconnlistener_free(adm.l);
 	adm.l = NULL;
-	if (adm.resume)
-		event_free(adm.resume);
-	adm.resume = NULL;
+	if (adm.pause.resume)
+		event_free(adm.pause.resume);
+	adm.pause.resume = NULL;
 	while ((c = LIST_FIRST(&adm.conns)) != NULL)
 		admin_conn_free(c);
 }

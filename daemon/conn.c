@@ -35,6 +35,7 @@
 #include "dispatch.h"
 #include "frame.h"
 #include "gocd.h"
+#include "listener.h"
 #include "log.h"
 #include "req.h"
 #include "stats.h"
@@ -538,11 +539,7 @@ int conn_evict_lingering(void)
 	struct conn *c = TAILQ_FIRST(&lingering);
 	if (c == NULL)
 		return 0;
-	/* What has arrived is read first (bounded), so that the close is a
-	 * FIN rather than a reset, which could destroy an answer in flight. */
-	char sink[4096];
-	for (int i = 0; i < 16 && recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
-		;
+	listener_drain(c->fd);
 	conn_close(c);
 	conn_reap(c);
 	return 1;

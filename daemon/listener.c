@@ -36,7 +36,7 @@
 static struct {
 	struct evconnlistener *l[MAX_LISTENERS];
 	int n;
-	struct event *resume;
+	struct accept_pause pause; /* its timer re-enables them all */
 	char *unix_path;
 } ls;
 
@@ -67,7 +67,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 	while (!srv.shutting_down && conn_count() >= max && conn_count() - conn_lingering() < max &&
 	       conn_evict_lingering())
 		;
-	if (srv.shutting_down || conn_count() >= srv.cfg->max_clients) {
+	if (srv.shutting_down || conn_count() >= max) {
 		struct evbuffer *b = evbuffer_new();
 		if (b) {
 			codec_render_error(b, NULL, GOC_E_OVERLOADED,
@@ -80,12 +80,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 		}
 		stats.clients_rejected++;
 		stats_error(GOC_E_OVERLOADED);
-		/* Closing with the client's request unread would send a reset,
-		 * which can destroy the line just sent: read what has arrived
-		 * (bounded), so the close is a plain FIN. */
-		char sink[4096];
-		for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
-			;
+		listener_drain(fd); /* the client's request, unread, would make it a reset */
 		evutil_closesocket(fd);
 		return;
 	}
@@ -102,24 +97,33 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 		evconnlistener_enable(ls.l[i]);
 }
 
-static void on_error(struct evconnlistener *l, void *arg)
+void listener_drain(evutil_socket_t fd)
+{
+	char sink[4096];
+	for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+		;
+}
+
+void listener_pause(struct evconnlistener *l, struct accept_pause *p, const char *who)
 {
 	int err = EVUTIL_SOCKET_ERROR();
-	(void)arg;
-	/* Out of descriptors lasts: one line a second, not one per pause. */
-	static uint64_t logged_ms;
-	static int failures;
 	uint64_t now = gocd_now_ms();
-	failures++;
-	if (now - logged_ms >= 1000) {
-		log_warn("accept failed: %s; pausing accepts for 100 ms (%d failure(s) since the "
-			 "last such line)", evutil_socket_error_to_string(err), failures);
-		logged_ms = now;
-		failures = 0;
+	p->failures++;
+	if (now - p->logged_ms >= 1000) {
+		log_warn("%s: accept failed: %s; pausing accepts for 100 ms (%d failure(s) since the "
+			 "last such line)", who, evutil_socket_error_to_string(err), p->failures);
+		p->logged_ms = now;
+		p->failures = 0;
 	}
 	evconnlistener_disable(l);
 	struct timeval tv = {0, 100000};
-	event_add(ls.resume, &tv);
+	event_add(p->resume, &tv);
+}
+
+static void on_error(struct evconnlistener *l, void *arg)
+{
+	(void)arg;
+	listener_pause(l, &ls.pause, "clients");
 }
 
 static int add(struct evconnlistener *l, const char *what)
@@ -225,7 +229,7 @@ static int adopt_systemd_sockets(void)
 
 int listener_open_all(const struct config *cfg)
 {
-	ls.resume = evtimer_new(srv.base, on_resume, NULL);
+	ls.pause.resume = evtimer_new(srv.base, on_resume, NULL);
 	int adopted = adopt_systemd_sockets();
 	if (adopted < 0)
 		return -1;
@@ -262,9 +266,9 @@ void listener_close_all(void)
 	for (int i = 0; i < ls.n; i++)
 		evconnlistener_free(ls.l[i]);
 	ls.n = 0;
-	if (ls.resume) {
-		event_free(ls.resume);
-		ls.resume = NULL;
+	if (ls.pause.resume) {
+		event_free(ls.pause.resume);
+		ls.pause.resume = NULL;
 	}
 	if (ls.unix_path) {
 		unlink(ls.unix_path);

@@ -91,11 +91,6 @@ static void keep_restart_only(struct config *nc, const struct config *old)
 	}
 }
 
-/*
- * SIGHUP: read the configuration again (file, then the same flags).  A
- * configuration that fails to load changes nothing.  Connected clients
- * are not touched; new limits apply to what happens next.
- */
 /* SIGHUP before the loop handles signals (the startup check can take
  * connect_timeout per table): its default action would kill gocd, so it is
  * remembered and the reload runs once the loop is up. */
@@ -107,6 +102,11 @@ static void on_early_hup(int sig)
 	early_hup = 1;
 }
 
+/*
+ * SIGHUP: read the configuration again (file, then the same flags).  A
+ * configuration that fails to load changes nothing.  Connected clients
+ * are not touched; new limits apply to what happens next.
+ */
 static void reload(void)
 {
 	struct config *nc = calloc(1, sizeof *nc);

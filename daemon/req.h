@@ -104,12 +104,14 @@ void req_idle(struct req *r);
 /* Answer every request whose deadline passed; returns how many. */
 int req_expire(uint64_t now_ms);
 
-/* Requests not yet answered (in-flight gauge). */
-int req_inflight(void);
-/* Free the reuse list (at exit, so leak checkers see a clean heap). */
 /* shutdown_timeout: answer every unanswered request timeout now (written
  * if its socket takes it), rather than closing on it without a word. */
 int req_expire_all(void);
+
+/* Requests not yet answered (in-flight gauge). */
+int req_inflight(void);
+/* At exit: free every request left (one a pool job still pointed at) and
+ * the reuse list, so leak checkers see a clean heap. */
 void req_shutdown(void);
 int req_allocated(void);
 

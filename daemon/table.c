@@ -179,6 +179,14 @@ static bool same_key(const struct table_conf *a, const struct table_conf *b)
 	return true;
 }
 
+/* Not served until the catalog says it may be. */
+static void unchecked(struct table *t)
+{
+	t->ready = false;
+	snprintf(t->error, sizeof t->error, "table \"%s\" has not been checked against PostgreSQL yet",
+		 t->own.name);
+}
+
 int table_sync(const struct config *cfg)
 {
 	int added = 0;
@@ -210,9 +218,7 @@ int table_sync(const struct config *cfg)
 				found = tables[i];
 		if (found) {
 			found->removed = false;
-			found->ready = false; /* it may have changed meanwhile: checked again */
-			snprintf(found->error, sizeof found->error,
-				 "table \"%s\" has not been checked against PostgreSQL yet", found->own.name);
+			unchecked(found); /* it may have changed meanwhile */
 			added++;
 			continue;
 		}
@@ -231,8 +237,7 @@ int table_sync(const struct config *cfg)
 			t->own.cols[k] = xstrdup(cfg->tables[j].cols[k]);
 		t->conf = &t->own;
 		t->stmt_select = t->stmt_insert_key = -1;
-		snprintf(t->error, sizeof t->error,
-			 "table \"%s\" has not been checked against PostgreSQL yet", t->own.name);
+		unchecked(t);
 		tables[ntables++] = t;
 		added++;
 	}

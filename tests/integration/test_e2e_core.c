@@ -1296,6 +1296,21 @@ static void test_sigterm_exits_zero(void **state)
 	harness_pass();
 }
 
+/* users locked by the returned session; c sends get_or_create of email
+ * (id 1), then more (lines, may be ""); once it waits on the lock, SIGTERM. */
+static struct tpg_session *sigterm_with_request_stuck(struct tgocd *g, struct tclient *c,
+						      const char *email, const char *more)
+{
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
+					  "\"key\":{\"email\":\"%s\"}}\n%s", email, more), 0);
+	harness_sleep_ms(200);
+	tgocd_signal(g, SIGTERM);
+	return s;
+}
+
 /* SIGTERM drains: a request already running in PostgreSQL is answered
  * before gocd exits 0. */
 static void test_sigterm_drains_in_flight_requests(void **state)
@@ -1303,13 +1318,7 @@ static void test_sigterm_drains_in_flight_requests(void **state)
 	struct tgocd *g = start_std();
 	struct tclient *c = connect_to(g);
 	struct goc_response r;
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
-	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
-					  "\"key\":{\"email\":\"drain@x\"}}\n"), 0);
-	harness_sleep_ms(200);
-	tgocd_signal(g, SIGTERM);
+	struct tpg_session *s = sigterm_with_request_stuck(g, c, "drain@x", "");
 	harness_sleep_ms(300);
 	/* still waiting for its request, not gone */
 	assert_true(tgocd_alive(g));
@@ -1336,13 +1345,8 @@ static void test_shutdown_timeout_answers_timeout(void **state)
 	assert_non_null(g);
 	struct tclient *c = connect_to(g);
 	struct goc_response r;
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE"), 0);
-	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"users\","
-					  "\"key\":{\"email\":\"stuck-at-exit@x\"}}\n{\"op\":\"ping\",\"id\":2}\n"), 0);
-	harness_sleep_ms(200);
-	tgocd_signal(g, SIGTERM);
+	struct tpg_session *s = sigterm_with_request_stuck(g, c, "stuck-at-exit@x",
+							   "{\"op\":\"ping\",\"id\":2}\n");
 	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
 	if (r.ok || r.code != GOC_E_TIMEOUT)
 		print_error("the stuck request at shutdown_timeout: %s\n", tclient_last(c));

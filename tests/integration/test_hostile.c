@@ -702,6 +702,23 @@ static void test_max_pending_stops_reading_and_bounds_memory(void **state)
 	harness_pass();
 }
 
+/* gocd with max_output (a flag), a client *c that will not read, with a
+ * small receive buffer so answers pile up in gocd and not in our kernel,
+ * and a bystander *by. */
+static struct tgocd *start_with_non_reader(const char *max_output, struct tclient **c,
+					   struct tclient **by)
+{
+	struct tgocd *g = tgocd_start(HOSTILE_ARGS, max_output, NULL);
+	assert_non_null(g);
+	*c = tclient_tcp(g->port);
+	*by = tclient_tcp(g->port);
+	assert_non_null(*c);
+	assert_non_null(*by);
+	int small = 4096;
+	setsockopt(tclient_fd(*c), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	return g;
+}
+
 /*
  * A client that never reads while its answers pile up (no stuck request
  * here: each answer is ready at once) is dropped after max_output bytes,
@@ -710,14 +727,8 @@ static void test_max_pending_stops_reading_and_bounds_memory(void **state)
  */
 static void test_never_reading_client_dropped_memory_bounded(void **state)
 {
-	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--max-output=1048576", NULL);
-	assert_non_null(g);
-	struct tclient *c = tclient_tcp(g->port), *by = tclient_tcp(g->port);
-	assert_non_null(c);
-	assert_non_null(by);
-	/* Shrink our receive buffer so answers pile up in gocd, not in our kernel. */
-	int small = 4096;
-	setsockopt(tclient_fd(c), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	struct tclient *c, *by;
+	struct tgocd *g = start_with_non_reader("--max-output=1048576", &c, &by);
 	long before = rss_kb(g);
 	/* stats answers are ~1 kB each: 64 MB of answers asked for. */
 	static const char stats[] = "{\"op\":\"stats\"}\n";
@@ -761,13 +772,8 @@ static void test_never_reading_client_dropped_memory_bounded(void **state)
  */
 static void test_never_reading_client_small_answers_cost_their_bytes(void **state)
 {
-	struct tgocd *g = tgocd_start(HOSTILE_ARGS, "--max-output=2097152", NULL);
-	assert_non_null(g);
-	struct tclient *c = tclient_tcp(g->port), *by = tclient_tcp(g->port);
-	assert_non_null(c);
-	assert_non_null(by);
-	int small = 4096;
-	setsockopt(tclient_fd(c), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	struct tclient *c, *by;
+	struct tgocd *g = start_with_non_reader("--max-output=2097152", &c, &by);
 	struct goc_response r;
 	assert_int_equal(tclient_call(by, "{\"op\":\"ping\"}", &r), 0);
 	codec_response_free(&r);

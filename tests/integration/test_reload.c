@@ -76,6 +76,32 @@ static void wait_for(struct tgocd *g, const char *table, enum goc_err want)
 	fail_msg("table %s never answered %s after the reload", table, goc_err_name(want));
 }
 
+/* Poll table on c until it answers unavailable with text in the message,
+ * at most 10 s: unknown_table until the reload has been handled, then
+ * unavailable only. */
+static void wait_unavailable_saying(struct tclient *c, const char *table, const char *text)
+{
+	char req[200];
+	snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"%s\",\"key\":{\"k\":\"q\"}}",
+		 table);
+	bool told = false;
+	for (int i = 0; i < 200 && !told; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_call(c, req, &r), 0);
+		assert_false(r.ok);
+		if (r.code != GOC_E_UNKNOWN_TABLE) {
+			assert_int_equal(r.code, GOC_E_UNAVAILABLE);
+			told = strstr(r.message, text) != NULL;
+		}
+		codec_response_free(&r);
+		if (!told)
+			harness_sleep_ms(50);
+	}
+	if (!told)
+		print_error("%s never said \"%s\": %s\n", table, text, tclient_last(c));
+	assert_true(told);
+}
+
 static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 {
 	(void)state;
@@ -109,22 +135,7 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 	 * while the others keep working */
 	write_conf("table = rl_b=k\ntable = rl_noindex=k\n");
 	tgocd_signal(g, SIGHUP);
-	bool told = false;
-	for (int i = 0; i < 200 && !told; i++) {
-		struct goc_response r;
-		assert_int_equal(tclient_call(old, "{\"op\":\"get_or_create\",\"table\":\"rl_noindex\","
-						   "\"key\":{\"k\":\"q\"}}", &r), 0);
-		assert_false(r.ok);
-		/* unknown_table until the signal has been handled */
-		if (r.code != GOC_E_UNKNOWN_TABLE) {
-			assert_int_equal(r.code, GOC_E_UNAVAILABLE);
-			told = strstr(r.message, "CREATE UNIQUE INDEX") != NULL;
-		}
-		codec_response_free(&r);
-		if (!told)
-			harness_sleep_ms(50);
-	}
-	assert_true(told);
+	wait_unavailable_saying(old, "rl_noindex", "CREATE UNIQUE INDEX");
 	assert_int_equal(code_of(old, "rl_b", "w"), GOC_OK);
 	assert_int_equal(tpg_count("SELECT count(*) FROM rl_noindex"), 0);
 
@@ -157,20 +168,7 @@ static void test_reload_adds_and_removes_tables_keeping_clients(void **state)
 	 * too many dots): clients are told why, not "not checked yet" */
 	write_conf("table = rl_b=k\ntable = a.b.c.d=k\n");
 	tgocd_signal(g, SIGHUP);
-	bool why = false;
-	for (int i = 0; i < 100 && !why; i++) {
-		struct goc_response r;
-		assert_int_equal(tclient_call(old, "{\"op\":\"get_or_create\",\"table\":\"a.b.c.d\","
-						   "\"key\":{\"k\":\"q\"}}", &r), 0);
-		assert_false(r.ok);
-		why = r.code == GOC_E_UNAVAILABLE && strstr(r.message, "catalog lookup failed") != NULL;
-		codec_response_free(&r);
-		if (!why)
-			harness_sleep_ms(50);
-	}
-	if (!why)
-		print_error("a table whose lookup fails: %s\n", tclient_last(old));
-	assert_true(why);
+	wait_unavailable_saying(old, "a.b.c.d", "catalog lookup failed");
 
 	tclient_close(old);
 	assert_int_equal(tgocd_stop(g), 0);
