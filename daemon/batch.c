@@ -493,6 +493,13 @@ static bool retryable(const char *state)
 	       strcmp(state, "57P03") == 0 || strncmp(state, "08", 2) == 0;
 }
 
+/* Alone: the plain flow, which maps its own error, at the queue's head. */
+static void run_alone(struct req *r)
+{
+	if (pgpool_submit(goc_single_job(r, (enum goc_phase)r->phase), true) != 0)
+		goc_finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+}
+
 /* Send both halves of a failed batch on their own, at the queue's head. */
 static void split(struct batch *b)
 {
@@ -501,6 +508,22 @@ static void split(struct batch *b)
 		/* Its SQL cannot be rebuilt for these requests any more. */
 		for (int i = 0; i < b->n; i++)
 			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
+		return;
+	}
+	/* The failed statement wrote nothing.  A request answered timeout
+	 * meanwhile is not sent again (see goc_run): its row, created now,
+	 * would go to no caller. */
+	int kept = 0;
+	for (int i = 0; i < b->n; i++) {
+		if (b->reqs[i]->answered)
+			goc_finish_error(b->reqs[i], GOC_E_TIMEOUT, "");
+		else
+			b->reqs[kept++] = b->reqs[i];
+	}
+	b->n = kept;
+	if (kept <= 1) {
+		if (kept == 1)
+			run_alone(b->reqs[0]);
 		return;
 	}
 	int h = b->n / 2;
@@ -515,14 +538,12 @@ static void split(struct batch *b)
 	for (int p = 0; p < 2; p++) {
 		struct batch *x = parts[p];
 		if (x->n == 1) {
-			/* Alone: run the plain flow, which maps its own error. */
 			struct req *r = x->reqs[0];
 			x->reqs[0] = NULL;
 			x->n = 0;
 			batch_unsent(x);
 			batch_free(x);
-			if (pgpool_submit(goc_single_job(r, (enum goc_phase)r->phase), true) != 0)
-				goc_finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
+			run_alone(r);
 			continue;
 		}
 		if (pgpool_submit(&x->job, true) != 0) {

@@ -384,6 +384,14 @@ void goc_finish_row(struct req *r, const char *row, size_t len, bool created)
 
 void goc_run(struct req *r, enum goc_phase phase)
 {
+	if (r->answered) {
+		/* Its caller has had its timeout and may be retrying already:
+		 * a statement now would only race that retry, and could create
+		 * the row with a created:true nobody hears.  Its key goes to the
+		 * next waiter, which runs its own request. */
+		finish_error(r, GOC_E_TIMEOUT, "");
+		return;
+	}
 	if (pgpool_all_down()) {
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
 		return;
@@ -427,10 +435,7 @@ static void retry(struct req *r, const char *why)
 		why = "no message";
 	char msg[CODEC_MSG_MAX];
 	if (r->answered) {
-		/* Its caller has had its timeout and may be retrying already:
-		 * running it again would only race that retry (and win it with
-		 * a created:true nobody hears). */
-		finish_error(r, GOC_E_TIMEOUT, "");
+		finish_error(r, GOC_E_TIMEOUT, ""); /* not counted: see goc_run */
 		return;
 	}
 	if (r->attempts++ < srv.cfg->retry_limit) {
