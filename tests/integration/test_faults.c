@@ -1824,31 +1824,38 @@ static void test_columns_move_under_a_request(void **state)
  * the caller's retry got created:false and no caller ever heard
  * created:true for it.  The one connection is kept busy by "slow-c", so
  * "a" and "slowbad" wait and then go out as one insert batch in which
- * "slowbad" sleeps past their deadline and then fails.
+ * "slowbad" sleeps past their deadline and then fails.  Each sleep is
+ * shorter than request_timeout (also the statement_timeout), two are
+ * longer, with room for valgrind.
  */
 static void test_timed_out_requests_are_not_split_again(void **state)
 {
 	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_late;"
 				  "CREATE TABLE f_late(id bigserial primary key, k text not null unique);"
 				  "CREATE FUNCTION f_late_trg() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
-				  " IF NEW.k LIKE 'slow%%' THEN PERFORM pg_sleep(0.7); END IF;"
+				  " IF NEW.k LIKE 'slow%%' THEN PERFORM pg_sleep(1.5); END IF;"
 				  " IF NEW.k LIKE '%%bad' THEN RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation'; END IF;"
 				  " RETURN NEW; END$$;"
 				  "CREATE TRIGGER f_late_trg BEFORE INSERT ON f_late FOR EACH ROW EXECUTE FUNCTION f_late_trg()"), 0);
 	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_late=k", "--pool-size=1",
-				      "--request-timeout=1000", NULL);
+				      "--request-timeout=2200", NULL);
 	assert_non_null(g);
 	struct tclient *busy = tclient_tcp(g->port), *a = tclient_tcp(g->port), *bad = tclient_tcp(g->port);
 	assert_non_null(busy);
 	assert_non_null(a);
 	assert_non_null(bad);
 	static const char req_a[] = "{\"op\":\"get_or_create\",\"table\":\"f_late\",\"key\":{\"k\":\"a\"}}";
+	struct goc_response r;
+	/* The connection is up, and the statements prepared, before timing. */
+	assert_int_equal(tclient_call(busy, "{\"op\":\"get_or_create\",\"table\":\"f_late\","
+				      "\"key\":{\"k\":\"warm\"}}", &r), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
 	assert_int_equal(tclient_sendf(busy, "{\"op\":\"get_or_create\",\"table\":\"f_late\",\"key\":{\"k\":\"slow-c\"}}\n"), 0);
 	harness_sleep_ms(50);
 	assert_int_equal(tclient_sendf(a, "%s\n", req_a), 0);
 	assert_int_equal(tclient_sendf(bad, "{\"op\":\"get_or_create\",\"table\":\"f_late\",\"key\":{\"k\":\"slowbad\"}}\n"), 0);
 
-	struct goc_response r;
 	assert_int_equal(tclient_recv(busy, &r, HARNESS_IO_TIMEOUT_MS), 0);
 	if (!r.ok || !r.created)
 		print_error("the request keeping the connection busy: %s\n", tclient_last(busy));
@@ -1862,9 +1869,9 @@ static void test_timed_out_requests_are_not_split_again(void **state)
 		assert_int_equal(r.code, GOC_E_TIMEOUT);
 		codec_response_free(&r);
 	}
-	/* Past the failure (0.7 s of sleep in the batch) and what re-runs of
-	 * both alone would take (another 0.7 s). */
-	harness_sleep_ms(1800);
+	/* Past the failure (1.5 s of sleep in the batch) and what re-runs of
+	 * both alone would take (another 1.5 s). */
+	harness_sleep_ms(2600);
 	assert_int_equal(tpg_count("SELECT count(*) FROM f_late WHERE k = 'a'"), 0);
 	/* The caller's retry is the one that creates it. */
 	assert_int_equal(tclient_call(a, req_a, &r), 0);

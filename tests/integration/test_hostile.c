@@ -1023,7 +1023,9 @@ static void test_clients_that_hold_a_slot_are_closed(void **state)
 	}
 	assert_int_equal(n, 3);
 	long long t0 = mono_ms();
-	while (mono_ms() - t0 < 4000 && n > 1) {
+	/* 10 s: under valgrind on a loaded machine the stats answers alone
+	 * took more than the 4 s this once allowed. */
+	while (mono_ms() - t0 < 10000 && n > 1) {
 		tclient_send(slow, " ", 1); /* keeps it from ever being idle */
 		harness_sleep_ms(100);
 		n = clients_connected(obs);
