@@ -129,6 +129,7 @@ static void reload(void)
 	log_min_level = (enum log_level)log_level_parse(nc->log_level);
 	batch_set_max(nc->batch_max, nc->insert_batches);
 	pgpool_reload_sessions(nc->request_timeout);
+	pgpool_set_connect_timeout(nc->connect_timeout);
 
 	struct config *old = cfg;
 	if ((old->auth_token[0] != '\0') != (nc->auth_token[0] != '\0'))

@@ -813,6 +813,11 @@ void pgpool_reload_sessions(int ms)
 	/* busy ones renew when their job is over (pgc_ready) */
 }
 
+void pgpool_set_connect_timeout(int ms)
+{
+	pool.cfg.connect_timeout_ms = ms;
+}
+
 int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 {
 	pool.base = base;

@@ -96,6 +96,9 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
  * busy ones as soon as their job is over.  One round trip each; prepared
  * statements stay. */
 void pgpool_reload_sessions(int ms);
+/* A reload's connect_timeout: for every connection attempt and setup step
+ * that starts from now on (one already under way keeps its deadline). */
+void pgpool_set_connect_timeout(int ms);
 void pgpool_shutdown(void);
 
 /*

@@ -4,8 +4,9 @@
  * Owns: tests of reload: tables added and removed, a bad file keeping the
  * running configuration, a table without a unique index refused on reload,
  * connections opened before the reload still served after it, a token
- * rotated through auth_token_file, and a lowered request_timeout applying
- * to requests in flight and to PostgreSQL sessions' statement_timeout.
+ * rotated through auth_token_file, a lowered request_timeout applying
+ * to requests in flight and to PostgreSQL sessions' statement_timeout, and
+ * a new connect_timeout applying to the pool's next connection attempts.
  * Must never: depend on timing beyond bounded polling.
  */
 #include <setjmp.h>
@@ -462,6 +463,48 @@ static void test_hup_during_startup_check_reloads_after(void **state)
 	assert_int_equal(tgocd_stop(g), 0);
 }
 
+/*
+ * connect_timeout is a timeout like the others: a reload applies it to the
+ * pool's next connection attempts.  The pool used to keep the value it
+ * was started with, and said nothing.  PostgreSQL's address here accepts
+ * connections and never answers, so every attempt ends at connect_timeout
+ * and logs it.
+ */
+static void test_reload_applies_connect_timeout(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof a;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 64), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
+		 ntohs(a.sin_port));
+	write_conf("table = rl_a=k\nlog_level = debug\nconnect_timeout = 200\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, pg, NULL);
+	assert_non_null(g);
+	write_conf("table = rl_a=k\nlog_level = debug\nconnect_timeout = 1700\n");
+	tgocd_signal(g, SIGHUP);
+	/* attempts under way keep 200 ms; the next ones (backoff <= 1 s) get
+	 * 1700 ms */
+	bool applied = false;
+	for (int i = 0; i < 80 && !applied; i++) {
+		harness_sleep_ms(100);
+		char *log = tgocd_log(g);
+		applied = strstr(log, "within connect_timeout (1700 ms)") != NULL;
+		free(log);
+	}
+	close(lfd);
+	if (!applied)
+		tgocd_print_log(g);
+	assert_true(applied);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -476,6 +519,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_turning_auth_on_keeps_owed_answers,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_hup_during_startup_check_reloads_after,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_applies_connect_timeout,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
