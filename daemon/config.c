@@ -249,17 +249,19 @@ static int set_option(struct config *cfg, const struct option_def *o,
 		char *end;
 		errno = 0;
 		long v = strtol(value, &end, o->type == OPT_OCTAL ? 8 : 10);
-		if (errno || end == value || *end != '\0') {
+		if ((errno && errno != ERANGE) || end == value || *end != '\0') {
 			errf(err, errlen, "%s: \"%s\" is not %s", o->name, value,
 			     o->type == OPT_OCTAL ? "an octal number" : "a whole number");
 			return -1;
 		}
-		if (v < o->min || v > o->max) {
+		/* Digits beyond a long (ERANGE) are out of range, not "not a
+		 * whole number". */
+		if (errno == ERANGE || v < o->min || v > o->max) {
 			if (o->type == OPT_OCTAL)
 				errf(err, errlen, "%s: %s is out of range %lo..0%lo (octal)", o->name,
 				     value, o->min, o->max);
 			else
-				errf(err, errlen, "%s: %ld is out of range %ld..%ld %s", o->name, v,
+				errf(err, errlen, "%s: %s is out of range %ld..%ld %s", o->name, value,
 				     o->min, o->max, o->unit);
 			return -1;
 		}

@@ -209,6 +209,8 @@ static void test_config_errors(void **state)
 	} cases[] = {
 		{"--pool-size=0", "out of range"},
 		{"--pool-size=abc", "not a whole number"},
+		{"--request-timeout=99999999999999999999", "out of range"},
+		{"--unix-mode=7777777777777777777777", "out of range"},
 		{"--table=users", "expected NAME=COL"},
 		{"--table=users=", "no key columns"},
 		{"--table=u=a,a", "given twice"},
