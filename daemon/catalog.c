@@ -81,8 +81,14 @@ static void apply(struct table *t, const PGresult *res)
 		}
 		return;
 	}
+	/* Logged when the table leaves service, and when a re-check finds a
+	 * new reason; the same reason at every 5 s re-check is not news (it
+	 * is what clients are answered, and every reload logs it afresh). */
 	bool was = t->ready;
-	if (table_apply_catalog(t, res) != 0 && (was || t->checking))
+	char before[sizeof t->error];
+	snprintf(before, sizeof before, "%s", t->error);
+	if (table_apply_catalog(t, res) != 0 &&
+	    (was || (t->checking && strcmp(before, t->error) != 0)))
 		log_error("%s", t->error);
 }
 

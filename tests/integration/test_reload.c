@@ -36,7 +36,8 @@ static int group_setup(void **state)
 	(void)state;
 	return tpg_start_with_schema("CREATE TABLE rl_a (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
 		     "CREATE TABLE rl_b (id bigserial PRIMARY KEY, k text NOT NULL UNIQUE);"
-		     "CREATE TABLE rl_noindex (id bigserial PRIMARY KEY, k text NOT NULL);");
+		     "CREATE TABLE rl_noindex (id bigserial PRIMARY KEY, k text NOT NULL);"
+		     "CREATE TABLE rl_noindex2 (id bigserial PRIMARY KEY, k text NOT NULL);");
 }
 
 static void write_conf(const char *text)
@@ -505,6 +506,36 @@ static void test_reload_applies_connect_timeout(void **state)
 	harness_pass();
 }
 
+/*
+ * A table refused on reload is logged once with its reason, not again at
+ * every re-check of the catalog (every 5 s): an error line every 5 s for
+ * as long as the schema is not fixed buried everything else in the log.
+ */
+static void test_refused_table_logged_once_not_every_recheck(void **state)
+{
+	(void)state;
+	write_conf("table = rl_b=k\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	write_conf("table = rl_b=k\ntable = rl_noindex2=k\n");
+	tgocd_signal(g, SIGHUP);
+	wait_unavailable_saying(c, "rl_noindex2", "CREATE UNIQUE INDEX");
+	harness_sleep_ms(11000); /* two re-checks */
+	char *log = tgocd_log(g);
+	int n = 0;
+	for (const char *p = log; (p = strstr(p, "error table \"rl_noindex2\" has no unique")) != NULL; p++)
+		n++;
+	if (n != 1)
+		print_error("the refusal was logged %d times:\n%s\n", n, log);
+	free(log);
+	assert_int_equal(n, 1);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -521,6 +552,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hup_during_startup_check_reloads_after,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_applies_connect_timeout,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_refused_table_logged_once_not_every_recheck,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
