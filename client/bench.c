@@ -1122,7 +1122,9 @@ int main(int argc, char **argv)
 		rc = 1;
 	else if (rp.dc_failed)
 		rc = 3;
-	else if ((b->st.done > 0 && b->st.ok == 0) || b->lost_all)
+	else if (b->st.ok == 0 && (b->st.done > 0 || b->inflight > 0))
+		rc = 3; /* sent, and not one success: errors only, or no answer at all */
+	else if (b->lost_all)
 		rc = 3;
 out:
 	fflush(stdout);

@@ -18,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -222,6 +225,34 @@ static void test_refused_connection_is_a_failed_run(void **state)
 }
 
 /*
+ * A target that accepts and never answers (a stopped gocd; here a socket
+ * nobody reads): the run sent requests and got no answer at all.  That is
+ * a failed run (3), not "completed and found nothing wrong" (0).
+ */
+static void test_no_answer_at_all_is_a_failed_run(void **state)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t alen = sizeof sa;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+	assert_int_equal(listen(lfd, 16), 0); /* the backlog completes connects */
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &alen), 0);
+	char a[64];
+	snprintf(a, sizeof a, "--addr=127.0.0.1:%d", ntohs(sa.sin_port));
+	json_t *r;
+	int rc = bench_run(&r, a, "--connections=2", "--duration=1", "--drain-timeout=1", "--quiet",
+			   NULL);
+	close(lfd);
+	assert_non_null(r);
+	assert_int_equal(num(r, "ok"), 0);
+	assert_true(num(r, "unanswered") > 0);
+	json_decref(r);
+	assert_int_equal(rc, 3);
+	harness_pass();
+}
+
+/*
  * The baselines: direct (the careful SQL) never duplicates; naive
  * (SELECT then INSERT, no unique index) is caught duplicating by
  * --verify-db, with exit 1.  Races are likely, not certain, so naive gets
@@ -265,6 +296,7 @@ int main(void)
 		T(test_key_prefix_needing_escapes),
 		T(test_error_answers_counted),
 		T(test_refused_connection_is_a_failed_run),
+		T(test_no_answer_at_all_is_a_failed_run),
 		T(test_direct_clean_naive_caught),
 	};
 	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
