@@ -5,7 +5,9 @@
  * against this table (tests/unit), so docs cannot drift from code.
  * Must never: touch the network or the event loop.  (Addresses are parsed
  * with libevent's evutil_parse_sockaddr_port, a pure parser, because the
- * listeners use it: what passes here is what they accept.)
+ * listeners use it: what passes here is what they accept.  The postgres
+ * conninfo likewise goes through libpq's own parser, PQconninfoParse,
+ * which reads no file and opens nothing.)
  */
 #include <ctype.h>
 #include <errno.h>
@@ -23,6 +25,7 @@
 #include <sys/un.h>
 
 #include <event2/util.h>
+#include <libpq-fe.h>
 
 #include "config.h"
 #include "log.h"
@@ -491,6 +494,22 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 		errf(err, errlen, "listen and admin_listen are both %s; they need different ports",
 		     cfg->listen);
 		return -1;
+	}
+	/* A conninfo libpq cannot parse (a typo in a keyword, a stray word)
+	 * can never connect: it is a configuration error, not "PostgreSQL
+	 * unreachable" to be retried for ever. */
+	if (cfg->postgres[0]) {
+		char *perr = NULL;
+		PQconninfoOption *opts = PQconninfoParse(cfg->postgres, &perr);
+		if (opts == NULL) {
+			size_t n = perr ? strlen(perr) : 0;
+			while (n > 0 && perr[n - 1] == '\n')
+				perr[--n] = '\0';
+			errf(err, errlen, "postgres: %s", perr ? perr : "out of memory parsing it");
+			PQfreemem(perr);
+			return -1;
+		}
+		PQconninfoFree(opts);
 	}
 	struct sockaddr_un sun;
 	if (strlen(cfg->unix_path) >= sizeof sun.sun_path) {

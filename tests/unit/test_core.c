@@ -215,6 +215,9 @@ static void test_config_errors(void **state)
 		{"--table=users=", "no key columns"},
 		{"--table=u=a,a", "given twice"},
 		{"--log-level=loud", "debug, info, warn, error"},
+		{"--postgres=hots=127.0.0.1", "postgres: invalid connection option \"hots\""},
+		{"--postgres=host=127.0.0.1 port", "postgres: missing \"=\" after \"port\""},
+		{"--postgres=postgresql://[::1", "postgres: end of string reached"},
 		{"--no-such=1", "unknown option"},
 		{"stray", "unexpected argument"},
 	};
