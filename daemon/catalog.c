@@ -5,6 +5,8 @@
  * re-checks.  What a valid table is belongs to table.c.
  * Must never: block after startup.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +15,58 @@
 #include "gocd.h"
 #include "log.h"
 #include "table.h"
+
+/* libpq's message without its trailing newlines, into msg. */
+static void pq_message(PGconn *pg, char *msg, size_t len)
+{
+	snprintf(msg, len, "%s", PQerrorMessage(pg));
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+}
+
+/*
+ * One catalog query on the startup connection, bounded by connect_timeout
+ * as each setup step of a pool connection is.  libpq's connect_timeout
+ * ends at the login: a server that took the connection and then answers
+ * nothing (a frozen backend, a pooler queueing for a server that is down)
+ * held gocd's start, and gocd -t, for ever.  The result (the caller
+ * clears it), or NULL with msg set.
+ */
+static PGresult *exec_bounded(PGconn *pg, const char *param, int timeout_ms, char *msg,
+			      size_t len)
+{
+	if (!PQsendQueryParams(pg, table_catalog_sql, 1, NULL, &param, NULL, NULL, 0)) {
+		pq_message(pg, msg, len);
+		return NULL;
+	}
+	uint64_t deadline = gocd_now_ms() + (uint64_t)timeout_ms;
+	while (PQisBusy(pg)) {
+		uint64_t now = gocd_now_ms();
+		struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
+		int n = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+		if (n < 0 && errno == EINTR)
+			continue; /* an early SIGHUP: remembered, handled once up */
+		if (n == 0) {
+			snprintf(msg, len, "no answer to the catalog query within connect_timeout (%d ms)",
+				 timeout_ms);
+			return NULL;
+		}
+		if (n < 0 || !PQconsumeInput(pg)) {
+			if (n < 0)
+				snprintf(msg, len, "poll: %s", strerror(errno));
+			else
+				pq_message(pg, msg, len);
+			return NULL;
+		}
+	}
+	PGresult *res = PQgetResult(pg), *extra;
+	while ((extra = PQgetResult(pg)) != NULL)
+		PQclear(extra);
+	if (res == NULL)
+		pq_message(pg, msg, len);
+	return res;
+}
 
 int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 {
@@ -23,10 +77,7 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 	const char *vals[] = {cfg->postgres, "UTF8", "gocd", timeout, NULL};
 	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 	if (PQstatus(pg) != CONNECTION_OK) {
-		snprintf(msg, len, "%s", PQerrorMessage(pg));
-		size_t n = strlen(msg);
-		while (n && msg[n - 1] == '\n')
-			msg[--n] = '\0';
+		pq_message(pg, msg, len);
 		PQfinish(pg);
 		return 1;
 	}
@@ -35,8 +86,12 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 		struct table *t = tables[i];
 		if (t->removed)
 			continue;
-		const char *name = t->own.name;
-		PGresult *res = PQexecParams(pg, table_catalog_sql, 1, NULL, &name, NULL, NULL, 0);
+		PGresult *res = exec_bounded(pg, t->own.name, cfg->connect_timeout, msg, len);
+		if (res == NULL) {
+			/* as unreachable: gocd starts and checks again on connect */
+			PQfinish(pg);
+			return 1;
+		}
 		if (table_apply_catalog(t, res) != 0) {
 			log_error("%s", t->error);
 			bad = 1;

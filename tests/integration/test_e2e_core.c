@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2750,6 +2753,103 @@ static void test_refuses_index_with_another_collation(void **state)
 	harness_pass();
 }
 
+/* Read exactly n bytes (blocking); 0, or -1 at EOF or error. */
+static int read_full(int fd, void *buf, size_t n)
+{
+	for (size_t got = 0; got < n;) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+/*
+ * In a child: a "PostgreSQL" on lfd that logs every client in (SSL and GSS
+ * encryption refused, AuthenticationOk, ReadyForQuery) and then never
+ * answers a query, as a frozen backend or a pooler queueing for a server
+ * that is down does.  One client at a time, until it hangs up.
+ */
+static pid_t mute_postgres(int lfd)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid > 0)
+		return pid;
+	alarm(60);
+	for (;;) {
+		int c = accept(lfd, NULL, NULL);
+		if (c < 0)
+			_exit(1);
+		unsigned char hdr[8], body[1024];
+		for (;;) {
+			if (read_full(c, hdr, 8) != 0)
+				break;
+			uint32_t len = ((uint32_t)hdr[0] << 24) | ((uint32_t)hdr[1] << 16) |
+				       ((uint32_t)hdr[2] << 8) | hdr[3];
+			uint32_t code = ((uint32_t)hdr[4] << 24) | ((uint32_t)hdr[5] << 16) |
+					((uint32_t)hdr[6] << 8) | hdr[7];
+			if (len < 8 || len - 8 > sizeof body || read_full(c, body, len - 8) != 0)
+				break;
+			if (code == 80877103 || code == 80877104) { /* SSL, GSS: no */
+				if (write(c, "N", 1) != 1)
+					break;
+				continue;
+			}
+			static const unsigned char in[] = {
+				'R', 0, 0, 0, 8, 0, 0, 0, 0,   /* AuthenticationOk */
+				'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2,
+				'Z', 0, 0, 0, 5, 'I',          /* ReadyForQuery */
+			};
+			if (write(c, in, sizeof in) != (ssize_t)sizeof in)
+				break;
+			while (read(c, body, sizeof body) > 0)
+				; /* the queries: never answered */
+			break;
+		}
+		close(c);
+	}
+}
+
+/*
+ * A server that takes the login and then answers nothing: libpq's
+ * connect_timeout ends at the login, and the startup check's catalog query
+ * waited for ever (gocd -t hung; gocd never got to READY=1).  It is bounded
+ * by connect_timeout, as a pool connection's setup steps are: -t says
+ * PostgreSQL could not be checked (exit 1), and a real start goes ahead as
+ * with PostgreSQL down.
+ */
+static void test_startup_check_bounded_when_postgres_never_answers(void **state)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof a;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 16), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	pid_t mute = mute_postgres(lfd);
+	char pg[200], listen_arg[64];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres "
+		 "sslmode=disable gssencmode=disable", ntohs(a.sin_port));
+	snprintf(listen_arg, sizeof listen_arg, "--listen=127.0.0.1:%d", harness_free_port());
+	const char *args[] = { "-t", listen_arg, pg, "--admin-listen=", "--table=users=email",
+			       "--connect-timeout=1500", NULL };
+	char *out = NULL;
+	int rc = tgocd_run(&out, 15000, args); /* -1: still running after 15 s */
+	kill(mute, SIGKILL);
+	waitpid(mute, NULL, 0);
+	close(lfd);
+	if (rc != 1 || out == NULL || strstr(out, "no answer to the catalog query") == NULL)
+		print_error("gocd -t against a mute server: exit %d, output:\n%s\n", rc,
+			    out ? out : "(none)");
+	assert_int_equal(rc, 1);
+	assert_non_null(strstr(out, "within connect_timeout (1500 ms)"));
+	free(out);
+	harness_pass();
+}
+
 static void test_check_mode_accepts_good_config(void **state)
 {
 	char pg[200];
@@ -2935,6 +3035,7 @@ int main(void)
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
 		T(test_refuses_index_with_another_collation),
+		T(test_startup_check_bounded_when_postgres_never_answers),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
 		T(test_failed_catalog_lookup_keeps_the_table),
