@@ -64,7 +64,7 @@ static const struct bench_opt bench_opts[] = {
 	{ "connections", 1, O_CONNECTIONS, "N", "concurrent connections (default 1)" },
 	{ "pipeline", 1, O_PIPELINE, "D", "requests in flight per connection (default 1)" },
 	{ "duration", 1, O_DURATION, "S", "stop issuing after S seconds (default 10 unless --requests)" },
-	{ "requests", 1, O_REQUESTS, "N", "stop after N requests in total" },
+	{ "requests", 1, O_REQUESTS, "N", "stop after N requests in total (0: none, to --prepopulate only)" },
 	{ "rate", 1, O_RATE, "R", "open loop: R requests/s in total, latency from the scheduled time" },
 	{ "table", 1, O_TABLE, "T", "table (default bench_kv)" },
 	{ "key-column", 1, O_KEY_COLUMN, "C[,C..]", "key column(s); repeat or comma list (default k)" },
