@@ -45,7 +45,7 @@ enum opt_id {
 	O_DURATION, O_REQUESTS, O_RATE, O_TABLE, O_KEY_COLUMN, O_ID_COLUMN,
 	O_DEFAULTS, O_KEYS, O_KEY_PREFIX, O_PREPOPULATE, O_OP, O_VERIFY,
 	O_VERIFY_DB, O_JSON, O_QUIET, O_SEED, O_CONNECT_TIMEOUT, O_DRAIN_TIMEOUT,
-	O_WARMUP, O_HELP, O_VERSION,
+	O_WARMUP, O_TOKEN, O_HELP, O_VERSION,
 };
 
 struct bench_opt {
@@ -60,6 +60,7 @@ static const struct bench_opt bench_opts[] = {
 	{ "target", 1, O_TARGET, "gocd|direct|naive", "what to load (default gocd)" },
 	{ "addr", 1, O_ADDR, "HOST:PORT", "gocd address (default 127.0.0.1:7432)" },
 	{ "unix", 1, O_UNIX, "PATH", "gocd Unix socket instead of --addr" },
+	{ "token", 1, O_TOKEN, "TOKEN", "authenticate each gocd connection first (gocd's auth_token; also $GOC_TOKEN)" },
 	{ "postgres", 1, O_POSTGRES, "CONNINFO", "PostgreSQL for direct/naive, --prepopulate and the pre-run key snapshot" },
 	{ "connections", 1, O_CONNECTIONS, "N", "concurrent connections (default 1)" },
 	{ "pipeline", 1, O_PIPELINE, "D", "requests in flight per connection (default 1)" },
@@ -202,6 +203,7 @@ static int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
 	cfg->target = BENCH_GOCD;
 	cfg->target_name = "gocd";
 	cfg->addr = "127.0.0.1:7432";
+	cfg->token = getenv("GOC_TOKEN"); /* as goc: out of ps and shell history */
 	cfg->connections = 1;
 	cfg->pipeline = 1;
 	cfg->table = "bench_kv";
@@ -230,6 +232,7 @@ static int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
 			break;
 		case O_ADDR: cfg->addr = optarg; break;
 		case O_UNIX: cfg->unix_path = optarg; break;
+		case O_TOKEN: cfg->token = optarg; break;
 		case O_POSTGRES: cfg->postgres = optarg; break;
 		case O_CONNECTIONS:
 			if (bench_parse_u64(optarg, 1, BENCH_MAX_CONNECTIONS, &u))

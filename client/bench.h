@@ -55,6 +55,7 @@ struct bench_cfg {
 	const char *target_name;
 	const char *addr;      /* gocd TCP HOST:PORT */
 	const char *unix_path; /* gocd Unix socket, overrides addr */
+	const char *token;     /* gocd's auth_token, sent first on each connection */
 	const char *postgres;  /* direct/naive: the database; any target: prepopulate */
 	const char *verify_db; /* count rows per key after the run */
 	unsigned connections, pipeline;

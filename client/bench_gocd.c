@@ -40,6 +40,7 @@ struct gconn {
 	evutil_socket_t fd;
 	struct event rev, wev;  /* readable (persistent); writable while connecting or out is full */
 	bool connecting, wev_on;
+	bool authing;           /* --token sent; its answer comes before any request's */
 	int conn_err;           /* connect() failed at once: reported from the loop */
 	struct bench_req *fifo; /* ring of cfg.pipeline requests */
 	unsigned head, len, cap;
@@ -202,6 +203,30 @@ static void on_line(struct gconn *g, const char *line, size_t len)
 	codec_response_free(&resp);
 }
 
+/* The answer to --token's auth: ok makes the connection ready for load;
+ * anything else fails it with gocd's reason.  False when it failed. */
+static bool auth_answered(struct gconn *g, const char *line, size_t len)
+{
+	struct goc_response resp = { 0 };
+	char why[300];
+	g->authing = false;
+	if (codec_parse_response(line, len, &resp) != 0) {
+		codec_response_free(&resp);
+		gocd_fail(g, "the answer to --token's auth is not a gocd response");
+		return false;
+	}
+	if (!resp.ok) {
+		snprintf(why, sizeof why, "authentication refused (--token): %s: %s",
+			 goc_err_name(resp.code), resp.message ? resp.message : "");
+		codec_response_free(&resp);
+		gocd_fail(g, why);
+		return false;
+	}
+	codec_response_free(&resp);
+	bench_conn_ready(g->c);
+	return true;
+}
+
 static void gocd_readable(struct gconn *g)
 {
 	struct bconn *c = g->c;
@@ -241,6 +266,11 @@ static void gocd_readable(struct gconn *g)
 		pos += consumed;
 		if (frame_is_blank(line, len))
 			continue;
+		if (g->authing) {
+			if (!auth_answered(g, line, len))
+				return;
+			continue;
+		}
 		if (g->len == 0) {
 			gocd_fail(g, "response without a request in flight");
 			return;
@@ -304,6 +334,23 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 		if (g->c->b->cfg.unix_path == NULL) {
 			int one = 1;
 			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		}
+		const char *token = g->c->b->cfg.token;
+		if (token && *token) {
+			/* ready once gocd has said ok to it (on a Unix socket it
+			 * always does) */
+			struct evbuffer *eb = evbuffer_new();
+			if (eb == NULL)
+				abort();
+			codec_render_auth(eb, token);
+			size_t n = evbuffer_get_length(eb);
+			need_out(g, n);
+			evbuffer_remove(eb, g->out + g->out_len, n);
+			g->out_len += n;
+			evbuffer_free(eb);
+			g->authing = true;
+			gocd_write_some(g);
+			return;
 		}
 		bench_conn_ready(g->c);
 		return;

@@ -1224,12 +1224,7 @@ int main(int argc, char **argv)
 	if (o.token && *o.token) {
 		/* gocd with auth_token wants this first on TCP (on a Unix socket it
 		 * is simply answered ok). */
-		json_t *t = json_string(o.token);
-		evbuffer_add_printf(s.out, "{\"op\":\"auth\",\"token\":");
-		char *tj = json_dumps(t, JSON_ENCODE_ANY);
-		evbuffer_add_printf(s.out, "%s}\n", tj);
-		free(tj);
-		json_decref(t);
+		codec_render_auth(s.out, o.token);
 		s.auth_pending = true;
 		s.due++;
 	}

@@ -558,3 +558,10 @@ void codec_render_request(struct evbuffer *out, enum goc_op op, const json_t *id
 	}
 	evbuffer_add(out, "}\n", 2);
 }
+
+void codec_render_auth(struct evbuffer *out, const char *token)
+{
+	evbuffer_add(out, "{\"op\":\"auth\",\"token\":", 21);
+	add_json_string(out, token);
+	evbuffer_add(out, "}\n", 2);
+}

@@ -133,5 +133,8 @@ int codec_scan_response(const char *line, size_t len, struct goc_response_scan *
 void codec_render_request(struct evbuffer *out, enum goc_op op, const json_t *id,
 			  const char *table, const json_t *key,
 			  const json_t *defaults);
+/* {"op":"auth","token":...}, LF appended: what a TCP client sends first to a
+ * gocd with auth_token. */
+void codec_render_auth(struct evbuffer *out, const char *token);
 
 #endif

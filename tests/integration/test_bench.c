@@ -253,6 +253,36 @@ static void test_no_answer_at_all_is_a_failed_run(void **state)
 }
 
 /*
+ * A gocd with auth_token: goc-bench --token authenticates each connection
+ * first and then loads it; without the token every connection is refused
+ * and the run fails (3).  goc-bench had no --token: a gocd with auth_token
+ * could only be measured over its Unix socket.
+ */
+static void test_token_authenticates_each_connection(void **state)
+{
+	struct tgocd *g = tgocd_start("--table=bench_kv=k", "--pool-size=2", "--auth-token=s3cret",
+				      NULL);
+	assert_non_null(g);
+	snprintf(addr, sizeof addr, "--addr=127.0.0.1:%d", g->port);
+	json_t *r;
+	int rc = bench_run(&r, addr, "--token=s3cret", "--connections=3", "--requests=300",
+			   "--key-prefix=tok-", "--quiet", NULL);
+	assert_non_null(r);
+	if (rc != 0 || num(r, "ok") != 300)
+		print_error("with --token: exit %d, ok %lld\n", rc, num(r, "ok"));
+	assert_int_equal(rc, 0);
+	assert_int_equal(num(r, "ok"), 300);
+	assert_int_equal(num(r, "errors_total"), 0);
+	json_decref(r);
+	rc = bench_run(&r, addr, "--token=wrong", "--requests=10", "--connect-timeout=2", "--quiet",
+		       NULL);
+	json_decref(r);
+	assert_int_equal(rc, 3);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * The baselines: direct (the careful SQL) never duplicates; naive
  * (SELECT then INSERT, no unique index) is caught duplicating by
  * --verify-db, with exit 1.  Races are likely, not certain, so naive gets
@@ -297,6 +327,7 @@ int main(void)
 		T(test_error_answers_counted),
 		T(test_refused_connection_is_a_failed_run),
 		T(test_no_answer_at_all_is_a_failed_run),
+		T(test_token_authenticates_each_connection),
 		T(test_direct_clean_naive_caught),
 	};
 	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
