@@ -1,17 +1,20 @@
 /*
  * log.c - one line per event on stderr.
  *
- * Owns: formatting and the libevent log hook.  Under journald (JOURNAL_STREAM
- * set) the timestamp is left to the journal and the level becomes a <N>
- * syslog prefix.  Must never: allocate, or log at a level that was filtered.
+ * Owns: formatting and the libevent log hook.  Under journald (stderr is the
+ * stream JOURNAL_STREAM names) the timestamp is left to the journal and the
+ * level becomes a <N> syslog prefix.
+ * Must never: allocate, or log at a level that was filtered.
  */
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -40,9 +43,26 @@ static void libevent_log(int severity, const char *msg)
 		log_msg(l, "libevent: %s", msg);
 }
 
+/*
+ * systemd sets JOURNAL_STREAM to the device:inode of the stream it connected
+ * to the journal, and children inherit it: a gocd started by a service's
+ * script with stderr sent to a file sees it too.  Only when stderr is that
+ * stream do the journal's rules apply (systemd.exec(5) says to compare).
+ */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) != 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void log_init(void)
 {
-	under_journal = getenv("JOURNAL_STREAM") != NULL;
+	under_journal = stderr_is_journal();
 	event_set_log_callback(libevent_log);
 }
 

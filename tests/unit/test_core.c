@@ -1,6 +1,7 @@
 /*
- * test_core.c - unit tests of the lock table, the canonical key and the
- * option table (with conf/gocd.conf checked against it).
+ * test_core.c - unit tests of the lock table, the canonical key, the
+ * option table (with conf/gocd.conf checked against it) and the log's
+ * choice of the journal format.
  *
  * Owns: tests of daemon modules that need no network.  Must never: start
  * PostgreSQL or gocd (tests/integration does).
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -20,6 +23,7 @@
 
 #include "../../daemon/config.h"
 #include "../../daemon/locktab.h"
+#include "../../daemon/log.h"
 #include "codec.h"
 
 static int setup_locktab(void **state)
@@ -327,6 +331,57 @@ static void test_sample_conf_documents_every_option(void **state)
 	}
 }
 
+/* One info line logged with JOURNAL_STREAM=js and stderr sent to a file:
+ * the line as written (malloc'd). */
+static char *log_line_with(const char *js, bool js_is_the_file)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/tmp/gocd-log-test.%d", (int)getpid());
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	char env[64];
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	if (js_is_the_file)
+		snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino);
+	else
+		snprintf(env, sizeof env, "%s", js);
+	setenv("JOURNAL_STREAM", env, 1);
+	fflush(stderr);
+	int saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	log_init();
+	log_msg(LOG_INFO, "hello");
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	unsetenv("JOURNAL_STREAM");
+	log_init();
+	char *buf = calloc(1, 256);
+	assert_non_null(buf);
+	assert_true(pread(fd, buf, 255, 0) > 0);
+	close(fd);
+	unlink(path);
+	return buf;
+}
+
+/* The journal's format (<6>, no timestamp) only when stderr is the stream
+ * JOURNAL_STREAM names: a child of a service with stderr sent to a file
+ * inherits the variable and still needs timestamps. */
+static void test_log_journal_format_only_on_the_journal_stream(void **state)
+{
+	(void)state;
+	char *line = log_line_with("1:1", false);
+	if (strncmp(line, "<6>", 3) == 0)
+		fail_msg("stderr is a file, JOURNAL_STREAM another stream: got \"%s\"", line);
+	assert_non_null(strstr(line, " info hello"));
+	free(line);
+	line = log_line_with(NULL, true);
+	assert_string_equal(line, "<6>hello\n");
+	free(line);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -339,6 +394,7 @@ int main(void)
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_config_auth_token_file),
 		cmocka_unit_test(test_sample_conf_documents_every_option),
+		cmocka_unit_test(test_log_journal_format_only_on_the_journal_stream),
 	};
 	return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
