@@ -485,7 +485,7 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 		if (val[i][0] && (!digits ||
 				  evutil_parse_sockaddr_port(val[i], (struct sockaddr *)&ss, &len) != 0)) {
 			errf(err, errlen, "%s: \"%s\" is not HOST:PORT with a numeric address and a port "
-			     "up to 65535 (e.g. 127.0.0.1:7432 or [::1]:7432; names are not resolved)",
+			     "from 1 to 65535 (e.g. 127.0.0.1:7432 or [::1]:7432; names are not resolved)",
 			     name[i], val[i]);
 			return -1;
 		}

@@ -219,6 +219,7 @@ static void test_config_errors(void **state)
 		{"--table=users=", "no key columns"},
 		{"--table=u=a,a", "given twice"},
 		{"--log-level=loud", "debug, info, warn, error"},
+		{"--listen=127.0.0.1:0", "a port from 1 to 65535"},
 		{"--postgres=hots=127.0.0.1", "postgres: invalid connection option \"hots\""},
 		{"--postgres=host=127.0.0.1 port", "postgres: missing \"=\" after \"port\""},
 		{"--postgres=postgresql://[::1", "postgres: end of string reached"},
