@@ -310,7 +310,6 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 		      char *err, size_t errlen)
 {
 	char *copy = xstrdup(text);
-	char *save = NULL;
 	int lineno = 0, rc = 0;
 	char *p = copy;
 	while (p && rc == 0) {
@@ -331,11 +330,25 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 		*eq = '\0';
 		char *name = trim(line);
 		char *value = trim(eq + 1);
-		/* Values may be quoted to keep leading/trailing spaces or '#'. */
+		/* Values may be quoted to keep leading/trailing spaces, or a
+		 * '#' after a space.  Unquoted, that looks like a comment at the
+		 * end of the line, which is not one here: "auth_token = s3cret
+		 * # rotated" made the whole rest the token.  Refused instead. */
 		size_t vl = strlen(value);
 		if (vl >= 2 && value[0] == '\'' && value[vl - 1] == '\'') {
 			value[vl - 1] = '\0';
 			value++;
+		} else {
+			for (size_t i = 1; i < vl; i++)
+				if (value[i] == '#' && isspace((unsigned char)value[i - 1])) {
+					errf(err, errlen, "%s:%d: %s: a '#' after a space in the value; "
+					     "comments go on lines of their own, and a value that holds "
+					     "one is quoted ('...')", origin, lineno, name);
+					rc = -1;
+					break;
+				}
+			if (rc != 0)
+				break;
 		}
 		const struct option_def *o = find_option(name, strlen(name));
 		if (o == NULL) {
@@ -349,7 +362,6 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 			rc = -1;
 		}
 	}
-	(void)save;
 	free(copy);
 	return rc;
 }

@@ -237,6 +237,17 @@ static void test_config_errors(void **state)
 	assert_int_equal(config_parse_text(&cfg, "pool_size = 3\nbogus line\n", "f", err, sizeof err), -1);
 	assert_non_null(strstr(err, "f:2:"));
 	config_free(&cfg);
+	/* No comments at the end of a line: the rest would be the value. */
+	config_defaults(&cfg);
+	assert_int_equal(config_parse_text(&cfg, "auth_token = s3cret # rotated\n", "f", err, sizeof err), -1);
+	assert_non_null(strstr(err, "f:1: auth_token: a '#' after a space"));
+	config_free(&cfg);
+	config_defaults(&cfg);
+	assert_int_equal(config_parse_text(&cfg, "auth_token = 's3cret # kept'\npostgres = password=a#b\n",
+					   "f", err, sizeof err), 0);
+	assert_string_equal(cfg.auth_token, "s3cret # kept");
+	assert_string_equal(cfg.postgres, "password=a#b");
+	config_free(&cfg);
 }
 
 static void write_file(const char *path, const char *text, size_t len)
