@@ -155,6 +155,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 			reload();
 		return;
 	}
+	if (sig == SIGUSR1 || sig == SIGUSR2) {
+		log_warn("%s ignored: SIGHUP reloads the configuration, SIGTERM stops gocd",
+			 sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+		return;
+	}
 	begin_shutdown(sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
@@ -263,6 +268,11 @@ int main(int argc, char **argv)
 	struct sigaction hup = {.sa_handler = on_early_hup};
 	sigemptyset(&hup.sa_mask);
 	sigaction(SIGHUP, &hup, NULL);
+	/* SIGUSR1/2 mean something else in other daemons (nginx reopens its
+	 * logs, PgBouncer pauses); here their default action would kill gocd
+	 * without the drain.  Logged and ignored once the loop is up. */
+	signal(SIGUSR1, SIG_IGN);
+	signal(SIGUSR2, SIG_IGN);
 	table_sync(cfg);
 	int rc = catalog_check_blocking(cfg, err, sizeof err);
 	if (rc < 0) {
@@ -271,10 +281,10 @@ int main(int argc, char **argv)
 	}
 	if (rc > 0) {
 		if (cli.test_only) {
-			log_error("cannot check tables: PostgreSQL unreachable: %s", err);
+			log_error("cannot check tables: no connection to PostgreSQL: %s", err);
 			return 1;
 		}
-		log_warn("PostgreSQL unreachable at startup (%s); starting anyway, answering "
+		log_warn("no connection to PostgreSQL at startup (%s); starting anyway, answering "
 			 "'unavailable' and reconnecting", err);
 	}
 	if (cli.test_only) {
@@ -323,9 +333,10 @@ int main(int argc, char **argv)
 	if (admin_open(srv.base, cfg->admin_listen) != 0)
 		log_error("continuing without the admin listener (admin_listen %s)", cfg->admin_listen);
 
-	struct event *sigs[3];
-	const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-	for (int i = 0; i < 3; i++) {
+	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+	enum { NSIGS = sizeof signums / sizeof signums[0] };
+	struct event *sigs[NSIGS];
+	for (int i = 0; i < NSIGS; i++) {
 		sigs[i] = evsignal_new(srv.base, signums[i], on_signal, NULL);
 		event_add(sigs[i], NULL);
 	}
@@ -349,7 +360,7 @@ int main(int argc, char **argv)
 	listener_close_all();
 	pgpool_shutdown();
 	batch_free_all();
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < NSIGS; i++)
 		event_free(sigs[i]);
 	event_free(janitor);
 	locktab_free();

@@ -916,6 +916,38 @@ static void test_slow_request_logged_with_op_table_latency_outcome(void **state)
 	harness_pass();
 }
 
+/* SIGUSR1 and SIGUSR2 (log reopening in nginx, pause in PgBouncer) killed
+ * gocd on the spot, without the drain.  They are logged and ignored. */
+static void test_sigusr_is_logged_and_ignored(void **state)
+{
+	(void)state;
+	int ap;
+	struct tgocd *g = start_with_admin(&ap, NULL);
+	wait_health(ap, 200);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	tgocd_signal(g, SIGUSR1);
+	tgocd_signal(g, SIGUSR2);
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"ops_slow\",\"key\":{\"k\":\"usr\"}}", &r);
+	codec_response_free(&r);
+	assert_true(tgocd_alive(g));
+	char *log = NULL;
+	for (int i = 0; i < 100; i++) { /* the log line may trail the answer */
+		free(log);
+		log = tgocd_log(g);
+		if (strstr(log, "SIGUSR1 ignored") && strstr(log, "SIGUSR2 ignored"))
+			break;
+		harness_sleep_ms(20);
+	}
+	if (strstr(log, "SIGUSR1 ignored") == NULL || strstr(log, "SIGUSR2 ignored") == NULL)
+		fail_msg("no 'ignored' line for each signal in the log:\n%s", log);
+	free(log);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* ---- startup ------------------------------------------------------------- */
 
 /*
@@ -989,6 +1021,7 @@ int main(void)
 		T(test_admin_connections_over_limit_refused),
 		T(test_admin_accept_emfile_pauses),
 		T(test_slow_request_logged_with_op_table_latency_outcome),
+		T(test_sigusr_is_logged_and_ignored),
 		T(test_many_tables_setup_within_connect_timeout),
 	};
 	return cmocka_run_group_tests(tests, group_setup, harness_group_teardown);
