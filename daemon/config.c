@@ -579,7 +579,8 @@ int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv
 			continue;
 		}
 		if (strncmp(a, "--", 2) != 0) {
-			errf(err, errlen, "unexpected argument \"%s\" (see --help)", a);
+			errf(err, errlen, "%s \"%s\" (see --help)",
+			     a[0] == '-' ? "unknown option" : "unexpected argument", a);
 			return -1;
 		}
 		const char *name = a + 2;
@@ -605,7 +606,10 @@ int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv
 		}
 		char sub[512];
 		if (set_option(cfg, o, value, sub, sizeof sub) != 0) {
-			errf(err, errlen, "--%s", sub);
+			/* Named as typed (--pool-size), not as in the file (pool_size). */
+			size_t on = strlen(o->name);
+			const char *rest = strncmp(sub, o->name, on) == 0 ? sub + on : sub;
+			errf(err, errlen, "--%.*s%s", (int)nlen, name, rest);
 			return -1;
 		}
 	}

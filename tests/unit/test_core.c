@@ -211,7 +211,10 @@ static void test_config_errors(void **state)
 	struct {
 		const char *arg, *want;
 	} cases[] = {
-		{"--pool-size=0", "out of range"},
+		{"--pool-size=0", "--pool-size: 0 is out of range"},
+		{"--pool_size=0", "--pool_size: 0 is out of range"},
+		{"--table=u=a,a", "--table \"u\": key column \"a\" given twice"},
+		{"-x", "unknown option \"-x\""},
 		{"--pool-size=abc", "not a whole number"},
 		{"--request-timeout=99999999999999999999", "out of range"},
 		{"--unix-mode=7777777777777777777777", "out of range"},
