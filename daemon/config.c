@@ -23,6 +23,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <event2/util.h>
 #include <libpq-fe.h>
@@ -480,6 +482,36 @@ static int load_token_file(struct config *cfg, char *err, size_t errlen)
 	return rc;
 }
 
+static int port_of(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+					       : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+static bool wildcard(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+/* Two listeners on one port that the kernel would refuse: the same address,
+ * or a wildcard (0.0.0.0, and [::], which takes IPv4 too) and any other. */
+static bool same_port_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (port_of(a) != port_of(b))
+		return false;
+	if (wildcard(a) || wildcard(b))
+		return true;
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+	       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+}
+
 /* Values that parse as options but could never be opened: refused here, so
  * that -t, a start and a reload all say so the same way, before anything
  * has been opened. */
@@ -487,9 +519,11 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 {
 	const char *const name[] = {"listen", "admin_listen"};
 	const char *const val[] = {cfg->listen, cfg->admin_listen};
+	struct sockaddr_storage sa[2];
 	for (int i = 0; i < 2; i++) {
 		struct sockaddr_storage ss;
 		int len = sizeof ss;
+		memset(&ss, 0, sizeof ss);
 		/* evutil reads the port with strtol and stops at junk
 		 * ("7432x" is 7432): the port must be digits to the end. */
 		const char *colon = strrchr(val[i], ':');
@@ -501,10 +535,11 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 			     name[i], val[i]);
 			return -1;
 		}
+		sa[i] = ss;
 	}
-	if (cfg->listen[0] && strcmp(cfg->listen, cfg->admin_listen) == 0) {
-		errf(err, errlen, "listen and admin_listen are both %s; they need different ports",
-		     cfg->listen);
+	if (cfg->listen[0] && cfg->admin_listen[0] && same_port_overlap(&sa[0], &sa[1])) {
+		errf(err, errlen, "listen (%s) and admin_listen (%s) would both bind port %d; "
+		     "they need different ports", cfg->listen, cfg->admin_listen, port_of(&sa[0]));
 		return -1;
 	}
 	/* A conninfo libpq cannot parse (a typo in a keyword, a stray word)

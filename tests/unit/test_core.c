@@ -215,6 +215,10 @@ static void test_config_errors(void **state)
 		{"--pool_size=0", "--pool_size: 0 is out of range"},
 		{"--table=u=a,a", "--table \"u\": key column \"a\" given twice"},
 		{"-x", "unknown option \"-x\""},
+		/* admin_listen is 127.0.0.1:7433 by default */
+		{"--listen=0.0.0.0:7433", "would both bind port 7433"},
+		{"--listen=127.0.0.1:7433", "would both bind port 7433"},
+		{"--listen=[::]:7433", "would both bind port 7433"},
 		{"--pool-size=abc", "not a whole number"},
 		{"--request-timeout=99999999999999999999", "out of range"},
 		{"--unix-mode=7777777777777777777777", "out of range"},
@@ -236,6 +240,10 @@ static void test_config_errors(void **state)
 			fail_msg("%s: got \"%s\", want \"%s\"", cases[i].arg, err, cases[i].want);
 		config_free(&cfg);
 	}
+	/* another address on the admin port is fine */
+	char *ok[] = {"gocd", "--listen=[::1]:7433", "--table=t=k", NULL};
+	assert_int_equal(config_load(&cfg, &cli, 3, ok, err, sizeof err), 0);
+	config_free(&cfg);
 	config_defaults(&cfg);
 	assert_int_equal(config_parse_text(&cfg, "pool_size = 3\nbogus line\n", "f", err, sizeof err), -1);
 	assert_non_null(strstr(err, "f:2:"));
