@@ -28,13 +28,16 @@ CREATE TABLE users (
 );
 SQL
 
+# goc's default address is the demo's default listen
+goc_addr=
+[ "$listen" = 127.0.0.1:7432 ] || goc_addr=" --addr=$listen"
 cat <<TXT
 
 gocd demo: PostgreSQL on port $port (data in $dir), table users(id, email UNIQUE, name, created_at).
 In another terminal:
 
   echo '{"op":"get_or_create","table":"users","key":{"email":"ann@example.com"},"defaults":{"name":"Ann"}}' | nc -N ${listen%:*} ${listen##*:}
-  $build/goc get-or-create users email=ann@example.com --defaults '{"name":"Ann"}'
+  $build/goc$goc_addr get-or-create users email=ann@example.com --defaults '{"name":"Ann"}'
   psql "$conninfo" -c 'TABLE users'
 
 Ctrl-C stops gocd and removes the demo database.
