@@ -2950,7 +2950,8 @@ static void test_check_mode_refuses_unopenable_addresses(void **state)
 		"is not HOST:PORT", "is not HOST:PORT", "at most 107", "no listener configured",
 		"admin_listen: \"bogus\" is not HOST:PORT",
 		"\"127.0.0.1:7433x\" is not HOST:PORT",
-		"both 127.0.0.1:7777; they need different ports",
+		"would both bind port 7777; they need different ports",
+		"would both bind port 7778; they need different ports",
 	};
 	const char *bad[][2] = {
 		{ "--listen=localhost:7432", "--admin-listen=" },
@@ -2960,6 +2961,7 @@ static void test_check_mode_refuses_unopenable_addresses(void **state)
 		{ "--listen=127.0.0.1:1", "--admin-listen=bogus" },
 		{ "--listen=127.0.0.1:7433x", "--admin-listen=" },
 		{ "--listen=127.0.0.1:7777", "--admin-listen=127.0.0.1:7777" },
+		{ "--listen=0.0.0.0:7778", "--admin-listen=127.0.0.1:7778" },
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		for (int check_only = 0; check_only <= 1; check_only++) {
