@@ -405,9 +405,14 @@ void goc_run(struct req *r, enum goc_phase phase)
 	}
 	r->phase = phase;
 	if (r->batchable) {
-		/* A skipped lookup stays PHASE_LOOKUP: batch_next knows it by that. */
-		bool sel = phase != PHASE_INSERT && !batch_skip_lookup(r);
-		if (batch_enqueue(r, sel) == 0)
+		/* A skipped lookup stays PHASE_LOOKUP: batch_next knows it by that.
+		 * A batch finds which request created a row by the key in the
+		 * row, which a BEFORE INSERT trigger may have changed (the row
+		 * would be created and nobody told, the request answered an
+		 * error): on such a table only lookups are batched. */
+		bool trig = r->table->insert_trigger;
+		bool sel = phase != PHASE_INSERT && (trig || !batch_skip_lookup(r));
+		if ((sel || !trig) && batch_enqueue(r, sel) == 0)
 			return;
 	}
 	if (submit(r, first_step(phase), phase != PHASE_LOOKUP) != 0)

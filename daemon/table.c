@@ -74,7 +74,11 @@ const char table_catalog_sql[] =
 	"    (SELECT DISTINCT pg_get_serial_sequence(c.oid::regclass::text, a.attname)::regclass AS s"
 	"      FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
 	"       AND a.attidentity = '') q"
-	"    WHERE q.s IS NOT NULL AND NOT has_sequence_privilege(q.s, 'USAGE')))"
+	"    WHERE q.s IS NOT NULL AND NOT has_sequence_privilege(q.s, 'USAGE'))),"
+	/* a BEFORE INSERT FOR EACH ROW trigger (tgtype bits ROW|BEFORE|INSERT)
+	 * that fires, here or on a partition: see struct table's insert_trigger */
+	" EXISTS (SELECT FROM (SELECT c.oid UNION ALL SELECT relid FROM pg_partition_tree(c.oid::regclass)) p(r)"
+	"   JOIN pg_trigger g ON g.tgrelid = p.r WHERE g.tgenabled <> 'D' AND (g.tgtype & 7) = 7)"
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
 	" WHERE c.oid = to_regclass($1)";
 
@@ -727,6 +731,11 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	}
 	t->index_name = strdup(found);
 	t->nulls_not_distinct = nnd;
+	bool trig = PQgetvalue(res, 0, 6)[0] == 't';
+	if (trig && (!t->ready || !t->insert_trigger))
+		log_info("table \"%s\": a BEFORE INSERT row trigger may change a key, so its inserts "
+			 "run one request at a time, not in batches", tc->name);
+	t->insert_trigger = trig;
 	json_decref(idx);
 
 	build_sql(t);

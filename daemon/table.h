@@ -40,6 +40,10 @@ struct table {
 	int ncols;
 	int key_col[32];               /* index into cols, per conf->cols order */
 	bool nulls_not_distinct;
+	/* A BEFORE INSERT row trigger (on the table or a partition) may change
+	 * the key or skip the row: a batch, which matches inserted rows to
+	 * requests by key, could not tell who created a row (goc.c). */
+	bool insert_trigger;
 	char *index_name;
 	char *sql_select;              /* all-non-null key lookup, for preparing */
 	char *sql_insert_key;          /* insert of key columns only, for preparing */

@@ -1897,6 +1897,65 @@ static enum goc_err batch_expect(int j, const char **age)
 	}
 }
 
+#define TRIG_CONNS 4
+#define TRIG_PER_CONN 40
+
+/*
+ * A BEFORE INSERT trigger that changes the key (here: lower-cases it).  A
+ * batch matched the rows it inserted to its requests by key, so it missed
+ * every such row: the rows were created, nobody was told created:true, and
+ * each request was answered `internal`, which says nothing was written.
+ * Each request that creates a row must be told so, batched or not.
+ */
+static void test_trigger_changing_key_in_batches(void **state)
+{
+	/* (not in SCHEMA, which is split at every semicolon) */
+	assert_int_equal(tpg_exec(
+		"CREATE TABLE trigk(id bigserial primary key, k text not null unique, n int);"
+		"CREATE FUNCTION trigk_lower() RETURNS trigger LANGUAGE plpgsql AS"
+		"  $$BEGIN NEW.k := lower(NEW.k); RETURN NEW; END$$;"
+		"CREATE TRIGGER trigk_lower BEFORE INSERT ON trigk FOR EACH ROW"
+		"  EXECUTE FUNCTION trigk_lower();"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *cl[TRIG_CONNS];
+	for (int i = 0; i < TRIG_CONNS; i++)
+		cl[i] = connect_to(g);
+	for (int i = 0; i < TRIG_CONNS; i++) {
+		char buf[TRIG_PER_CONN * 128];
+		size_t len = 0;
+		for (int j = 0; j < TRIG_PER_CONN; j++)
+			len += (size_t)snprintf(buf + len, sizeof buf - len,
+				"{\"op\":\"get_or_create\",\"table\":\"trigk\","
+				"\"key\":{\"k\":\"Trig-%d-%d\"},\"defaults\":{\"n\":%d}}\n", i, j, j);
+		assert_int_equal(tclient_send(cl[i], buf, len), 0);
+	}
+	for (int i = 0; i < TRIG_CONNS; i++)
+		for (int j = 0; j < TRIG_PER_CONN; j++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || !r.created)
+				print_error("conn %d req %d: expected created, got %s\n", i, j,
+					    tclient_last(cl[i]));
+			assert_true(r.ok);
+			assert_true(r.created);
+			char want[64];
+			snprintf(want, sizeof want, "trig-%d-%d", i, j);
+			assert_string_equal(row_str(&r, "k"), want);
+			assert_int_equal(row_int(&r, "n"), j);
+			codec_response_free(&r);
+		}
+	assert_int_equal(tpg_count("SELECT count(*) FROM trigk WHERE k LIKE 'trig-%%'"),
+			 TRIG_CONNS * TRIG_PER_CONN);
+	/* the key as the trigger stored it is found */
+	struct goc_response r;
+	call_ok(cl[0], "{\"op\":\"get_or_create\",\"table\":\"trigk\",\"key\":{\"k\":\"trig-0-0\"}}", &r);
+	assert_false(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /*
  * With one pool connection, concurrent requests of the same shape are sent
  * as one statement.  A bad value or a CHECK failure in one of them must
@@ -3022,6 +3081,7 @@ int main(void)
 		T(test_keyword_column_names),
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
+		T(test_trigger_changing_key_in_batches),
 		T(test_value_errors_that_look_like_schema_errors),
 		T(test_renamed_column_type_is_reread),
 		T(test_commit_failure_isolated),
