@@ -63,9 +63,11 @@ const char table_catalog_sql[] =
 	"                    JOIN pg_collation ic ON ic.oid = i.indcollation[k]"
 	"                    JOIN pg_collation ac ON ac.oid = a.attcollation"
 	"                    WHERE ic.oid <> ac.oid AND NOT (ic.collisdeterministic AND ac.collisdeterministic)"
-	"                    LIMIT 1)))"
+	"                    LIMIT 1),"
+	/* deferrable: not an arbiter, and ON CONFLICT refuses to run beside it */
+	"                  i.indimmediate))"
 	"    FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid"
-	"     AND i.indisready AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL)::text,"
+	"     AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL)::text,"
 	/* what this role lacks for get_or_create: a warning, see below */
 	" concat_ws(', ',"
 	"  CASE WHEN NOT has_table_privilege(c.oid, 'SELECT') THEN 'SELECT on ' || c.oid::regclass::text END,"
@@ -677,7 +679,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 
 	/* Find a unique index whose column set is exactly the key. */
 	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-	const char *found = NULL, *collation = NULL;
+	const char *found = NULL, *collation = NULL, *deferrable = NULL;
 	bool nnd = false;
 	for (size_t i = 0; i < json_array_size(idx); i++) {
 		json_t *ix = json_array_get(idx, i);
@@ -704,6 +706,13 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			collation = json_string_value(json_array_get(ix, 3));
 			continue;
 		}
+		/* ON CONFLICT (key) infers every such index as an arbiter, and
+		 * fails every statement ("does not support deferrable unique
+		 * constraints") when one is deferrable, however good the others. */
+		if (json_is_false(json_array_get(ix, 4))) {
+			deferrable = json_string_value(json_array_get(ix, 0));
+			continue;
+		}
 		if (found == NULL)
 			found = json_string_value(json_array_get(ix, 0));
 		/* Any NULLS NOT DISTINCT arbiter makes a NULL key conflict. */
@@ -718,6 +727,15 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			 "differently from the column, so lookups and the index would disagree on which "
 			 "keys are equal. Fix: give the index the column's collation, or the column the index's",
 			 tc->name, collation);
+		json_decref(idx);
+		return fail(t, "%s", why);
+	}
+	if (deferrable != NULL) {
+		char why[512];
+		snprintf(why, sizeof why, "table \"%s\": unique index %s on the key is deferrable, and "
+			 "INSERT ... ON CONFLICT refuses to run on a key with a deferrable constraint. Fix: "
+			 "make it NOT DEFERRABLE (ALTER TABLE ... ALTER CONSTRAINT ... NOT DEFERRABLE), or drop it",
+			 tc->name, deferrable);
 		json_decref(idx);
 		return fail(t, "%s", why);
 	}

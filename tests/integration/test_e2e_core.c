@@ -2909,6 +2909,31 @@ static void test_startup_check_bounded_when_postgres_never_answers(void **state)
 	harness_pass();
 }
 
+/*
+ * A good unique index on the key beside a deferrable unique constraint on
+ * the same columns: ON CONFLICT (k) takes both as arbiters and fails every
+ * statement with 55000, so a table gocd (and -t) accepted answered every
+ * get_or_create 'internal'.  It must be refused up front, like a collation.
+ */
+static void test_refuses_key_with_deferrable_constraint(void **state)
+{
+	assert_int_equal(tpg_exec("CREATE TABLE defk(id bigserial primary key, k text not null);"
+				  "CREATE UNIQUE INDEX defk_k ON defk (k);"
+				  "ALTER TABLE defk ADD CONSTRAINT defk_k_d UNIQUE (k) DEFERRABLE;"), 0);
+	for (int check_only = 0; check_only < 2; check_only++) {
+		char *out = NULL;
+		int rc = run_gocd_with_table("--table=defk=k", check_only, &out);
+		const char *want = "unique index defk_k_d on the key is deferrable";
+		if (rc != 1 || out == NULL || strstr(out, want) == NULL)
+			print_error("%sdefk: exit %d, output:\n%s\n", check_only ? "-t " : "", rc,
+				    out ? out : "(none)");
+		assert_int_equal(rc, 1);
+		assert_non_null(strstr(out, want));
+		free(out);
+	}
+	harness_pass();
+}
+
 static void test_check_mode_accepts_good_config(void **state)
 {
 	char pg[200];
@@ -3097,6 +3122,7 @@ int main(void)
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
 		T(test_refuses_index_with_another_collation),
+		T(test_refuses_key_with_deferrable_constraint),
 		T(test_startup_check_bounded_when_postgres_never_answers),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
