@@ -1900,6 +1900,11 @@ static enum goc_err batch_expect(int j, const char **age)
 #define TRIG_CONNS 4
 #define TRIG_PER_CONN 40
 
+/* Pipelined get_or_create of new mixed-case keys over TRIG_CONNS connections
+ * (batches, with one pool connection): each must be told created:true with
+ * the row the trigger lower-cased. */
+static void trig_batch_all_created(struct tgocd *g, const char *table);
+
 /*
  * A BEFORE INSERT trigger that changes the key (here: lower-cases it).  A
  * batch matched the rows it inserted to its requests by key, so it missed
@@ -1918,6 +1923,55 @@ static void test_trigger_changing_key_in_batches(void **state)
 		"  EXECUTE FUNCTION trigk_lower();"), 0);
 	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk=k", "--pool-size=1", NULL);
 	assert_non_null(g);
+	trig_batch_all_created(g, "trigk");
+	/* the key as the trigger stored it is found */
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"trigk\",\"key\":{\"k\":\"trig-0-0\"}}", &r);
+	assert_false(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/* A trigger created while gocd runs: a reload (SIGHUP) is how it is seen. */
+static void test_trigger_added_then_reload(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"CREATE TABLE trigk2(id bigserial primary key, k text not null unique, n int);"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk2=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	/* the pool connection is up and has read the catalog: no reconnect
+	 * would see the trigger by itself */
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"trigk2\",\"key\":{\"k\":\"warm\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_exec(
+		"CREATE FUNCTION trigk2_lower() RETURNS trigger LANGUAGE plpgsql AS"
+		"  $$BEGIN NEW.k := lower(NEW.k); RETURN NEW; END$$;"
+		"CREATE TRIGGER trigk2_lower BEFORE INSERT ON trigk2 FOR EACH ROW"
+		"  EXECUTE FUNCTION trigk2_lower();"), 0);
+	tgocd_signal(g, SIGHUP);
+	bool seen = false;
+	for (int i = 0; i < 100 && !seen; i++) {
+		char *log = tgocd_log(g);
+		seen = log && strstr(log, "table \"trigk2\": a BEFORE INSERT row trigger") != NULL;
+		free(log);
+		if (!seen)
+			harness_sleep_ms(50);
+	}
+	if (!seen)
+		tgocd_print_log(g);
+	assert_true(seen);
+	trig_batch_all_created(g, "trigk2");
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+static void trig_batch_all_created(struct tgocd *g, const char *table)
+{
 	struct tclient *cl[TRIG_CONNS];
 	for (int i = 0; i < TRIG_CONNS; i++)
 		cl[i] = connect_to(g);
@@ -1926,8 +1980,8 @@ static void test_trigger_changing_key_in_batches(void **state)
 		size_t len = 0;
 		for (int j = 0; j < TRIG_PER_CONN; j++)
 			len += (size_t)snprintf(buf + len, sizeof buf - len,
-				"{\"op\":\"get_or_create\",\"table\":\"trigk\","
-				"\"key\":{\"k\":\"Trig-%d-%d\"},\"defaults\":{\"n\":%d}}\n", i, j, j);
+				"{\"op\":\"get_or_create\",\"table\":\"%s\","
+				"\"key\":{\"k\":\"Trig-%d-%d\"},\"defaults\":{\"n\":%d}}\n", table, i, j, j);
 		assert_int_equal(tclient_send(cl[i], buf, len), 0);
 	}
 	for (int i = 0; i < TRIG_CONNS; i++)
@@ -1945,15 +1999,10 @@ static void test_trigger_changing_key_in_batches(void **state)
 			assert_int_equal(row_int(&r, "n"), j);
 			codec_response_free(&r);
 		}
-	assert_int_equal(tpg_count("SELECT count(*) FROM trigk WHERE k LIKE 'trig-%%'"),
+	assert_int_equal(tpg_count("SELECT count(*) FROM %s WHERE k LIKE 'trig-%%'", table),
 			 TRIG_CONNS * TRIG_PER_CONN);
-	/* the key as the trigger stored it is found */
-	struct goc_response r;
-	call_ok(cl[0], "{\"op\":\"get_or_create\",\"table\":\"trigk\",\"key\":{\"k\":\"trig-0-0\"}}", &r);
-	assert_false(r.created);
-	codec_response_free(&r);
-	assert_int_equal(tgocd_stop(g), 0);
-	harness_pass();
+	for (int i = 0; i < TRIG_CONNS; i++)
+		tclient_close(cl[i]);
 }
 
 /*
@@ -3107,6 +3156,7 @@ int main(void)
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
 		T(test_trigger_changing_key_in_batches),
+		T(test_trigger_added_then_reload),
 		T(test_value_errors_that_look_like_schema_errors),
 		T(test_renamed_column_type_is_reread),
 		T(test_commit_failure_isolated),
