@@ -51,6 +51,14 @@
 #include "table.h"
 
 #define MAX_ROUNDS 8 /* insert/reselect loops when rows vanish under us */
+/* Each insert of the loop wrote nothing (it met a row, or a trigger
+ * dropped it), and no read found the row it met.  A key's row that keeps
+ * vanishing is rare; a row this role cannot see, or one whose key a
+ * trigger rewrote, is not. */
+#define ROW_NOT_READ_BACK \
+	"no row for this key could be read back after inserts that wrote nothing (deleted " \
+	"concurrently, hidden by a row-level security policy, or its key changed or the row " \
+	"dropped by a trigger); this request wrote nothing"
 #define XACT_RECHECKS 3 /* committed, row not (yet) visible: ask again this often */
 #define XACT_LAST_ASK_MS 40 /* "in progress": the last ask, this long before the deadline (2 janitor ticks) */
 
@@ -427,8 +435,7 @@ void goc_select_missed(struct req *r)
 		goc_run(r, PHASE_INSERT);
 	else if (++r->rounds >= MAX_ROUNDS)
 		finish_error(r, GOC_E_INTERNAL,
-			     "the row for this key disappeared between insert and read "
-			     "repeatedly (deleted concurrently?)");
+			     ROW_NOT_READ_BACK);
 	else
 		goc_run(r, PHASE_INSERT);
 }
@@ -644,8 +651,7 @@ static void on_result(struct pgjob *job, const PGresult *res,
 			finish_row(r, row, len, false);
 		else if (++r->rounds >= MAX_ROUNDS)
 			finish_error(r, GOC_E_INTERNAL,
-				     "the row for this key disappeared between insert and read "
-				     "repeatedly (deleted concurrently?)");
+				     ROW_NOT_READ_BACK);
 		else
 			submit_insert(r);
 		return;

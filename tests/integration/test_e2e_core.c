@@ -1934,6 +1934,42 @@ static void test_trigger_changing_key_in_batches(void **state)
 	harness_pass();
 }
 
+/*
+ * A trigger that drops some rows (RETURN NULL): the insert writes nothing,
+ * the re-read finds nothing, and after a few rounds the request is answered
+ * internal.  The answer used to blame a concurrent delete only; it names
+ * the likelier causes now, and says nothing was written - which is checked.
+ */
+static void test_row_dropped_by_trigger_is_explained(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"CREATE TABLE trigdrop(id bigserial primary key, k text not null unique);"
+		"CREATE FUNCTION trigdrop_f() RETURNS trigger LANGUAGE plpgsql AS"
+		"  $$BEGIN IF NEW.k LIKE 'drop%%' THEN RETURN NULL; END IF; RETURN NEW; END$$;"
+		"CREATE TRIGGER trigdrop_t BEFORE INSERT ON trigdrop FOR EACH ROW"
+		"  EXECUTE FUNCTION trigdrop_f();"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigdrop=k", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"trigdrop\","
+				      "\"key\":{\"k\":\"drop-me\"}}", &r), 0);
+	if (r.ok || r.code != GOC_E_INTERNAL || strstr(r.message, "dropped by a trigger") == NULL ||
+	    strstr(r.message, "this request wrote nothing") == NULL)
+		print_error("a row the trigger drops: %s\n", tclient_last(c));
+	assert_int_equal(r.code, GOC_E_INTERNAL);
+	assert_non_null(strstr(r.message, "dropped by a trigger"));
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM trigdrop"), 0);
+	/* and the table serves the rows the trigger keeps */
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"trigdrop\",\"key\":{\"k\":\"kept\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* A trigger created while gocd runs: a reload (SIGHUP) is how it is seen. */
 static void test_trigger_added_then_reload(void **state)
 {
@@ -3157,6 +3193,7 @@ int main(void)
 		T(test_batches_isolate_failures),
 		T(test_trigger_changing_key_in_batches),
 		T(test_trigger_added_then_reload),
+		T(test_row_dropped_by_trigger_is_explained),
 		T(test_value_errors_that_look_like_schema_errors),
 		T(test_renamed_column_type_is_reread),
 		T(test_commit_failure_isolated),
