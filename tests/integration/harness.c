@@ -653,6 +653,23 @@ int harness_free_port(void)
 	return port;
 }
 
+int harness_listen_loopback(int backlog, int *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof a;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, backlog) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &alen) != 0) {
+		close(fd);
+		return -1;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
 int harness_tcp_fd(int port, int rcvbuf)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -981,6 +998,17 @@ void tgocd_print_log(const struct tgocd *g)
 char *tgocd_log(const struct tgocd *g)
 {
 	return harness_read_file(g->log_path);
+}
+
+char *tgocd_wait_log(const struct tgocd *g, const char *needle, int timeout_ms)
+{
+	char *log = tgocd_log(g);
+	for (int waited = 0; strstr(log, needle) == NULL && waited < timeout_ms; waited += 20) {
+		harness_sleep_ms(20);
+		free(log);
+		log = tgocd_log(g);
+	}
+	return log;
 }
 
 int tgocd_run(char **output, int timeout_ms, const char *const *args)

@@ -104,6 +104,10 @@ bool harness_gocd_instrumented(void);
 /* A blocking TCP socket connected to 127.0.0.1:port, for tests that need
  * the raw socket (rcvbuf > 0: that SO_RCVBUF); -1 on failure. */
 int harness_tcp_fd(int port, int rcvbuf);
+/* A socket listening on 127.0.0.1 at a port the kernel picks (*port), for
+ * tests that play a server (a PostgreSQL that never answers, a relay);
+ * -1 on failure. */
+int harness_listen_loopback(int backlog, int *port);
 /* Whole file as a malloc'd string ("" when missing). */
 char *harness_read_file(const char *path);
 
@@ -142,6 +146,10 @@ long tgocd_status_kb(const struct tgocd *g, const char *field);
 void tgocd_print_log(const struct tgocd *g);
 /* The log so far as a malloc'd string. */
 char *tgocd_log(const struct tgocd *g);
+/* The log as soon as it holds needle, or as it is after timeout_ms (the
+ * caller checks); malloc'd.  For what gocd logs after an event it was
+ * sent (a signal, a reload) and before anything a test can wait on. */
+char *tgocd_wait_log(const struct tgocd *g, const char *needle, int timeout_ms);
 
 /*
  * Run gocd with exactly these arguments (no --listen/--postgres added) to

@@ -231,15 +231,11 @@ static void test_refused_connection_is_a_failed_run(void **state)
  */
 static void test_no_answer_at_all_is_a_failed_run(void **state)
 {
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET};
-	socklen_t alen = sizeof sa;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-	assert_int_equal(listen(lfd, 16), 0); /* the backlog completes connects */
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &alen), 0);
+	int lport;
+	int lfd = harness_listen_loopback(16, &lport); /* the backlog completes connects */
+	assert_true(lfd >= 0);
 	char a[64];
-	snprintf(a, sizeof a, "--addr=127.0.0.1:%d", ntohs(sa.sin_port));
+	snprintf(a, sizeof a, "--addr=127.0.0.1:%d", lport);
 	json_t *r;
 	int rc = bench_run(&r, a, "--connections=2", "--duration=1", "--drain-timeout=1", "--quiet",
 			   NULL);

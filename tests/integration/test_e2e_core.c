@@ -1990,14 +1990,9 @@ static void test_trigger_added_then_reload(void **state)
 		"CREATE TRIGGER trigk2_lower BEFORE INSERT ON trigk2 FOR EACH ROW"
 		"  EXECUTE FUNCTION trigk2_lower();"), 0);
 	tgocd_signal(g, SIGHUP);
-	bool seen = false;
-	for (int i = 0; i < 100 && !seen; i++) {
-		char *log = tgocd_log(g);
-		seen = log && strstr(log, "table \"trigk2\": a BEFORE INSERT row trigger") != NULL;
-		free(log);
-		if (!seen)
-			harness_sleep_ms(50);
-	}
+	char *log = tgocd_wait_log(g, "table \"trigk2\": a BEFORE INSERT row trigger", 5000);
+	bool seen = strstr(log, "table \"trigk2\": a BEFORE INSERT row trigger") != NULL;
+	free(log);
 	if (!seen)
 		tgocd_print_log(g);
 	assert_true(seen);
@@ -2966,17 +2961,13 @@ static pid_t mute_postgres(int lfd)
  */
 static void test_startup_check_bounded_when_postgres_never_answers(void **state)
 {
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t alen = sizeof a;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(lfd, 16), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	int lport;
+	int lfd = harness_listen_loopback(16, &lport);
+	assert_true(lfd >= 0);
 	pid_t mute = mute_postgres(lfd);
 	char pg[200], listen_arg[64];
 	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres "
-		 "sslmode=disable gssencmode=disable", ntohs(a.sin_port));
+		 "sslmode=disable gssencmode=disable", lport);
 	snprintf(listen_arg, sizeof listen_arg, "--listen=127.0.0.1:%d", harness_free_port());
 	const char *args[] = { "-t", listen_arg, pg, "--admin-listen=", "--table=users=email",
 			       "--connect-timeout=1500", NULL };
@@ -3082,14 +3073,7 @@ static void test_failed_catalog_lookup_keeps_the_table(void **state)
 	assert_int_equal(tpg_exec("REVOKE EXECUTE ON FUNCTION pg_catalog.to_regclass(text) FROM PUBLIC;"
 				  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
 				  " WHERE usename = 'gocd_cat'"), 0);
-	char *log = NULL;
-	for (int waited = 0; waited < 10000; waited += 50) {
-		free(log);
-		log = tgocd_log(g);
-		if (strstr(log, "catalog lookup failed"))
-			break;
-		harness_sleep_ms(50);
-	}
+	char *log = tgocd_wait_log(g, "catalog lookup failed", 10000);
 	bool failed = strstr(log, "catalog lookup failed") != NULL;
 	free(log);
 	int rc = tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"race2\",\"key\":{\"k\":\"cat-2\"}}", &r);

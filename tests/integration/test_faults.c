@@ -1207,14 +1207,9 @@ static void relay_loop(int lfd, int pgport)
 /* Start the relay; its port. */
 static int relay_start(void)
 {
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	int lport;
+	int lfd = harness_listen_loopback(16, &lport);
 	assert_true(lfd >= 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	socklen_t len = sizeof a;
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(lfd, 16), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
 	relay_pid = fork();
 	assert_true(relay_pid >= 0);
 	if (relay_pid == 0) {
@@ -1222,7 +1217,7 @@ static int relay_start(void)
 		_exit(0);
 	}
 	close(lfd);
-	return ntohs(a.sin_port);
+	return lport;
 }
 
 static void relay_stop(void)

@@ -932,14 +932,9 @@ static void test_sigusr_is_logged_and_ignored(void **state)
 	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"ops_slow\",\"key\":{\"k\":\"usr\"}}", &r);
 	codec_response_free(&r);
 	assert_true(tgocd_alive(g));
-	char *log = NULL;
-	for (int i = 0; i < 100; i++) { /* the log line may trail the answer */
-		free(log);
-		log = tgocd_log(g);
-		if (strstr(log, "SIGUSR1 ignored") && strstr(log, "SIGUSR2 ignored"))
-			break;
-		harness_sleep_ms(20);
-	}
+	/* the log lines may trail the answer */
+	free(tgocd_wait_log(g, "SIGUSR1 ignored", 2000));
+	char *log = tgocd_wait_log(g, "SIGUSR2 ignored", 2000);
 	if (strstr(log, "SIGUSR1 ignored") == NULL || strstr(log, "SIGUSR2 ignored") == NULL)
 		fail_msg("no 'ignored' line for each signal in the log:\n%s", log);
 	free(log);

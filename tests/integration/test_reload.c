@@ -231,14 +231,7 @@ static void test_reload_rotates_auth_token_file(void **state)
 	/* the file gone: the reload fails, the running token stays */
 	assert_int_equal(unlink(token_path), 0);
 	tgocd_signal(g, SIGHUP);
-	char *log = NULL;
-	for (int i = 0; i < 200; i++) {
-		free(log);
-		log = tgocd_log(g);
-		if (strstr(log, "auth_token_file: cannot open"))
-			break;
-		harness_sleep_ms(50);
-	}
+	char *log = tgocd_wait_log(g, "auth_token_file: cannot open", 10000);
 	assert_non_null(strstr(log, "reload failed, keeping the running configuration"));
 	assert_null(strstr(log, "second-token"));
 	free(log);
@@ -248,14 +241,7 @@ static void test_reload_rotates_auth_token_file(void **state)
 	 * serving (opening it used to block the loop until a writer came) */
 	assert_int_equal(mkfifo(token_path, 0600), 0);
 	tgocd_signal(g, SIGHUP);
-	log = NULL;
-	for (int i = 0; i < 100; i++) {
-		free(log);
-		log = tgocd_log(g);
-		if (strstr(log, "is not a regular file"))
-			break;
-		harness_sleep_ms(50);
-	}
+	log = tgocd_wait_log(g, "is not a regular file", 5000);
 	if (!strstr(log, "is not a regular file"))
 		print_error("a FIFO as auth_token_file: %s\n", log);
 	assert_non_null(strstr(log, "is not a regular file"));
@@ -438,16 +424,12 @@ static pid_t hup_children_later(pid_t parent, int delay_ms)
 static void test_hup_during_startup_check_reloads_after(void **state)
 {
 	(void)state;
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t alen = sizeof a;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(lfd, 16), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	int lport;
+	int lfd = harness_listen_loopback(16, &lport);
+	assert_true(lfd >= 0);
 	char pg[160];
 	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
-		 ntohs(a.sin_port));
+		 lport);
 	write_conf("table = rl_a=k\n");
 	pid_t hupper = hup_children_later(getpid(), 500);
 	struct tgocd *g = tgocd_start("-c", conf_path, pg, "--connect-timeout=1500", NULL);
@@ -474,16 +456,12 @@ static void test_hup_during_startup_check_reloads_after(void **state)
 static void test_reload_applies_connect_timeout(void **state)
 {
 	(void)state;
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t alen = sizeof a;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(lfd, 64), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	int lport;
+	int lfd = harness_listen_loopback(64, &lport);
+	assert_true(lfd >= 0);
 	char pg[160];
 	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres",
-		 ntohs(a.sin_port));
+		 lport);
 	write_conf("table = rl_a=k\nlog_level = debug\nconnect_timeout = 200\n");
 	struct tgocd *g = tgocd_start("-c", conf_path, pg, NULL);
 	assert_non_null(g);
@@ -491,13 +469,9 @@ static void test_reload_applies_connect_timeout(void **state)
 	tgocd_signal(g, SIGHUP);
 	/* attempts under way keep 200 ms; the next ones (backoff <= 1 s) get
 	 * 1700 ms */
-	bool applied = false;
-	for (int i = 0; i < 80 && !applied; i++) {
-		harness_sleep_ms(100);
-		char *log = tgocd_log(g);
-		applied = strstr(log, "within connect_timeout (1700 ms)") != NULL;
-		free(log);
-	}
+	char *log = tgocd_wait_log(g, "within connect_timeout (1700 ms)", 8000);
+	bool applied = strstr(log, "within connect_timeout (1700 ms)") != NULL;
+	free(log);
 	close(lfd);
 	if (!applied)
 		tgocd_print_log(g);
