@@ -721,23 +721,19 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			found = json_string_value(json_array_get(ix, 0));
 		}
 	}
-	if (collation != NULL) {
-		char why[512];
-		snprintf(why, sizeof why, "table \"%s\": its unique index on the key compares %s "
-			 "differently from the column, so lookups and the index would disagree on which "
-			 "keys are equal. Fix: give the index the column's collation, or the column the index's",
-			 tc->name, collation);
+	if (collation != NULL || deferrable != NULL) {
+		/* before json_decref: both point into idx */
+		int rc = collation != NULL
+			? fail(t, "table \"%s\": its unique index on the key compares %s differently "
+			       "from the column, so lookups and the index would disagree on which keys "
+			       "are equal. Fix: give the index the column's collation, or the column the "
+			       "index's", tc->name, collation)
+			: fail(t, "table \"%s\": unique index %s on the key is deferrable, and INSERT ... "
+			       "ON CONFLICT refuses to run on a key with a deferrable constraint. Fix: make "
+			       "it NOT DEFERRABLE (ALTER TABLE ... ALTER CONSTRAINT ... NOT DEFERRABLE), or "
+			       "drop it", tc->name, deferrable);
 		json_decref(idx);
-		return fail(t, "%s", why);
-	}
-	if (deferrable != NULL) {
-		char why[512];
-		snprintf(why, sizeof why, "table \"%s\": unique index %s on the key is deferrable, and "
-			 "INSERT ... ON CONFLICT refuses to run on a key with a deferrable constraint. Fix: "
-			 "make it NOT DEFERRABLE (ALTER TABLE ... ALTER CONSTRAINT ... NOT DEFERRABLE), or drop it",
-			 tc->name, deferrable);
-		json_decref(idx);
-		return fail(t, "%s", why);
+		return rc;
 	}
 	if (found == NULL) {
 		json_decref(idx);
