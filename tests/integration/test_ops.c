@@ -921,9 +921,8 @@ static void test_slow_request_logged_with_op_table_latency_outcome(void **state)
 static void test_sigusr_is_logged_and_ignored(void **state)
 {
 	(void)state;
-	int ap;
-	struct tgocd *g = start_with_admin(&ap, NULL);
-	wait_health(ap, 200);
+	struct tgocd *g = tgocd_start(OPS_TABLES, "--admin-listen=", NULL);
+	assert_non_null(g);
 	struct tclient *c = tclient_tcp(g->port);
 	assert_non_null(c);
 	struct goc_response r;
