@@ -281,7 +281,9 @@ static int submit(struct req *r, enum req_step step, bool urgent)
 static void submit_insert(struct req *r)
 {
 	const char *why = table_unusable(r->table, r->layout);
-	if (why != NULL)
+	if (r->answered)
+		finish_error(r, GOC_E_TIMEOUT, ""); /* no new statement: see goc_run */
+	else if (why != NULL)
 		finish_error(r, GOC_E_UNAVAILABLE, why);
 	else if (submit(r, STEP_INSERT, true) != 0)
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
@@ -960,13 +962,13 @@ void goc_on_timeout(struct req *r)
 		r->busy = false;
 		return;
 	}
-	/* Still queued for a connection and nobody waits on its result: the
-	 * work is pointless now, drop it rather than add to an overload. */
-	if (r->busy && locktab_nwaiters(&r->lock) == 0 &&
-	    ((r->step == STEP_QUEUED && batch_cancel(r)) ||
-	     (r->job.queued && pgpool_cancel(&r->job)))) {
-		if (r->lock.ent)
-			locktab_release(&r->lock);
+	/* Still queued for a connection: it is answered timeout now, and no
+	 * statement may start for it after that (see goc_run) - it would
+	 * create a row nobody is told created:true.  Dropped; a waiter behind
+	 * it runs its own request. */
+	if (r->busy && ((r->step == STEP_QUEUED && batch_cancel(r)) ||
+			(r->job.queued && pgpool_cancel(&r->job)))) {
+		release_to_next(r);
 		r->step = STEP_NONE;
 		r->busy = false;
 	}

@@ -1882,6 +1882,73 @@ static void test_timed_out_requests_are_not_split_again(void **state)
 	harness_pass();
 }
 
+/*
+ * No statement starts for a request once it was answered timeout, also
+ * when it was still waiting for a connection then (with a request for its
+ * key waiting behind it), or when its lookup ran late: each went on to
+ * insert after its caller had been told timeout, and the caller's retry
+ * got created:false for a row nobody heard created:true for.  The one
+ * pool backend is frozen while "late-x" is looked up; "late-b" queues
+ * for the connection, and a second "late-b" waits behind it.
+ */
+static void test_no_statement_after_timeout_answer(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_after;"
+				  "CREATE TABLE f_after(id bigserial primary key, k text not null unique)"), 0);
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_after=k", "--pool-size=1",
+				      "--request-timeout=600", NULL);
+	assert_non_null(g);
+	struct tclient *x = tclient_tcp(g->port), *b = tclient_tcp(g->port), *w = tclient_tcp(g->port);
+	assert_non_null(x);
+	assert_non_null(b);
+	assert_non_null(w);
+	struct goc_response r;
+	assert_int_equal(tclient_call(x, "{\"op\":\"get_or_create\",\"table\":\"f_after\","
+				      "\"key\":{\"k\":\"late-warm\"}}", &r), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	long long pid = tpg_count("SELECT pid FROM pg_stat_activity WHERE application_name = 'gocd'");
+	assert_true(pid > 0);
+	frozen[nfrozen++] = (pid_t)pid; /* thawed at teardown whatever happens */
+	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+	assert_int_equal(tclient_sendf(x, "{\"op\":\"get_or_create\",\"table\":\"f_after\","
+				       "\"key\":{\"k\":\"late-x\"}}\n"), 0);
+	harness_sleep_ms(50);
+	assert_int_equal(tclient_sendf(b, "{\"op\":\"get_or_create\",\"table\":\"f_after\","
+				       "\"key\":{\"k\":\"late-b\"}}\n"), 0);
+	harness_sleep_ms(50);
+	assert_int_equal(tclient_sendf(w, "{\"op\":\"get_or_create\",\"table\":\"f_after\","
+				       "\"key\":{\"k\":\"late-b\"}}\n"), 0);
+	struct tclient *all[3] = {x, b, w};
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(tclient_recv(all[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.ok || r.code != GOC_E_TIMEOUT)
+			print_error("request %d while frozen: %s\n", i, tclient_last(all[i]));
+		assert_int_equal(r.code, GOC_E_TIMEOUT);
+		codec_response_free(&r);
+	}
+	pg_thaw();
+	/* the lookup's answer, and what inserts would follow it */
+	harness_sleep_ms(500);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_after WHERE k IN ('late-x', 'late-b')"), 0);
+	/* The callers' retries are the ones that create the rows. */
+	const char *const key[2] = {"late-x", "late-b"};
+	for (int i = 0; i < 2; i++) {
+		char req[160];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"f_after\","
+			 "\"key\":{\"k\":\"%s\"}}", key[i]);
+		assert_int_equal(tclient_call(all[i], req, &r), 0);
+		if (!r.ok || !r.created)
+			print_error("the retry of %s: %s\n", key[i], tclient_last(all[i]));
+		assert_true(r.ok && r.created);
+		codec_response_free(&r);
+	}
+	for (int i = 0; i < 3; i++)
+		tclient_close(all[i]);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1893,6 +1960,7 @@ int main(void)
 		T(test_schema_changes),
 		T(test_columns_move_under_a_request),
 		T(test_timed_out_requests_are_not_split_again),
+		T(test_no_statement_after_timeout_answer),
 		T(test_lost_commit_with_two_spellings),
 		T(test_lost_commit_answer),
 		T(test_lost_commit_key_renamed),
