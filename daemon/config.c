@@ -495,16 +495,36 @@ static bool wildcard(const struct sockaddr_storage *ss)
 	return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
 }
 
-/* Two listeners on one port that the kernel would refuse: the same address,
- * or a wildcard (0.0.0.0, and [::], which takes IPv4 too) and any other. */
-static bool same_port_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+/* [::ffff:a.b.c.d] is bound as the IPv4 address a.b.c.d. */
+static struct sockaddr_storage as_v4(const struct sockaddr_storage *ss)
 {
-	if (port_of(a) != port_of(b))
+	struct sockaddr_storage out = *ss;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+	if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&out;
+		memset(&out, 0, sizeof out);
+		s4->sin_family = AF_INET;
+		s4->sin_port = s6->sin6_port;
+		memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+	}
+	return out;
+}
+
+/* Two listeners on one port that the kernel would refuse: the same address,
+ * [::] (which takes IPv4 too) and any other, or 0.0.0.0 and any other IPv4
+ * address.  0.0.0.0 and a specific IPv6 address ([::1]) do not overlap. */
+static bool same_port_overlap(const struct sockaddr_storage *pa, const struct sockaddr_storage *pb)
+{
+	if (port_of(pa) != port_of(pb))
 		return false;
-	if (wildcard(a) || wildcard(b))
+	struct sockaddr_storage sa = as_v4(pa), sb = as_v4(pb);
+	const struct sockaddr_storage *a = &sa, *b = &sb;
+	if ((a->ss_family == AF_INET6 && wildcard(a)) || (b->ss_family == AF_INET6 && wildcard(b)))
 		return true;
 	if (a->ss_family != b->ss_family)
 		return false;
+	if (wildcard(a) || wildcard(b))
+		return true;
 	if (a->ss_family == AF_INET6)
 		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
 			      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;

@@ -219,6 +219,7 @@ static void test_config_errors(void **state)
 		{"--listen=0.0.0.0:7433", "would both bind port 7433"},
 		{"--listen=127.0.0.1:7433", "would both bind port 7433"},
 		{"--listen=[::]:7433", "would both bind port 7433"},
+		{"--listen=[::ffff:127.0.0.1]:7433", "would both bind port 7433"},
 		{"--pool-size=abc", "not a whole number"},
 		{"--request-timeout=99999999999999999999", "out of range"},
 		{"--unix-mode=7777777777777777777777", "out of range"},
@@ -243,6 +244,12 @@ static void test_config_errors(void **state)
 	/* another address on the admin port is fine */
 	char *ok[] = {"gocd", "--listen=[::1]:7433", "--table=t=k", NULL};
 	assert_int_equal(config_load(&cfg, &cli, 3, ok, err, sizeof err), 0);
+	config_free(&cfg);
+	/* an IPv4 wildcard and an IPv6 address share a port (the kernel
+	 * binds both) */
+	char *ok2[] = {"gocd", "--listen=0.0.0.0:7433", "--admin-listen=[::1]:7433", "--table=t=k", NULL};
+	if (config_load(&cfg, &cli, 4, ok2, err, sizeof err) != 0)
+		fail_msg("0.0.0.0 beside [::1]: %s", err);
 	config_free(&cfg);
 	config_defaults(&cfg);
 	assert_int_equal(config_parse_text(&cfg, "pool_size = 3\nbogus line\n", "f", err, sizeof err), -1);
