@@ -565,7 +565,11 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 	/* A conninfo libpq cannot parse (a typo in a keyword, a stray word)
 	 * can never connect: it is a configuration error, not "PostgreSQL
 	 * unreachable" to be retried for ever. */
-	if (cfg->postgres[0]) {
+	/* Only what libpq itself parses as one: it is handed over as dbname
+	 * with expand_dbname, and a value without '=' that is not a URI is
+	 * a database name ("postgres = app"), which PQconninfoParse refuses. */
+	if (strchr(cfg->postgres, '=') != NULL || strncmp(cfg->postgres, "postgresql://", 13) == 0 ||
+	    strncmp(cfg->postgres, "postgres://", 11) == 0) {
 		char *perr = NULL;
 		PQconninfoOption *opts = PQconninfoParse(cfg->postgres, &perr);
 		if (opts == NULL) {

@@ -251,6 +251,11 @@ static void test_config_errors(void **state)
 	if (config_load(&cfg, &cli, 4, ok2, err, sizeof err) != 0)
 		fail_msg("0.0.0.0 beside [::1]: %s", err);
 	config_free(&cfg);
+	/* libpq takes a bare word as a database name, not as a conninfo */
+	char *ok3[] = {"gocd", "--postgres=app", "--table=t=k", NULL};
+	if (config_load(&cfg, &cli, 3, ok3, err, sizeof err) != 0)
+		fail_msg("postgres = a database name: %s", err);
+	config_free(&cfg);
 	config_defaults(&cfg);
 	assert_int_equal(config_parse_text(&cfg, "pool_size = 3\nbogus line\n", "f", err, sizeof err), -1);
 	assert_non_null(strstr(err, "f:2:"));
