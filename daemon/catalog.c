@@ -142,8 +142,10 @@ static void apply(struct table *t, const PGresult *res)
 	bool was = t->ready;
 	char before[sizeof t->error];
 	snprintf(before, sizeof before, "%s", t->error);
+	bool relog = t->relog;
+	t->relog = false;
 	if (table_apply_catalog(t, res) != 0 &&
-	    (was || (t->checking && strcmp(before, t->error) != 0)))
+	    (was || relog || (t->checking && strcmp(before, t->error) != 0)))
 		log_error("%s", t->error);
 }
 

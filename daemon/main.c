@@ -141,8 +141,10 @@ static void reload(void)
 	 * see a change in the catalog that no statement fails on (a trigger
 	 * added, see table.h insert_trigger). */
 	for (int i = 0; i < ntables; i++)
-		if (!tables[i]->removed)
+		if (!tables[i]->removed) {
+			tables[i]->relog = true; /* a refusal is logged afresh */
 			catalog_recheck(tables[i]);
+		}
 	config_free(old);
 	free(old);
 	log_info("configuration reloaded: %d table(s) served", nc->ntables);

@@ -55,6 +55,7 @@ struct table {
 					* held by requests and batch shapes are stale */
 	struct pgjob check_job;        /* catalog re-check in flight, see catalog.c */
 	bool checking;
+	bool relog;                    /* a reload asked: log the refusal even if unchanged */
 	uint64_t hinted_ms;            /* last re-check asked for by an unknown column */
 	float miss_rate;               /* recent lookups that found no row (batch.c) */
 };

@@ -505,6 +505,20 @@ static void test_refused_table_logged_once_not_every_recheck(void **state)
 		print_error("the refusal was logged %d times:\n%s\n", n, log);
 	free(log);
 	assert_int_equal(n, 1);
+	/* but a reload logs it again: what an operator who fixed the wrong
+	 * thing looks for */
+	tgocd_signal(g, SIGHUP);
+	log = tgocd_wait_log(g, "configuration reloaded", 5000);
+	free(log);
+	harness_sleep_ms(1000);
+	log = tgocd_log(g);
+	n = 0;
+	for (const char *p = log; (p = strstr(p, "error table \"rl_noindex2\" has no unique")) != NULL; p++)
+		n++;
+	if (n != 2)
+		print_error("after a reload, the refusal was logged %d times in all:\n%s\n", n, log);
+	free(log);
+	assert_int_equal(n, 2);
 	tclient_close(c);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
