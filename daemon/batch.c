@@ -454,8 +454,10 @@ static struct pgjob *batch_next(void)
 		/* Alone, a request runs the plain statements (no batch SQL),
 		 * except a lookup sent here because most keys are new: the
 		 * insert batch does in one round trip what the plain flow
-		 * does in two. */
-		if (s->n == 1 && (s->select_only || TAILQ_FIRST(&s->q)->phase != PHASE_LOOKUP)) {
+		 * does in two.  Inserts into a table found to have a BEFORE
+		 * INSERT trigger since they queued go alone too (see goc_run). */
+		if ((s->n == 1 && (s->select_only || TAILQ_FIRST(&s->q)->phase != PHASE_LOOKUP)) ||
+		    (!s->select_only && t->insert_trigger)) {
 			struct req *r = shape_pop(s);
 			return goc_single_job(r, (enum goc_phase)r->phase);
 		}

@@ -2001,6 +2001,79 @@ static void test_trigger_added_then_reload(void **state)
 	harness_pass();
 }
 
+/*
+ * The trigger is seen (a reload) while inserts already wait in the insert
+ * queue: they were queued when batching them was still right, and went out
+ * as one batch that lost who created each row.  Here most keys are new, so
+ * requests skip the lookup and queue for an insert batch straight away;
+ * they wait behind a statement blocked by a lock held by the transaction
+ * that creates the trigger, and the reload's catalog check runs before them.
+ */
+static void test_trigger_seen_while_inserts_queued(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"CREATE TABLE trigk3(id bigserial primary key, k text not null unique, n int);"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk3=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	/* all new keys: from now on lookups are skipped */
+	struct tclient *warm = connect_to(g);
+	for (int j = 0; j < 64; j++)
+		assert_int_equal(tclient_sendf(warm, "{\"op\":\"get_or_create\",\"table\":\"trigk3\","
+					       "\"key\":{\"k\":\"warm-%d\"}}\n", j), 0);
+	struct goc_response r;
+	for (int j = 0; j < 64; j++) {
+		assert_int_equal(tclient_recv(warm, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_true(r.ok && r.created);
+		codec_response_free(&r);
+	}
+	tclient_close(warm);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s,
+		"BEGIN; LOCK TABLE trigk3 IN ACCESS EXCLUSIVE MODE;"
+		"CREATE FUNCTION trigk3_lower() RETURNS trigger LANGUAGE plpgsql AS"
+		"  $$BEGIN NEW.k := lower(NEW.k); RETURN NEW; END$$;"
+		"CREATE TRIGGER trigk3_lower BEFORE INSERT ON trigk3 FOR EACH ROW"
+		"  EXECUTE FUNCTION trigk3_lower()"), 0);
+	struct tclient *blocker = connect_to(g);
+	assert_int_equal(tclient_sendf(blocker, "{\"op\":\"get_or_create\",\"table\":\"trigk3\","
+				       "\"key\":{\"k\":\"blocker\"}}\n"), 0);
+	harness_sleep_ms(200);
+	struct tclient *cl[TRIG_CONNS];
+	for (int i = 0; i < TRIG_CONNS; i++) {
+		cl[i] = connect_to(g);
+		for (int j = 0; j < TRIG_PER_CONN; j++)
+			assert_int_equal(tclient_sendf(cl[i], "{\"op\":\"get_or_create\",\"table\":\"trigk3\","
+						       "\"key\":{\"k\":\"Late-%d-%d\"}}\n", i, j), 0);
+	}
+	harness_sleep_ms(200);
+	tgocd_signal(g, SIGHUP);
+	harness_sleep_ms(200);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	assert_int_equal(tclient_recv(blocker, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	for (int i = 0; i < TRIG_CONNS; i++) {
+		for (int j = 0; j < TRIG_PER_CONN; j++) {
+			assert_int_equal(tclient_recv(cl[i], &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || !r.created)
+				print_error("Late-%d-%d: %s\n", i, j, tclient_last(cl[i]));
+			assert_true(r.ok && r.created);
+			codec_response_free(&r);
+		}
+		tclient_close(cl[i]);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM trigk3 WHERE k LIKE 'late-%%'"),
+			 TRIG_CONNS * TRIG_PER_CONN);
+	char *log = tgocd_log(g);
+	assert_non_null(strstr(log, "table \"trigk3\": a BEFORE INSERT row trigger"));
+	free(log);
+	tclient_close(blocker);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 static void trig_batch_all_created(struct tgocd *g, const char *table)
 {
 	struct tclient *cl[TRIG_CONNS];
@@ -3177,6 +3250,7 @@ int main(void)
 		T(test_batches_isolate_failures),
 		T(test_trigger_changing_key_in_batches),
 		T(test_trigger_added_then_reload),
+		T(test_trigger_seen_while_inserts_queued),
 		T(test_row_dropped_by_trigger_is_explained),
 		T(test_value_errors_that_look_like_schema_errors),
 		T(test_renamed_column_type_is_reread),
