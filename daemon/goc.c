@@ -597,6 +597,12 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		finish_error(r, GOC_E_UNAVAILABLE, msg);
 		return;
 	}
+	/* "Object not in prerequisite state" is many things, among them ON
+	 * CONFLICT meeting a deferrable unique constraint on the key created
+	 * since the catalog was read: the catalog check refuses that table
+	 * with the fix, so read it again (at most once a second). */
+	if (strcmp(state, "55000") == 0)
+		catalog_recheck_hint(r->table);
 	log_warn("table \"%s\": PostgreSQL error %s: %s", r->table->conf->name, state, primary);
 	snprintf(msg, sizeof msg, "PostgreSQL error %s: %s", state, primary);
 	finish_error(r, GOC_E_INTERNAL, msg);

@@ -3083,6 +3083,46 @@ static void test_refuses_key_with_deferrable_constraint(void **state)
 	harness_pass();
 }
 
+/*
+ * The same constraint added while gocd serves the table: every insert
+ * failed internal (SQLSTATE 55000) until a reload or a reconnect read the
+ * catalog again.  The error now asks for that re-read, and the table is
+ * refused with the fix.
+ */
+static void test_deferrable_constraint_added_is_seen(void **state)
+{
+	assert_int_equal(tpg_exec("CREATE TABLE defk2(id bigserial primary key, k text not null);"
+				  "CREATE UNIQUE INDEX defk2_k ON defk2 (k);"), 0);
+	/* one connection, up before the change: no new connection's setup
+	 * reads the catalog meanwhile */
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=defk2=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"defk2\",\"key\":{\"k\":\"before\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_exec("ALTER TABLE defk2 ADD CONSTRAINT defk2_k_d UNIQUE (k) DEFERRABLE"), 0);
+	bool refused = false;
+	for (int i = 0; i < 50 && !refused; i++) {
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"defk2\","
+					       "\"key\":{\"k\":\"after-%d\"}}\n", i), 0);
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_false(r.ok); /* internal (55000) until the re-read, then unavailable */
+		refused = r.code == GOC_E_UNAVAILABLE && strstr(r.message, "deferrable") != NULL;
+		codec_response_free(&r);
+		if (!refused)
+			harness_sleep_ms(100);
+	}
+	if (!refused)
+		print_error("still not refused after 5 s: %s\n", tclient_last(c));
+	assert_true(refused);
+	assert_int_equal(tpg_count("SELECT count(*) FROM defk2"), 1);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 static void test_check_mode_accepts_good_config(void **state)
 {
 	char pg[200];
@@ -3268,6 +3308,7 @@ int main(void)
 		T(test_refuses_table_without_unique_index),
 		T(test_refuses_index_with_another_collation),
 		T(test_refuses_key_with_deferrable_constraint),
+		T(test_deferrable_constraint_added_is_seen),
 		T(test_startup_check_bounded_when_postgres_never_answers),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
