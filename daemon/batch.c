@@ -512,16 +512,12 @@ static void split(struct batch *b)
 			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
 		return;
 	}
-	/* The failed statement wrote nothing.  A request answered timeout
-	 * meanwhile is not sent again (see goc_run): its row, created now,
-	 * would go to no caller. */
+	/* The failed statement wrote nothing; a request answered timeout
+	 * meanwhile is not sent again. */
 	int kept = 0;
-	for (int i = 0; i < b->n; i++) {
-		if (b->reqs[i]->answered)
-			goc_finish_error(b->reqs[i], GOC_E_TIMEOUT, "");
-		else
+	for (int i = 0; i < b->n; i++)
+		if (!goc_answered_already(b->reqs[i]))
 			b->reqs[kept++] = b->reqs[i];
-	}
 	b->n = kept;
 	if (kept <= 1) {
 		if (kept == 1)

@@ -16,15 +16,6 @@
 #include "log.h"
 #include "table.h"
 
-/* libpq's message without its trailing newlines, into msg. */
-static void pq_message(PGconn *pg, char *msg, size_t len)
-{
-	snprintf(msg, len, "%s", PQerrorMessage(pg));
-	size_t n = strlen(msg);
-	while (n && msg[n - 1] == '\n')
-		msg[--n] = '\0';
-}
-
 /*
  * One catalog query on the startup connection, bounded by connect_timeout
  * as each setup step of a pool connection is.  libpq's connect_timeout
@@ -37,7 +28,7 @@ static PGresult *exec_bounded(PGconn *pg, const char *param, int timeout_ms, cha
 			      size_t len)
 {
 	if (!PQsendQueryParams(pg, table_catalog_sql, 1, NULL, &param, NULL, NULL, 0)) {
-		pq_message(pg, msg, len);
+		log_copy_message(msg, len, PQerrorMessage(pg));
 		return NULL;
 	}
 	uint64_t deadline = gocd_now_ms() + (uint64_t)timeout_ms;
@@ -56,7 +47,7 @@ static PGresult *exec_bounded(PGconn *pg, const char *param, int timeout_ms, cha
 			if (n < 0)
 				snprintf(msg, len, "poll: %s", strerror(errno));
 			else
-				pq_message(pg, msg, len);
+				log_copy_message(msg, len, PQerrorMessage(pg));
 			return NULL;
 		}
 	}
@@ -64,7 +55,7 @@ static PGresult *exec_bounded(PGconn *pg, const char *param, int timeout_ms, cha
 	while ((extra = PQgetResult(pg)) != NULL)
 		PQclear(extra);
 	if (res == NULL)
-		pq_message(pg, msg, len);
+		log_copy_message(msg, len, PQerrorMessage(pg));
 	return res;
 }
 
@@ -77,7 +68,7 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 	const char *vals[] = {cfg->postgres, "UTF8", "gocd", timeout, NULL};
 	PGconn *pg = PQconnectdbParams(keys, vals, 1);
 	if (PQstatus(pg) != CONNECTION_OK) {
-		pq_message(pg, msg, len);
+		log_copy_message(msg, len, PQerrorMessage(pg));
 		PQfinish(pg);
 		return 1;
 	}

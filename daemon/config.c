@@ -573,10 +573,9 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 		char *perr = NULL;
 		PQconninfoOption *opts = PQconninfoParse(cfg->postgres, &perr);
 		if (opts == NULL) {
-			size_t n = perr ? strlen(perr) : 0;
-			while (n > 0 && perr[n - 1] == '\n')
-				perr[--n] = '\0';
-			errf(err, errlen, "postgres: %s", perr ? perr : "out of memory parsing it");
+			char why[256];
+			log_copy_message(why, sizeof why, perr ? perr : "out of memory parsing it");
+			errf(err, errlen, "postgres: %s", why);
 			PQfreemem(perr);
 			return -1;
 		}

@@ -276,14 +276,29 @@ static int submit(struct req *r, enum req_step step, bool urgent)
 	return pgpool_submit(setup_job(r, step), urgent);
 }
 
+/*
+ * True, with r finished, when r was answered timeout already: no new
+ * statement starts for it.  Its caller has had its timeout and may be
+ * retrying already: a statement now would only race that retry, and could
+ * create the row with a created:true nobody hears.  Its key goes to the
+ * next waiter, which runs its own request.
+ */
+bool goc_answered_already(struct req *r)
+{
+	if (!r->answered)
+		return false;
+	finish_error(r, GOC_E_TIMEOUT, "");
+	return true;
+}
+
 /* The single-row INSERT after a miss, unless the table changed under r
  * (its SQL would be built from a catalog that no longer holds). */
 static void submit_insert(struct req *r)
 {
 	const char *why = table_unusable(r->table, r->layout);
-	if (r->answered)
-		finish_error(r, GOC_E_TIMEOUT, ""); /* no new statement: see goc_run */
-	else if (why != NULL)
+	if (goc_answered_already(r))
+		return;
+	if (why != NULL)
 		finish_error(r, GOC_E_UNAVAILABLE, why);
 	else if (submit(r, STEP_INSERT, true) != 0)
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
@@ -394,14 +409,8 @@ void goc_finish_row(struct req *r, const char *row, size_t len, bool created)
 
 void goc_run(struct req *r, enum goc_phase phase)
 {
-	if (r->answered) {
-		/* Its caller has had its timeout and may be retrying already:
-		 * a statement now would only race that retry, and could create
-		 * the row with a created:true nobody hears.  Its key goes to the
-		 * next waiter, which runs its own request. */
-		finish_error(r, GOC_E_TIMEOUT, "");
+	if (goc_answered_already(r))
 		return;
-	}
 	if (pgpool_all_down()) {
 		finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable (reconnecting)");
 		return;
@@ -448,10 +457,8 @@ static void retry(struct req *r, const char *why)
 	if (why == NULL) /* an error field PostgreSQL left out */
 		why = "no message";
 	char msg[CODEC_MSG_MAX];
-	if (r->answered) {
-		finish_error(r, GOC_E_TIMEOUT, ""); /* not counted: see goc_run */
+	if (goc_answered_already(r)) /* before counting a retry that will not run */
 		return;
-	}
 	if (r->attempts++ < srv.cfg->retry_limit) {
 		stats.retries++;
 		log_debug("retrying request (attempt %d): %s", r->attempts, why);
@@ -969,7 +976,7 @@ void goc_on_timeout(struct req *r)
 		return;
 	}
 	/* Still queued for a connection: it is answered timeout now, and no
-	 * statement may start for it after that (see goc_run) - it would
+	 * statement may start for it after that (see goc_answered_already) - it would
 	 * create a row nobody is told created:true.  Dropped; a waiter behind
 	 * it runs its own request. */
 	if (r->busy && ((r->step == STEP_QUEUED && batch_cancel(r)) ||

@@ -38,6 +38,9 @@ void goc_run(struct req *r, enum goc_phase phase);
 struct pgjob *goc_single_job(struct req *r, enum goc_phase phase);
 void goc_finish_row(struct req *r, const char *row, size_t len, bool created);
 void goc_finish_error(struct req *r, enum goc_err code, const char *msg);
+/* True, with r finished, when r was answered timeout already: no new
+ * statement may start for it (goc.c says why). */
+bool goc_answered_already(struct req *r);
 /* A lookup found nothing: get answers null, get_or_create inserts. */
 void goc_select_missed(struct req *r);
 void goc_retry(struct req *r, const char *why);

@@ -60,6 +60,14 @@ static int stderr_is_journal(void)
 	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
+void log_copy_message(char *dst, size_t len, const char *src)
+{
+	snprintf(dst, len, "%s", src);
+	size_t n = strlen(dst);
+	while (n > 0 && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+		dst[--n] = '\0';
+}
+
 void log_init(void)
 {
 	under_journal = stderr_is_journal();

@@ -15,6 +15,9 @@ extern enum log_level log_min_level;
 int log_level_parse(const char *s);
 
 void log_init(void);
+/* src into dst without the newline (and spaces) libpq ends its messages
+ * with, for text that goes into an answer or an error string. */
+void log_copy_message(char *dst, size_t len, const char *src);
 void log_msg(enum log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -268,10 +268,7 @@ static void pgc_down(struct pgconn *c, const char *why, bool was_connected)
 	struct pgjob *job = c->job;
 	char msg[512];
 
-	snprintf(msg, sizeof msg, "%s", why && *why ? why : "connection lost");
-	size_t n = strlen(msg);
-	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-		msg[--n] = '\0';
+	log_copy_message(msg, sizeof msg, why && *why ? why : "connection lost");
 
 	if (was_connected) {
 		pool.lost++;
