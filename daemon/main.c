@@ -318,6 +318,18 @@ int main(int argc, char **argv)
 		log_error("cannot initialise the event loop");
 		return 1;
 	}
+	/* Handlers before listeners: once a port accepts, a client or a
+	 * supervisor may act on it, and a SIGTERM or SIGUSR1 sent then must not
+	 * meet the default action or SIG_IGN.  They run only in the loop, by
+	 * which time the pool and listeners exist.  Static so the events stay
+	 * reachable on the early exits below. */
+	static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+	enum { NSIGS = sizeof signums / sizeof signums[0] };
+	static struct event *sigs[NSIGS];
+	for (int i = 0; i < NSIGS; i++) {
+		sigs[i] = evsignal_new(srv.base, signums[i], on_signal, NULL);
+		event_add(sigs[i], NULL);
+	}
 	if (listener_open_all(cfg) != 0)
 		return 1;
 
@@ -338,13 +350,6 @@ int main(int argc, char **argv)
 	if (admin_open(srv.base, cfg->admin_listen) != 0)
 		log_error("continuing without the admin listener (admin_listen %s)", cfg->admin_listen);
 
-	const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
-	enum { NSIGS = sizeof signums / sizeof signums[0] };
-	struct event *sigs[NSIGS];
-	for (int i = 0; i < NSIGS; i++) {
-		sigs[i] = evsignal_new(srv.base, signums[i], on_signal, NULL);
-		event_add(sigs[i], NULL);
-	}
 	struct event *janitor = event_new(srv.base, -1, EV_PERSIST, on_janitor, NULL);
 	struct timeval tv = {0, JANITOR_MS * 1000};
 	event_add(janitor, &tv);
