@@ -963,8 +963,11 @@ static void cli_session_response(struct cli_session *s, const char *line, size_t
 			s->errors++;
 			s->last_error = code;
 			if (code == GOC_E_UNAUTHORIZED) {
-				fprintf(stderr, "goc: authentication refused by %s (check --token / GOC_TOKEN)\n",
-					s->name);
+				/* gocd closes the connection after a wrong token
+				 * and carries out nothing sent after it: one line
+				 * says so, not a second about the close. */
+				cli_session_fail(s, true, "authentication refused by %s (check --token / "
+						 "GOC_TOKEN); no request was carried out", s->name);
 			} else {
 				/* Not about the token (overloaded, say): the answer
 				 * itself tells why, as it would without a token. */
