@@ -553,6 +553,28 @@ static void split(struct batch *b)
 	}
 }
 
+/* The mark of table_sql_batch_goc's check, raised as a cast error. */
+static bool key_rewritten(const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	return state && strcmp(state, "22P02") == 0 && msg && strstr(msg, TABLE_KEY_REWRITTEN);
+}
+
+/* The batch wrote nothing: each request not answered yet runs the plain
+ * flow, whose INSERT ... RETURNING hands back its own row whatever key the
+ * table stored it under. */
+static void run_each_alone(struct batch *b)
+{
+	const char *why = table_unusable(tables[b->s->table], b->s->layout);
+	for (int i = 0; i < b->n; i++) {
+		if (why != NULL)
+			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
+		else if (!goc_answered_already(b->reqs[i]))
+			run_alone(b->reqs[i]);
+	}
+}
+
 /*
  * Failures of the statement as a whole, that no single request caused:
  * splitting would only run the halves into them again.  A statement
@@ -641,7 +663,16 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 	}
 	case PGJOB_SQL_ERROR: {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (state && retryable(state)) {
+		if (key_rewritten(res)) {
+			struct table *t = tables[b->s->table];
+			if (!t->insert_trigger)
+				log_warn("table \"%s\": an insert batch stored a row under a key no "
+					 "request asked for (a BEFORE INSERT trigger added since gocd read "
+					 "the catalog?); nothing was written, and its inserts now run one "
+					 "request at a time", t->conf->name);
+			t->insert_trigger = true;
+			run_each_alone(b);
+		} else if (state && retryable(state)) {
 			for (int i = 0; i < b->n; i++)
 				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
 		} else if (whole_statement(res)) {

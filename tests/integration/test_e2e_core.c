@@ -2002,6 +2002,42 @@ static void test_trigger_added_then_reload(void **state)
 }
 
 /*
+ * A trigger created while gocd runs, and no reload: the first insert batch
+ * stored every row under the lower-cased key, matched none of them to its
+ * requests, and committed anyway; nobody was told created:true and each
+ * request was answered internal.  The batch now fails on such a row, so
+ * nothing is written; its requests run alone, and the table's inserts stay
+ * one at a time.
+ */
+static void test_trigger_added_without_reload(void **state)
+{
+	assert_int_equal(tpg_exec(
+		"CREATE TABLE trigk4(id bigserial primary key, k text not null unique, n int);"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk4=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"trigk4\",\"key\":{\"k\":\"warm\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	tclient_close(c);
+	assert_int_equal(tpg_exec(
+		"CREATE FUNCTION trigk4_lower() RETURNS trigger LANGUAGE plpgsql AS"
+		"  $$BEGIN NEW.k := lower(NEW.k); RETURN NEW; END$$;"
+		"CREATE TRIGGER trigk4_lower BEFORE INSERT ON trigk4 FOR EACH ROW"
+		"  EXECUTE FUNCTION trigk4_lower();"), 0);
+	trig_batch_all_created(g, "trigk4");
+	char *log = tgocd_log(g);
+	bool said = strstr(log, "table \"trigk4\": an insert batch stored a row under a key") != NULL;
+	free(log);
+	if (!said)
+		tgocd_print_log(g);
+	assert_true(said);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * The trigger is seen (a reload) while inserts already wait in the insert
  * queue: they were queued when batching them was still right, and went out
  * as one batch that lost who created each row.  Here most keys are new, so
@@ -3289,6 +3325,7 @@ int main(void)
 		T(test_herd_repeatable_read_database),
 		T(test_batches_isolate_failures),
 		T(test_trigger_changing_key_in_batches),
+		T(test_trigger_added_without_reload),
 		T(test_trigger_added_then_reload),
 		T(test_trigger_seen_while_inserts_queued),
 		T(test_row_dropped_by_trigger_is_explained),
