@@ -1970,32 +1970,52 @@ static void test_row_dropped_by_trigger_is_explained(void **state)
 	harness_pass();
 }
 
-/* A trigger created while gocd runs: a reload (SIGHUP) is how it is seen. */
-static void test_trigger_added_then_reload(void **state)
+/*
+ * gocd serving a new table `name` through one pool connection that is up
+ * and has read the catalog (no reconnect would see a trigger by itself),
+ * then a lower-casing BEFORE INSERT trigger created on the table.
+ */
+static struct tgocd *start_then_add_trigger(const char *name)
 {
-	assert_int_equal(tpg_exec(
-		"CREATE TABLE trigk2(id bigserial primary key, k text not null unique, n int);"), 0);
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk2=k", "--pool-size=1", NULL);
+	assert_int_equal(tpg_exec("CREATE TABLE %s(id bigserial primary key, k text not null "
+				  "unique, n int)", name), 0);
+	char table[64], req[160];
+	snprintf(table, sizeof table, "--table=%s=k", name);
+	struct tgocd *g = tgocd_start(STD_ARGS, table, "--pool-size=1", NULL);
 	assert_non_null(g);
-	/* the pool connection is up and has read the catalog: no reconnect
-	 * would see the trigger by itself */
 	struct tclient *c = connect_to(g);
 	struct goc_response r;
-	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"trigk2\",\"key\":{\"k\":\"warm\"}}", &r);
+	snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"%s\",\"key\":{\"k\":\"warm\"}}",
+		 name);
+	call_ok(c, req, &r);
 	assert_true(r.created);
 	codec_response_free(&r);
+	tclient_close(c);
 	assert_int_equal(tpg_exec(
-		"CREATE FUNCTION trigk2_lower() RETURNS trigger LANGUAGE plpgsql AS"
+		"CREATE FUNCTION %s_lower() RETURNS trigger LANGUAGE plpgsql AS"
 		"  $$BEGIN NEW.k := lower(NEW.k); RETURN NEW; END$$;"
-		"CREATE TRIGGER trigk2_lower BEFORE INSERT ON trigk2 FOR EACH ROW"
-		"  EXECUTE FUNCTION trigk2_lower();"), 0);
-	tgocd_signal(g, SIGHUP);
-	char *log = tgocd_wait_log(g, "table \"trigk2\": a BEFORE INSERT row trigger", 5000);
-	bool seen = strstr(log, "table \"trigk2\": a BEFORE INSERT row trigger") != NULL;
+		"CREATE TRIGGER %s_lower BEFORE INSERT ON %s FOR EACH ROW"
+		"  EXECUTE FUNCTION %s_lower();", name, name, name, name), 0);
+	return g;
+}
+
+/* Wait for `line` in g's log; fail, showing the log, if it never comes. */
+static void expect_log(struct tgocd *g, const char *line)
+{
+	char *log = tgocd_wait_log(g, line, 5000);
+	bool seen = strstr(log, line) != NULL;
 	free(log);
 	if (!seen)
 		tgocd_print_log(g);
 	assert_true(seen);
+}
+
+/* A trigger created while gocd runs: a reload (SIGHUP) is how it is seen. */
+static void test_trigger_added_then_reload(void **state)
+{
+	struct tgocd *g = start_then_add_trigger("trigk2");
+	tgocd_signal(g, SIGHUP);
+	expect_log(g, "table \"trigk2\": a BEFORE INSERT row trigger");
 	trig_batch_all_created(g, "trigk2");
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
@@ -2011,28 +2031,9 @@ static void test_trigger_added_then_reload(void **state)
  */
 static void test_trigger_added_without_reload(void **state)
 {
-	assert_int_equal(tpg_exec(
-		"CREATE TABLE trigk4(id bigserial primary key, k text not null unique, n int);"), 0);
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=trigk4=k", "--pool-size=1", NULL);
-	assert_non_null(g);
-	struct tclient *c = connect_to(g);
-	struct goc_response r;
-	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"trigk4\",\"key\":{\"k\":\"warm\"}}", &r);
-	assert_true(r.created);
-	codec_response_free(&r);
-	tclient_close(c);
-	assert_int_equal(tpg_exec(
-		"CREATE FUNCTION trigk4_lower() RETURNS trigger LANGUAGE plpgsql AS"
-		"  $$BEGIN NEW.k := lower(NEW.k); RETURN NEW; END$$;"
-		"CREATE TRIGGER trigk4_lower BEFORE INSERT ON trigk4 FOR EACH ROW"
-		"  EXECUTE FUNCTION trigk4_lower();"), 0);
+	struct tgocd *g = start_then_add_trigger("trigk4");
 	trig_batch_all_created(g, "trigk4");
-	char *log = tgocd_log(g);
-	bool said = strstr(log, "table \"trigk4\": an insert batch stored a row under a key") != NULL;
-	free(log);
-	if (!said)
-		tgocd_print_log(g);
-	assert_true(said);
+	expect_log(g, "table \"trigk4\": an insert batch stored a row under a key");
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
 }
