@@ -286,8 +286,52 @@ static void shape_fail(struct shape *s, const char *why)
 	s->live--;
 }
 
+static char *array_literal(struct req **reqs, int n, int col);
+static void batch_unsent(struct batch *b);
+
+/*
+ * r is in a half of a failed batch that waits in the pool's queue (see
+ * split): take it out, so that no statement starts for it after its
+ * timeout answer (goc_answered_already says why).  The others keep their
+ * place; an emptied half leaves the queue.  Only a queued batch is
+ * searched: every request in it is still alive (a sent one may hold
+ * requests answered and freed since).
+ */
+static bool batch_drop_queued(struct req *r)
+{
+	struct batch *b;
+	int i = 0;
+	TAILQ_FOREACH(b, &bt.live, link) {
+		if (!b->job.queued)
+			continue;
+		for (i = 0; i < b->n && b->reqs[i] != r; i++)
+			;
+		if (i < b->n)
+			break;
+	}
+	if (b == NULL)
+		return false;
+	memmove(b->reqs + i, b->reqs + i + 1, sizeof *b->reqs * (size_t)(b->n - i - 1));
+	b->n--;
+	if (b->n == 0) {
+		pgpool_cancel(&b->job);
+		batch_unsent(b);
+		batch_free(b);
+		return true;
+	}
+	/* The statement takes arrays of any length: only they change. */
+	int ncols = tables[b->s->table]->conf->ncols + b->s->ndef;
+	for (int c = 0; c < ncols; c++) {
+		free(b->arrays[c]);
+		b->arrays[c] = array_literal(b->reqs, b->n, c);
+	}
+	return true;
+}
+
 bool batch_cancel(struct req *r)
 {
+	if (r->step == STEP_BATCH)
+		return batch_drop_queued(r);
 	if (r->shape == NULL || r->step != STEP_QUEUED)
 		return false;
 	shape_remove(r->shape, r);

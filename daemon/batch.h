@@ -32,7 +32,8 @@ bool batch_skip_lookup(const struct req *r);
 /* From the janitor: let held-back requests go once their gate expired. */
 void batch_tick(void);
 
-/* Take r out of its queue if it is still there (timeout). */
+/* Take r out of its queue if it is still there, or out of a split batch
+ * still waiting for a connection (timeout). */
 bool batch_cancel(struct req *r);
 
 /* Batch-size histogram for stats: counts of batches by size bucket. */

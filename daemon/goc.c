@@ -978,8 +978,9 @@ void goc_on_timeout(struct req *r)
 	/* Still queued for a connection: it is answered timeout now, and no
 	 * statement may start for it after that (see goc_answered_already) - it would
 	 * create a row nobody is told created:true.  Dropped; a waiter behind
-	 * it runs its own request. */
-	if (r->busy && ((r->step == STEP_QUEUED && batch_cancel(r)) ||
+	 * it runs its own request.  That includes a half of a split batch
+	 * waiting in the pool's queue (STEP_BATCH). */
+	if (r->busy && (((r->step == STEP_QUEUED || r->step == STEP_BATCH) && batch_cancel(r)) ||
 			(r->job.queued && pgpool_cancel(&r->job)))) {
 		release_to_next(r);
 		r->step = STEP_NONE;

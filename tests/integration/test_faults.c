@@ -1949,6 +1949,66 @@ static void test_no_statement_after_timeout_answer(void **state)
 	harness_pass();
 }
 
+/*
+ * The same for a request whose batch failed and was split: a half waits
+ * for the connection while the other runs, and a request answered timeout
+ * in the waiting half got its statement anyway - the half went out later
+ * and created "h-1" and "h-2", with a created:true nobody heard.  The
+ * batch of four fails on "z-bad" after 1.2 s in "slow-h"; the half with
+ * "slow-h" and "z-bad" runs first (1.2 s again), so the half with "h-1"
+ * and "h-2" is still queued at their request_timeout (1.8 s).
+ */
+static void test_timed_out_request_in_a_queued_half_starts_nothing(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_half;"
+				  "CREATE OR REPLACE FUNCTION f_half_ok(k text) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN"
+				  " IF k LIKE 'slow%%' THEN PERFORM pg_sleep(1.2); END IF;"
+				  " RETURN k NOT LIKE '%%bad'; END$$;"
+				  "CREATE TABLE f_half(id bigserial primary key, k text not null unique"
+				  " CHECK (f_half_ok(k)))"), 0);
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_half=k", "--pool-size=1",
+				      "--request-timeout=1800", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	/* The connection is up, and the statements prepared, before timing. */
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"f_half\","
+				      "\"key\":{\"k\":\"warm\"}}", &r), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	/* One write: one lookup batch, then one insert batch of the four, in
+	 * this order (the halves are h-1, h-2 and slow-h, z-bad). */
+	static const char *const keys[4] = {"h-1", "h-2", "slow-h", "z-bad"};
+	char burst[512];
+	size_t n = 0;
+	for (int i = 0; i < 4; i++)
+		n += (size_t)snprintf(burst + n, sizeof burst - n, "{\"op\":\"get_or_create\","
+				      "\"table\":\"f_half\",\"key\":{\"k\":\"%s\"}}\n", keys[i]);
+	assert_int_equal(tclient_send(c, burst, n), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.ok || r.code != GOC_E_TIMEOUT)
+			print_error("%s: %s\n", keys[i], tclient_last(c));
+		assert_int_equal(r.code, GOC_E_TIMEOUT);
+		codec_response_free(&r);
+	}
+	/* Past the first half's failure (at 2.4 s) and what the second would
+	 * take after it. */
+	harness_sleep_ms(1500);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_half WHERE k IN ('h-1', 'h-2')"), 0);
+	/* The caller's retry is the one that creates it. */
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"f_half\","
+				      "\"key\":{\"k\":\"h-1\"}}", &r), 0);
+	if (!r.ok || !r.created)
+		print_error("the caller's retry after its timeout: %s\n", tclient_last(c));
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1961,6 +2021,7 @@ int main(void)
 		T(test_columns_move_under_a_request),
 		T(test_timed_out_requests_are_not_split_again),
 		T(test_no_statement_after_timeout_answer),
+		T(test_timed_out_request_in_a_queued_half_starts_nothing),
 		T(test_lost_commit_with_two_spellings),
 		T(test_lost_commit_answer),
 		T(test_lost_commit_key_renamed),
