@@ -544,7 +544,10 @@ static void sb_insert_order(struct sb *b, const struct table *t)
  * row inserted for them.  Of such inputs, the INSERT takes the first in
  * sb_insert_order's order and the rest conflict with it; row_number()
  * ranks them in that same order, so created=true goes to the input whose
- * values (key spelling, defaults) are in the row, and to no other.
+ * values (key spelling, defaults) are in the row, and to no other.  It
+ * ranks per inserted key, not per row text: two rows may print alike
+ * (float8 under extra_float_digits = 0 prints 15 digits), and each has
+ * its own creator.
  */
 char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 {
@@ -591,7 +594,12 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 	sb_add(&b, "row_to_json(t.*)::text AS r) "
 		   "SELECT f.ord, f.r, false, NULL::text FROM f UNION ALL "
 		   "SELECT COALESCE(i.ord, ('" TABLE_KEY_REWRITTEN "' || left(n.r, 0))::bigint), "
-		   "n.r, row_number() OVER (PARTITION BY n.r ORDER BY ");
+		   "n.r, row_number() OVER (PARTITION BY ");
+	for (int k = 0; k < nk; k++) {
+		snprintf(c, sizeof c, "%sn.gk%d", k ? ", " : "", k);
+		sb_add(&b, c);
+	}
+	sb_add(&b, " ORDER BY ");
 	sb_insert_order(&b, t);
 	sb_add(&b, ") = 1, pg_current_xact_id_if_assigned()::text FROM n LEFT JOIN i ON ");
 	sb_key_match(&b, t, "n.", false);

@@ -2651,6 +2651,50 @@ static void test_equal_values_spelled_differently(void **state)
 }
 
 /*
+ * Distinct keys whose rows PostgreSQL renders alike each have their
+ * creator.  With extra_float_digits = 0 (a role or database setting gocd
+ * does not override), float8 prints 15 significant digits: 1.0000000000000002
+ * and 1.0000000000000004 are two keys and two rows, both {"k":1}.  A batch
+ * ranked its inputs per row by the row's text, so the four rows below were
+ * one "row" to it: one request heard created:true, three created:false for
+ * rows they had just inserted.
+ */
+static void test_distinct_keys_with_equal_rows_each_have_a_creator(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS fkeys; DROP ROLE IF EXISTS gocd_lossy;"
+				  "CREATE ROLE gocd_lossy LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_lossy SET extra_float_digits = 0;"
+				  "CREATE TABLE fkeys(k float8 primary key)"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_lossy dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=fkeys=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	static const char *const keys[] = {"1.0000000000000002", "1.0000000000000004",
+					   "1.0000000000000007", "1.0000000000000009"};
+	enum { N = sizeof keys / sizeof keys[0] };
+	char buf[1024];
+	size_t n = 0;
+	for (int i = 0; i < N; i++)
+		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"fkeys\","
+				      "\"key\":{\"k\":%s}}\n", keys[i]);
+	assert_int_equal(tclient_send(c, buf, n), 0); /* one write: one batch */
+	for (int i = 0; i < N; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (!r.ok || !r.created)
+			print_error("%s: %s\n", keys[i], tclient_last(c));
+		assert_true(r.ok && r.created);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM fkeys"), N);
+	assert_true(batch_stat(c, "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP ROLE gocd_lossy"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3337,6 +3381,7 @@ int main(void)
 		T(test_insert_batches_in_parallel_keep_the_guarantee),
 		T(test_batch_keys_with_array_syntax),
 		T(test_equal_values_spelled_differently),
+		T(test_distinct_keys_with_equal_rows_each_have_a_creator),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
