@@ -53,8 +53,10 @@ const char table_catalog_sql[] =
 	"      SELECT t.oid, t.typelem, r.tm FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype <> 'd') b"
 	"    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)::text,"
 	" (SELECT json_agg(json_build_array(i.indexrelid::regclass::text, i.indnullsnotdistinct,"
+	/* the key columns only: INCLUDE columns (after indnkeyatts) are
+	 * carried, not compared, and ON CONFLICT does not count them */
 	"                  (SELECT json_agg(a.attname) FROM pg_attribute a"
-	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey)),"
+	"                    WHERE a.attrelid = c.oid AND a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])),"
 	/* a key column whose equality in the index is not the column's own */
 	"                  (SELECT format('%s (collation %s in the index, %s in the column)',"
 	"                                 a.attname, ic.collname, ac.collname)"

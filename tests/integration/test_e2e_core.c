@@ -3025,6 +3025,45 @@ static void test_refuses_table_without_unique_index(void **state)
 	harness_pass();
 }
 
+/*
+ * A unique index's INCLUDE columns are carried, not compared: UNIQUE (k)
+ * INCLUDE (v) is unique on k.  gocd took it for an index on (k, v): it
+ * served a table keyed (k, v) whose every insert then failed 42P10 (ON
+ * CONFLICT (k, v) matches no index), taking the table out of service
+ * again every few seconds, and refused the table keyed (k) it does fit.
+ */
+static void test_unique_index_include_columns_are_not_key(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS incidx;"
+				  "CREATE TABLE incidx(id bigserial, k int not null, v text not null);"
+				  "CREATE UNIQUE INDEX incidx_k ON incidx(k) INCLUDE (v)"), 0);
+	char *out = NULL;
+	int rc = run_gocd_with_table("--table=incidx=k,v", true, &out);
+	if (rc <= 0 || out == NULL || strstr(out, "CREATE UNIQUE INDEX") == NULL)
+		print_error("-t --table=incidx=k,v: exit %d, output:\n%s\n", rc, out ? out : "(none)");
+	assert_true(rc > 0);
+	assert_non_null(strstr(out, "CREATE UNIQUE INDEX"));
+	free(out);
+
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=incidx=k", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	static const char req[] = "{\"op\":\"get_or_create\",\"table\":\"incidx\",\"key\":{\"k\":1},"
+				  "\"defaults\":{\"v\":\"a\"}}";
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(tclient_call(c, req, &r), 0);
+		if (!r.ok || r.created != (i == 0))
+			print_error("incidx, call %d: %s\n", i, tclient_last(c));
+		assert_true(r.ok);
+		assert_int_equal(r.created, i == 0);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM incidx"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* A unique index whose collation makes other keys equal than the column's
  * (case-insensitive in the index only): a case variant would miss the
  * lookup, conflict on insert, and miss again.  Refused, with the reason. */
@@ -3389,6 +3428,7 @@ int main(void)
 		T(test_killed_backends_are_replaced_transparently),
 		T(test_max_output_drops_client_that_never_reads),
 		T(test_refuses_table_without_unique_index),
+		T(test_unique_index_include_columns_are_not_key),
 		T(test_refuses_index_with_another_collation),
 		T(test_refuses_key_with_deferrable_constraint),
 		T(test_deferrable_constraint_added_is_seen),
