@@ -796,6 +796,7 @@ static void session_sql_build(int statement_timeout_ms)
 		 " set_config('enable_seqscan', 'off', false),"
 		 " set_config('enable_hashjoin', 'off', false),"
 		 " set_config('enable_mergejoin', 'off', false),"
+		 " set_config('array_nulls', 'on', false),"
 		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
 }
 
@@ -845,6 +846,9 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   table was empty was a hash join over a seq scan, kept for the life
 	 *   of the connection while the table grew (seen in make soak: 1.5k
 	 *   req/s until a reconnect).  The unique index is always the way in.
+	 * - array_nulls on: a batch sends each column as a text array, where
+	 *   the unquoted NULL is SQL NULL only with it on.  A role or database
+	 *   with it off made batched null defaults the string 'NULL'.
 	 */
 	session_sql_build(cfg->statement_timeout_ms);
 	TAILQ_INIT(&pool.queue);

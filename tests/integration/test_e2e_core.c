@@ -2695,6 +2695,48 @@ static void test_distinct_keys_with_equal_rows_each_have_a_creator(void **state)
 }
 
 /*
+ * A null default is SQL NULL in a batch as alone, whatever the role's
+ * array_nulls.  A batch carries each column as a text array, where NULL
+ * is the unquoted word; under array_nulls = off (a role or database
+ * setting) array input reads it as the string "NULL", and batched rows
+ * were stored with v = 'NULL' while the same request alone stored NULL.
+ */
+static void test_null_defaults_in_batches_with_array_nulls_off(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS nulldefs; DROP ROLE IF EXISTS gocd_legacy;"
+				  "CREATE ROLE gocd_legacy LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_legacy SET array_nulls = off;"
+				  "CREATE TABLE nulldefs(id bigserial primary key, k text not null unique,"
+				  " v text default 'dflt')"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_legacy dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=nulldefs=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	enum { N = 4 };
+	char buf[1024];
+	size_t n = 0;
+	for (int i = 0; i < N; i++)
+		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"nulldefs\","
+				      "\"key\":{\"k\":\"n%d\"},\"defaults\":{\"v\":null}}\n", i);
+	assert_int_equal(tclient_send(c, buf, n), 0); /* one write: one batch */
+	for (int i = 0; i < N; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (!r.ok || !r.created || !json_is_null(json_object_get(r.row, "v")))
+			print_error("n%d: %s\n", i, tclient_last(c));
+		assert_true(r.ok && r.created);
+		assert_true(json_is_null(json_object_get(r.row, "v")));
+		codec_response_free(&r);
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM nulldefs WHERE v IS NULL"), N);
+	assert_true(batch_stat(c, "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP ROLE gocd_legacy"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3421,6 +3463,7 @@ int main(void)
 		T(test_batch_keys_with_array_syntax),
 		T(test_equal_values_spelled_differently),
 		T(test_distinct_keys_with_equal_rows_each_have_a_creator),
+		T(test_null_defaults_in_batches_with_array_nulls_off),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
