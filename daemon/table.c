@@ -67,7 +67,31 @@ const char table_catalog_sql[] =
 	"                    WHERE ic.oid <> ac.oid AND NOT (ic.collisdeterministic AND ac.collisdeterministic)"
 	"                    LIMIT 1),"
 	/* deferrable: not an arbiter, and ON CONFLICT refuses to run beside it */
-	"                  i.indimmediate))"
+	"                  i.indimmediate,"
+	/* a key column whose equality in the index is not the column's own:
+	 * an operator class whose = is not that of the default operator class
+	 * for the column's type (text_ops on a citext column is case-sensitive;
+	 * record_image_ops compares bytes).  Types without a default of their
+	 * own (varchar, arrays, enums) take the default for the class's type. */
+	"                  (SELECT format('%s (operator class %s in the index, comparing with %s)',"
+	"                                 a.attname, ic.opcname, ieq.amopopr::regoperator)"
+	"                    FROM generate_series(0, i.indnkeyatts - 1) k"
+	"                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[k]"
+	"                    JOIN pg_opclass ic ON ic.oid = i.indclass[k]"
+	"                    LEFT JOIN pg_amop ieq ON ieq.amopfamily = ic.opcfamily AND ieq.amopstrategy = 3"
+	"                     AND ieq.amoplefttype = ic.opcintype AND ieq.amoprighttype = ic.opcintype"
+	"                    CROSS JOIN LATERAL"
+	"                     (WITH RECURSIVE r(oid) AS (SELECT a.atttypid UNION ALL"
+	"                       SELECT t.typbasetype FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype = 'd')"
+	"                      SELECT r.oid FROM r JOIN pg_type t ON t.oid = r.oid AND t.typtype <> 'd') b"
+	"                    WHERE ieq.amopopr IS DISTINCT FROM"
+	"                     (SELECT deq.amopopr FROM pg_opclass d JOIN pg_amop deq ON deq.amopfamily = d.opcfamily"
+	"                       AND deq.amopstrategy = 3 AND deq.amoplefttype = d.opcintype"
+	"                       AND deq.amoprighttype = d.opcintype"
+	"                      WHERE d.opcmethod = ic.opcmethod AND d.opcdefault AND d.opcintype ="
+	"                       coalesce((SELECT e.opcintype FROM pg_opclass e WHERE e.opcmethod = ic.opcmethod"
+	"                                  AND e.opcdefault AND e.opcintype = b.oid), ic.opcintype))"
+	"                    LIMIT 1)))"
 	"    FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid"
 	"     AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL)::text,"
 	/* what this role lacks for get_or_create: a warning, see below */
@@ -695,7 +719,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 
 	/* Find a unique index whose column set is exactly the key. */
 	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-	const char *found = NULL, *collation = NULL, *deferrable = NULL;
+	const char *found = NULL, *collation = NULL, *deferrable = NULL, *opclass = NULL;
 	bool nnd = false;
 	for (size_t i = 0; i < json_array_size(idx); i++) {
 		json_t *ix = json_array_get(idx, i);
@@ -722,6 +746,13 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			collation = json_string_value(json_array_get(ix, 3));
 			continue;
 		}
+		/* The same with an operator class: a batch inserted 'Ann' and
+		 * 'ann' into a citext column under a text_ops index, two rows
+		 * for one key, each lookup finding either. */
+		if (json_is_string(json_array_get(ix, 5))) {
+			opclass = json_string_value(json_array_get(ix, 5));
+			continue;
+		}
 		/* ON CONFLICT (key) infers every such index as an arbiter, and
 		 * fails every statement ("does not support deferrable unique
 		 * constraints") when one is deferrable, however good the others. */
@@ -737,13 +768,18 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			found = json_string_value(json_array_get(ix, 0));
 		}
 	}
-	if (collation != NULL || deferrable != NULL) {
-		/* before json_decref: both point into idx */
+	if (collation != NULL || opclass != NULL || deferrable != NULL) {
+		/* before json_decref: they point into idx */
 		int rc = collation != NULL
 			? fail(t, "table \"%s\": its unique index on the key compares %s differently "
 			       "from the column, so lookups and the index would disagree on which keys "
 			       "are equal. Fix: give the index the column's collation, or the column the "
 			       "index's", tc->name, collation)
+			: opclass != NULL
+			? fail(t, "table \"%s\": its unique index on the key compares %s, not as the "
+			       "column's type does, so lookups and the index would disagree on which keys "
+			       "are equal. Fix: build the index with the type's default operator class",
+			       tc->name, opclass)
 			: fail(t, "table \"%s\": unique index %s on the key is deferrable, and INSERT ... "
 			       "ON CONFLICT refuses to run on a key with a deferrable constraint. Fix: make "
 			       "it NOT DEFERRABLE (ALTER TABLE ... ALTER CONSTRAINT ... NOT DEFERRABLE), or "

@@ -3127,6 +3127,40 @@ static void test_refuses_index_with_another_collation(void **state)
 	harness_pass();
 }
 
+/*
+ * The same with an operator class: record_image_ops compares bytes, so
+ * (1.0) and (1.00) are two keys to the index and one to the column's =.
+ * Served, a batch of both inserted two rows for one key and told neither
+ * caller created:true (text_ops on a citext column did the same with
+ * 'Ann', 'ann' and 'ANN': three rows).  Refused, with the reason; an
+ * operator class that
+ * compares as the default does (text_pattern_ops) is served.
+ */
+static void test_refuses_index_with_another_operator_class(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS opcidx, opcok; DROP TYPE IF EXISTS opc_pair;"
+				  "CREATE TYPE opc_pair AS (a numeric);"
+				  "CREATE TABLE opcidx(id bigserial primary key, k opc_pair not null);"
+				  "CREATE UNIQUE INDEX opcidx_k ON opcidx (k record_image_ops);"
+				  "CREATE TABLE opcok(id bigserial primary key, k text not null);"
+				  "CREATE UNIQUE INDEX opcok_k ON opcok (k text_pattern_ops)"), 0);
+	char *out = NULL;
+	int rc = run_gocd_with_table("--table=opcidx=k", true, &out);
+	const char *want = "compares k (operator class record_image_ops in the index";
+	if (rc != 1 || out == NULL || strstr(out, want) == NULL)
+		print_error("-t opcidx: exit %d, output:\n%s\n", rc, out ? out : "(none)");
+	assert_int_equal(rc, 1);
+	assert_non_null(strstr(out, want));
+	free(out);
+	out = NULL;
+	rc = run_gocd_with_table("--table=opcok=k", true, &out);
+	if (rc != 0)
+		print_error("-t opcok: exit %d, output:\n%s\n", rc, out ? out : "(none)");
+	assert_int_equal(rc, 0);
+	free(out);
+	harness_pass();
+}
+
 /* Read exactly n bytes (blocking); 0, or -1 at EOF or error. */
 static int read_full(int fd, void *buf, size_t n)
 {
@@ -3473,6 +3507,7 @@ int main(void)
 		T(test_refuses_table_without_unique_index),
 		T(test_unique_index_include_columns_are_not_key),
 		T(test_refuses_index_with_another_collation),
+		T(test_refuses_index_with_another_operator_class),
 		T(test_refuses_key_with_deferrable_constraint),
 		T(test_deferrable_constraint_added_is_seen),
 		T(test_startup_check_bounded_when_postgres_never_answers),
