@@ -79,7 +79,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[768];
+	char session_sql[1024];
 	unsigned session_gen;  /* bumped when session_sql changes (a reload) */
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
@@ -787,7 +787,7 @@ int pgpool_statement(const char *sql)
 
 static void session_sql_build(int statement_timeout_ms)
 {
-	snprintf(pool.session_sql, sizeof pool.session_sql,
+	int n = snprintf(pool.session_sql, sizeof pool.session_sql,
 		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
 		 " set_config('statement_timeout', '%d', false),"
 		 " set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
@@ -797,7 +797,10 @@ static void session_sql_build(int statement_timeout_ms)
 		 " set_config('enable_hashjoin', 'off', false),"
 		 " set_config('enable_mergejoin', 'off', false),"
 		 " set_config('array_nulls', 'on', false),"
+		 " set_config('extra_float_digits', '1', false),"
 		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
+	if (n < 0 || (size_t)n >= sizeof pool.session_sql)
+		abort(); /* a cut statement would leave a setting unset: the buffer is too small */
 }
 
 void pgpool_reload_sessions(int ms)
@@ -849,6 +852,10 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 * - array_nulls on: a batch sends each column as a text array, where
 	 *   the unquoted NULL is SQL NULL only with it on.  A role or database
 	 *   with it off made batched null defaults the string 'NULL'.
+	 * - extra_float_digits 1: a float in an answer is the stored value's
+	 *   shortest exact form (any setting above 0 prints the same).  At 0
+	 *   or below, a role or database setting, float8 printed 15 digits:
+	 *   answers rounded the value stored, and two keys printed alike.
 	 */
 	session_sql_build(cfg->statement_timeout_ms);
 	TAILQ_INIT(&pool.queue);
