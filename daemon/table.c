@@ -106,7 +106,10 @@ const char table_catalog_sql[] =
 	/* a BEFORE INSERT FOR EACH ROW trigger (tgtype bits ROW|BEFORE|INSERT)
 	 * that fires, here or on a partition: see struct table's insert_trigger */
 	" EXISTS (SELECT FROM (SELECT c.oid UNION ALL SELECT relid FROM pg_partition_tree(c.oid::regclass)) p(r)"
-	"   JOIN pg_trigger g ON g.tgrelid = p.r WHERE g.tgenabled <> 'D' AND (g.tgtype & 7) = 7)"
+	"   JOIN pg_trigger g ON g.tgrelid = p.r WHERE g.tgenabled <> 'D' AND (g.tgtype & 7) = 7),"
+	/* UNLOGGED, itself or a partition: a crash empties it (warned below) */
+	" EXISTS (SELECT FROM (SELECT c.oid UNION ALL SELECT relid FROM pg_partition_tree(c.oid::regclass)) p(r)"
+	"   JOIN pg_class u ON u.oid = p.r WHERE u.relpersistence = 'u')"
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
 	" WHERE c.oid = to_regclass($1)";
 
@@ -818,6 +821,11 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			log_warn("table \"%s\": this PostgreSQL role lacks %s; requests that need it "
 				 "will fail with 'internal' (permission denied) until it is granted",
 				 tc->name, lacks);
+		/* Served all the same: it may be a cache by design.  But every
+		 * created:true on it lasts only until PostgreSQL's next crash. */
+		if (PQgetvalue(res, 0, 7)[0] == 't')
+			log_warn("table \"%s\" is UNLOGGED: a PostgreSQL crash empties it, so rows "
+				 "answered created:true can be lost and created again", tc->name);
 	}
 	t->ready = true;
 	t->error[0] = '\0';

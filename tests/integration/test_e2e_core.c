@@ -3364,6 +3364,32 @@ static void test_check_mode_warns_about_missing_grants(void **state)
 	harness_pass();
 }
 
+/* An UNLOGGED table (or partition) is served, but a crash empties it and
+ * with it every created:true: the operator is told, at start and by -t. */
+static void test_check_mode_warns_about_unlogged_tables(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS ulog, ulogp;"
+				  "CREATE UNLOGGED TABLE ulog(k text primary key);"
+				  "CREATE TABLE ulogp(k int primary key) PARTITION BY RANGE (k);"
+				  "CREATE UNLOGGED TABLE ulogp1 PARTITION OF ulogp FOR VALUES FROM (0) TO (10)"), 0);
+	char pg[200];
+	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
+	const char *args[] = { "-t", pg, "--admin-listen=", "--table=ulog=k", "--table=ulogp=k",
+			       "--table=users=email", NULL };
+	char *out = NULL;
+	int rc = tgocd_run(&out, 20000, args);
+	if (rc != 0 || out == NULL || strstr(out, "table \"ulog\" is UNLOGGED") == NULL ||
+	    strstr(out, "table \"ulogp\" is UNLOGGED") == NULL || strstr(out, "\"users\" is UNLOGGED"))
+		print_error("gocd -t with unlogged tables: exit %d, output:\n%s\n", rc, out ? out : "");
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(out, "table \"ulog\" is UNLOGGED: a PostgreSQL crash empties it"));
+	assert_non_null(strstr(out, "table \"ulogp\" is UNLOGGED"));
+	assert_null(strstr(out, "\"users\" is UNLOGGED"));
+	free(out);
+	assert_int_equal(tpg_exec("DROP TABLE ulog, ulogp"), 0);
+	harness_pass();
+}
+
 /*
  * A catalog lookup that fails (here: EXECUTE on to_regclass revoked from
  * gocd's role after it started; a statement timeout or a lost connection
@@ -3518,6 +3544,7 @@ int main(void)
 		T(test_startup_check_bounded_when_postgres_never_answers),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
+		T(test_check_mode_warns_about_unlogged_tables),
 		T(test_failed_catalog_lookup_keeps_the_table),
 		T(test_check_mode_refuses_unopenable_addresses),
 	};
