@@ -206,6 +206,13 @@ static void conn_process_input(struct conn *c)
 			return; /* dropped while answering (max_output); in is gone */
 		evbuffer_drain(in, used);
 	}
+	if (c->eof) {
+		/* Every line before the end of input is dispatched (lines held
+		 * back by max_pending were, as answers made room): now drain. */
+		if (c->state == CONN_OPEN)
+			conn_set_state(c, CONN_DRAINING);
+		return;
+	}
 	set_reading(c, c->state == CONN_OPEN);
 }
 
@@ -268,11 +275,12 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		c->eof = true;
 		/* A last line without its LF (printf '{"op":"ping"}' | nc -N)
 		 * is still a line: ending the input ends it.  It fits: an
-		 * unfinished line is never kept past max_line. */
-		if (evbuffer_get_length(c->in) > 0 && evbuffer_add(c->in, "\n", 1) == 0)
-			conn_process_input(c);
-		if (c->state == CONN_OPEN) /* not if answering closed it */
-			conn_set_state(c, CONN_DRAINING);
+		 * unfinished line is never kept past max_line.  Held back if a
+		 * reload lowered max_pending below what is pending: it goes
+		 * once answers make room, and then the connection drains. */
+		if (evbuffer_get_length(c->in) > 0)
+			evbuffer_add(c->in, "\n", 1);
+		conn_process_input(c);
 		log_debug("client %s: end of input", c->peer);
 	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		log_debug("client %s: read: %s", c->peer, strerror(errno));

@@ -295,6 +295,51 @@ static void test_reload_lowers_request_timeout_in_flight(void **state)
 }
 
 /*
+ * A reload that lowers max_pending below what a client has pending, then
+ * the client's end of input after a last line without its LF: that line
+ * was held back by the new limit, and the connection went to draining
+ * without it - four answers, then the close, and the ping never answered.
+ */
+static void test_reload_lowering_max_pending_keeps_the_last_line(void **state)
+{
+	(void)state;
+	write_conf("table = rl_a=k\nrequest_timeout = 20000\nmax_pending = 64\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	assert_int_equal(code_of(c, "rl_a", "warm"), GOC_OK);
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	for (int i = 1; i <= 4; i++)
+		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"rl_a\","
+						  "\"key\":{\"k\":\"held-%d\"}}\n", i, i), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"ping\",\"id\":5}"), 0); /* no LF */
+	harness_sleep_ms(300);
+	write_conf("table = rl_a=k\nrequest_timeout = 20000\nmax_pending = 2\n");
+	tgocd_signal(g, SIGHUP);
+	free(tgocd_wait_log(g, "configuration reloaded", 10000));
+	assert_int_equal(shutdown(tclient_fd(c), SHUT_WR), 0);
+	harness_sleep_ms(300); /* gocd has read the end of input */
+	tpg_session_close(s);
+	for (int i = 1; i <= 5; i++) {
+		struct goc_response r;
+		if (tclient_recv(c, &r, 15000) != 0) {
+			tgocd_print_log(g);
+			fail_msg("answer %d of 5 never came", i);
+		}
+		assert_true(r.ok);
+		assert_int_equal(json_integer_value(r.id), i);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tclient_expect_eof(c, 5000), 0);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
+/*
  * statement_timeout follows request_timeout on reload.  Before, sessions
  * kept the value they were opened with: a statement blocked by someone
  * else's row lock held the only connection for the old 60 s, long after
@@ -532,6 +577,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_rotates_auth_token_file,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_lowers_request_timeout_in_flight,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_lowering_max_pending_keeps_the_last_line,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_renews_statement_timeout,
 						harness_test_setup, harness_test_teardown),
