@@ -710,9 +710,9 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 		if (key_rewritten(res)) {
 			struct table *t = tables[b->s->table];
 			if (!t->insert_trigger)
-				log_warn("table \"%s\": an insert batch stored a row under a key no "
-					 "request asked for (a BEFORE INSERT trigger added since gocd read "
-					 "the catalog?); nothing was written, and its inserts now run one "
+				log_warn("table \"%s\": an insert batch met a BEFORE INSERT row trigger "
+					 "added since gocd read the catalog, or stored a row under a key no "
+					 "request asked for; nothing was written, and its inserts now run one "
 					 "request at a time", t->conf->name);
 			t->insert_trigger = true;
 			run_each_alone(b);

@@ -615,14 +615,29 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 		snprintf(c, sizeof c, " AS gk%d, ", k);
 		sb_add(&b, c);
 	}
-	/* An inserted row that matches no input (a BEFORE INSERT trigger
-	 * added since the catalog was read rewrote its key) fails the whole
-	 * statement, so its transaction rolls back: committed, nobody could
-	 * be told it was created.  The cast error carries a mark batch.c
-	 * knows; the || keeps the planner from folding it into a constant. */
-	sb_add(&b, "row_to_json(t.*)::text AS r) "
+	/*
+	 * A BEFORE INSERT row trigger added since the catalog was read (see
+	 * struct table's insert_trigger) fails the whole statement once it
+	 * inserted a row, so its transaction rolls back: the key it stored may
+	 * match no input (committed, nobody could be told it was created), or
+	 * another input's ("Ann" stored as "ann", where "ann" is asked for too:
+	 * "ann" would be told created:true for Ann's row, and Ann, which wrote
+	 * it, that it wrote nothing).  Only the trigger tells the second case
+	 * from a plain insert, so it is looked for, in the same catalog terms
+	 * as table_catalog_sql: on each partition a row went to (a partitioned
+	 * table's row triggers are cloned onto its partitions), once per
+	 * statement (an uncorrelated subquery), read after the statement took
+	 * the table's lock, which CREATE TRIGGER on the table waits for (one
+	 * created on a partition alone can slip in before the row is routed
+	 * there and the partition locked).  An inserted row that matches no
+	 * input fails it too.  The cast error carries a mark batch.c knows; the ||
+	 * keeps the planner from folding it into a constant.
+	 */
+	sb_add(&b, "t.tableoid AS gt, row_to_json(t.*)::text AS r) "
 		   "SELECT f.ord, f.r, false, NULL::text FROM f UNION ALL "
-		   "SELECT COALESCE(i.ord, ('" TABLE_KEY_REWRITTEN "' || left(n.r, 0))::bigint), "
+		   "SELECT CASE WHEN i.ord IS NULL OR (SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger g"
+		   " WHERE g.tgrelid IN (SELECT n.gt FROM n) AND g.tgenabled <> 'D' AND (g.tgtype & 7) = 7))"
+		   " THEN ('" TABLE_KEY_REWRITTEN "' || left(n.r, 0))::bigint ELSE i.ord END, "
 		   "n.r, row_number() OVER (PARTITION BY ");
 	for (int k = 0; k < nk; k++) {
 		snprintf(c, sizeof c, "%sn.gk%d", k ? ", " : "", k);

@@ -112,8 +112,9 @@ char *table_sql_xact(const struct table *t, const bool *isnull);
  */
 char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef);
 /* In the error of a batch that inserted a row under a key no request asked
- * for: nothing was written, and the table rewrites keys on insert. */
-#define TABLE_KEY_REWRITTEN "gocd: an inserted row matches no key asked for"
+ * for, or into a table with a BEFORE INSERT row trigger: nothing was
+ * written, and the table may rewrite keys on insert. */
+#define TABLE_KEY_REWRITTEN "gocd: a BEFORE INSERT trigger may have changed an inserted key"
 char *table_sql_batch_select(const struct table *t);
 
 /* Mark not ready with a reason (schema changed under us, etc.). */
