@@ -2699,6 +2699,33 @@ static void test_equal_values_spelled_differently(void **state)
 }
 
 /*
+ * gocd, with one pool connection, logged in as a new role `role` that has
+ * `setting` (ALTER ROLE ... SET), serving `table` (created by `create`),
+ * and a client that has sent the n requests in `burst` in one write (one
+ * batch).  Drop the role with drop_role() once gocd has stopped.
+ */
+static struct tgocd *start_as_role_with_burst(const char *role, const char *setting,
+					      const char *create, const char *table_arg,
+					      const char *burst, struct tclient **client)
+{
+	assert_int_equal(tpg_exec("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN SUPERUSER;"
+				  "ALTER ROLE %s SET %s; %s", role, role, role, setting, create), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=%s dbname=postgres",
+		 tpg_port(), role);
+	struct tgocd *g = tgocd_start(STD_ARGS, table_arg, pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	*client = connect_to(g);
+	assert_int_equal(tclient_send(*client, burst, strlen(burst)), 0);
+	return g;
+}
+
+static void drop_role(const char *role)
+{
+	assert_int_equal(tpg_exec("DROP ROLE %s", role), 0);
+}
+
+/*
  * A role or database with extra_float_digits = 0 made float8 print 15
  * significant digits: 1.0000000000000002 and 1.0000000000000004 are two keys
  * and two rows, both answered {"k":1}.  Answers rounded the stored value,
@@ -2710,15 +2737,6 @@ static void test_equal_values_spelled_differently(void **state)
  */
 static void test_distinct_keys_with_equal_rows_each_have_a_creator(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS fkeys; DROP ROLE IF EXISTS gocd_lossy;"
-				  "CREATE ROLE gocd_lossy LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_lossy SET extra_float_digits = 0;"
-				  "CREATE TABLE fkeys(k float8 primary key)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_lossy dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=fkeys=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
-	struct tclient *c = connect_to(g);
 	static const char *const keys[] = {"1.0000000000000002", "1.0000000000000004",
 					   "1.0000000000000007", "1.0000000000000009"};
 	enum { N = sizeof keys / sizeof keys[0] };
@@ -2727,7 +2745,11 @@ static void test_distinct_keys_with_equal_rows_each_have_a_creator(void **state)
 	for (int i = 0; i < N; i++)
 		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"fkeys\","
 				      "\"key\":{\"k\":%s}}\n", keys[i]);
-	assert_int_equal(tclient_send(c, buf, n), 0); /* one write: one batch */
+	struct tclient *c;
+	struct tgocd *g = start_as_role_with_burst("gocd_lossy", "extra_float_digits = 0",
+						   "DROP TABLE IF EXISTS fkeys;"
+						   "CREATE TABLE fkeys(k float8 primary key)",
+						   "--table=fkeys=k", buf, &c);
 	for (int i = 0; i < N; i++) {
 		struct goc_response r;
 		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
@@ -2743,7 +2765,7 @@ static void test_distinct_keys_with_equal_rows_each_have_a_creator(void **state)
 	assert_int_equal(tpg_count("SELECT count(*) FROM fkeys"), N);
 	assert_true(batch_stat(c, "batches") > 0);
 	assert_int_equal(tgocd_stop(g), 0);
-	assert_int_equal(tpg_exec("DROP ROLE gocd_lossy"), 0);
+	drop_role("gocd_lossy");
 	harness_pass();
 }
 
@@ -2756,23 +2778,18 @@ static void test_distinct_keys_with_equal_rows_each_have_a_creator(void **state)
  */
 static void test_null_defaults_in_batches_with_array_nulls_off(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS nulldefs; DROP ROLE IF EXISTS gocd_legacy;"
-				  "CREATE ROLE gocd_legacy LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_legacy SET array_nulls = off;"
-				  "CREATE TABLE nulldefs(id bigserial primary key, k text not null unique,"
-				  " v text default 'dflt')"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_legacy dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=nulldefs=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
-	struct tclient *c = connect_to(g);
 	enum { N = 4 };
 	char buf[1024];
 	size_t n = 0;
 	for (int i = 0; i < N; i++)
 		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"nulldefs\","
 				      "\"key\":{\"k\":\"n%d\"},\"defaults\":{\"v\":null}}\n", i);
-	assert_int_equal(tclient_send(c, buf, n), 0); /* one write: one batch */
+	struct tclient *c;
+	struct tgocd *g = start_as_role_with_burst("gocd_legacy", "array_nulls = off",
+						   "DROP TABLE IF EXISTS nulldefs;"
+						   "CREATE TABLE nulldefs(id bigserial primary key,"
+						   " k text not null unique, v text default 'dflt')",
+						   "--table=nulldefs=k", buf, &c);
 	for (int i = 0; i < N; i++) {
 		struct goc_response r;
 		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
@@ -2785,7 +2802,7 @@ static void test_null_defaults_in_batches_with_array_nulls_off(void **state)
 	assert_int_equal(tpg_count("SELECT count(*) FROM nulldefs WHERE v IS NULL"), N);
 	assert_true(batch_stat(c, "batches") > 0);
 	assert_int_equal(tgocd_stop(g), 0);
-	assert_int_equal(tpg_exec("DROP ROLE gocd_legacy"), 0);
+	drop_role("gocd_legacy");
 	harness_pass();
 }
 
