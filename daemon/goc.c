@@ -734,7 +734,7 @@ static void xact_check(struct req *r)
 	r->xid_param = r->xid;
 	j->stmt = -1;
 	j->sql = lookup ? r->xact_sql
-			: "SELECT pg_xact_status($1::xid8)::text, NULL::boolean, " PGPOOL_LIFE_SQL;
+			: "SELECT pg_catalog.pg_xact_status($1::xid8)::text, NULL::boolean, " PGPOOL_LIFE_SQL;
 	j->nparams = lookup ? 1 + r->nkey_params : 1;
 	j->params = lookup ? r->xact_params : &r->xid_param;
 	j->done = on_xact;

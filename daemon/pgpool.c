@@ -788,16 +788,16 @@ int pgpool_statement(const char *sql)
 static void session_sql_build(int statement_timeout_ms)
 {
 	int n = snprintf(pool.session_sql, sizeof pool.session_sql,
-		 "SELECT set_config('default_transaction_isolation', 'read committed', false),"
-		 " set_config('statement_timeout', '%d', false),"
-		 " set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
+		 "SELECT pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"
+		 " pg_catalog.set_config('statement_timeout', '%d', false),"
+		 " pg_catalog.set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
 		 " pg_catalog.pg_settings WHERE name = 'synchronous_commit'), 'off'), 'on'), false),"
-		 " set_config('plan_cache_mode', 'force_generic_plan', false),"
-		 " set_config('enable_seqscan', 'off', false),"
-		 " set_config('enable_hashjoin', 'off', false),"
-		 " set_config('enable_mergejoin', 'off', false),"
-		 " set_config('array_nulls', 'on', false),"
-		 " set_config('extra_float_digits', '1', false),"
+		 " pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', false),"
+		 " pg_catalog.set_config('enable_seqscan', 'off', false),"
+		 " pg_catalog.set_config('enable_hashjoin', 'off', false),"
+		 " pg_catalog.set_config('enable_mergejoin', 'off', false),"
+		 " pg_catalog.set_config('array_nulls', 'on', false),"
+		 " pg_catalog.set_config('extra_float_digits', '1', false),"
 		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
 	if (n < 0 || (size_t)n >= sizeof pool.session_sql)
 		abort(); /* a cut statement would leave a setting unset: the buffer is too small */

@@ -73,7 +73,7 @@ struct pgjob {
  * restart does too: the checks that use it are only more careful then.
  */
 #define PGPOOL_LIFE_SQL                                                                  \
-	"(SELECT extract(epoch FROM pg_postmaster_start_time())::text || '/' ||"         \
+	"(SELECT extract(epoch FROM pg_catalog.pg_postmaster_start_time())::text || '/' ||"         \
 	" extract(epoch FROM stats_reset)::text FROM pg_catalog.pg_stat_bgwriter)"
 #define PGPOOL_LIFE_MAX 64
 

@@ -11,7 +11,12 @@
  *   insert: INSERT INTO tbl AS t (k1, .., d1, ..) VALUES ($1, ..)
  *           ON CONFLICT (k1, ..) DO NOTHING RETURNING row_to_json(t.*)::text
  * "t.*" rather than "t" so a column that happens to be named t is not
- * picked up instead of the whole row.  ON CONFLICT names the key columns,
+ * picked up instead of the whole row.  Functions are called by their
+ * pg_catalog name: a call resolves over the search_path, where an exact
+ * match beats pg_catalog's polymorphic or record version even though
+ * pg_catalog is searched first, so a row_to_json(users) or unnest(text[])
+ * in public answered made-up rows or stored other keys than asked.
+ * ON CONFLICT names the key columns,
  * so only the key's unique index is an arbiter; any other unique index
  * still raises 23505 and becomes that request's constraint_violation.
  */
@@ -449,7 +454,7 @@ static void sb_from_key(struct sb *b, const struct table *t, const bool *isnull,
 char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 {
 	struct sb b = {0};
-	sb_add(&b, "SELECT row_to_json(t.*)::text");
+	sb_add(&b, "SELECT pg_catalog.row_to_json(t.*)::text");
 	sb_from_key(&b, t, isnull, 1);
 	return b.s;
 }
@@ -466,22 +471,26 @@ char *table_sql_select_nulls(const struct table *t, const bool *isnull)
 char *table_sql_xact(const struct table *t, const bool *isnull)
 {
 	struct sb b = {0};
-	sb_add(&b, "SELECT pg_xact_status($1::xid8)::text, EXISTS (SELECT");
+	sb_add(&b, "SELECT pg_catalog.pg_xact_status($1::xid8)::text, EXISTS (SELECT");
 	sb_from_key(&b, t, isnull, 2);
-	sb_add(&b, " AND t.xmin::text::numeric = $1::xid8::text::numeric % 4294967296), ");
+	sb_add(&b, " AND t.xmin::text::numeric = $1::xid8::text::numeric OPERATOR(pg_catalog.%) 4294967296::numeric), ");
 	sb_add(&b, PGPOOL_LIFE_SQL);
 	return b.s;
 }
 
-/* unnest($1::text[], ...) WITH ORDINALITY AS i(c0, .., ord) */
+/* ROWS FROM (pg_catalog.unnest($1::text[]), ...) WITH ORDINALITY AS
+ * i(c0, .., ord): what unnest($1, $2, ..) stands for, spelled out, since
+ * unnest($1) alone is an ordinary call that an unnest(text[]) on the
+ * search_path would win (see table_sql_insert) */
 static void sb_unnest(struct sb *b, int n)
 {
-	sb_add(b, "unnest(");
+	sb_add(b, "ROWS FROM (");
 	for (int i = 0; i < n; i++) {
 		if (i)
 			sb_add(b, ", ");
+		sb_add(b, "pg_catalog.unnest(");
 		sb_param(b, i + 1);
-		sb_add(b, "::text[]");
+		sb_add(b, "::text[])");
 	}
 	sb_add(b, ") WITH ORDINALITY AS i(");
 	for (int i = 0; i < n; i++) {
@@ -517,7 +526,7 @@ char *table_sql_insert(const struct table *t, const int *cols, int ncols)
 	sb_add(&b, t->conflict_target);
 	/* The xid is read before the commit is sent, so that a connection
 	 * lost during the commit can still learn whether it happened. */
-	sb_add(&b, " DO NOTHING RETURNING row_to_json(t.*)::text, pg_current_xact_id()::text");
+	sb_add(&b, " DO NOTHING RETURNING pg_catalog.row_to_json(t.*)::text, pg_catalog.pg_current_xact_id()::text");
 	return b.s;
 }
 
@@ -586,7 +595,7 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 
 	sb_add(&b, "WITH i AS MATERIALIZED (SELECT * FROM ");
 	sb_unnest(&b, nk + ndef);
-	sb_add(&b, "), f AS MATERIALIZED (SELECT i.ord, row_to_json(t.*)::text AS r FROM i JOIN ");
+	sb_add(&b, "), f AS MATERIALIZED (SELECT i.ord, pg_catalog.row_to_json(t.*)::text AS r FROM i JOIN ");
 	sb_add(&b, t->qname);
 	sb_add(&b, " AS t ON ");
 	sb_key_match(&b, t, "t.", true);
@@ -633,19 +642,19 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 	 * input fails it too.  The cast error carries a mark batch.c knows; the ||
 	 * keeps the planner from folding it into a constant.
 	 */
-	sb_add(&b, "t.tableoid AS gt, row_to_json(t.*)::text AS r) "
+	sb_add(&b, "t.tableoid AS gt, pg_catalog.row_to_json(t.*)::text AS r) "
 		   "SELECT f.ord, f.r, false, NULL::text FROM f UNION ALL "
 		   "SELECT CASE WHEN i.ord IS NULL OR (SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger g"
 		   " WHERE g.tgrelid IN (SELECT n.gt FROM n) AND g.tgenabled <> 'D' AND (g.tgtype & 7) = 7))"
-		   " THEN ('" TABLE_KEY_REWRITTEN "' || left(n.r, 0))::bigint ELSE i.ord END, "
-		   "n.r, row_number() OVER (PARTITION BY ");
+		   " THEN ('" TABLE_KEY_REWRITTEN "' OPERATOR(pg_catalog.||) pg_catalog.left(n.r, 0))::bigint"
+		   " ELSE i.ord END, n.r, pg_catalog.row_number() OVER (PARTITION BY ");
 	for (int k = 0; k < nk; k++) {
 		snprintf(c, sizeof c, "%sn.gk%d", k ? ", " : "", k);
 		sb_add(&b, c);
 	}
 	sb_add(&b, " ORDER BY ");
 	sb_insert_order(&b, t);
-	sb_add(&b, ") = 1, pg_current_xact_id_if_assigned()::text FROM n LEFT JOIN i ON ");
+	sb_add(&b, ") = 1, pg_catalog.pg_current_xact_id_if_assigned()::text FROM n LEFT JOIN i ON ");
 	sb_key_match(&b, t, "n.", false);
 	return b.s;
 }
@@ -653,7 +662,7 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 char *table_sql_batch_select(const struct table *t)
 {
 	struct sb b = {0};
-	sb_add(&b, "SELECT i.ord, row_to_json(t.*)::text, false FROM ");
+	sb_add(&b, "SELECT i.ord, pg_catalog.row_to_json(t.*)::text, false FROM ");
 	sb_unnest(&b, t->conf->ncols);
 	sb_add(&b, " JOIN ");
 	sb_add(&b, t->qname);

@@ -2807,6 +2807,65 @@ static void test_null_defaults_in_batches_with_array_nulls_off(void **state)
 }
 
 /*
+ * search_path.  A function call resolves over it, and an exact match beats
+ * pg_catalog's record or polymorphic version even though pg_catalog comes
+ * first: a row_to_json(tbl) or an unnest(text[]) in a schema on the role's
+ * path was called in place of pg_catalog's.  Answers were made-up rows,
+ * and batches stored keys other than the ones asked for (lower-cased here),
+ * while the same request alone stored it as sent.
+ */
+static void test_functions_on_the_search_path_do_not_shadow_gocds(void **state)
+{
+	assert_int_equal(tpg_exec("DROP SCHEMA IF EXISTS shadow CASCADE; DROP TABLE IF EXISTS shadowed;"
+				  "DROP ROLE IF EXISTS gocd_shadowed;"
+				  "CREATE ROLE gocd_shadowed LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_shadowed SET search_path = shadow, public;"
+				  "CREATE TABLE shadowed(id bigserial primary key, k text not null unique, v text);"
+				  "CREATE SCHEMA shadow;"
+				  "CREATE FUNCTION shadow.row_to_json(public.shadowed) RETURNS json LANGUAGE sql"
+				  " AS $$ SELECT '{\"made\":\"up\"}'::json $$;"
+				  "CREATE FUNCTION shadow.unnest(text[]) RETURNS SETOF text LANGUAGE sql"
+				  " AS $$ SELECT pg_catalog.lower(x) FROM pg_catalog.unnest($1) x $$;"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_shadowed dbname=postgres",
+		 tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=shadowed=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	enum { N = 4 };
+	for (int round = 0; round < 3; round++) {
+		/* round 0: one write, one batch; round 1 alone; round 2 the
+		 * same keys again, batched: found, not created */
+		char buf[1024];
+		size_t n = 0;
+		int k0 = round == 1 ? N : 0, nk = round == 1 ? 1 : N;
+		for (int i = k0; i < k0 + nk; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":"
+					      "\"shadowed\",\"key\":{\"k\":\"Key%d\"},\"defaults\":{\"v\":\"V\"}}\n", i);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = k0; i < k0 + nk; i++) {
+			struct goc_response r;
+			char want[16];
+			snprintf(want, sizeof want, "Key%d", i);
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			const char *k = json_string_value(json_object_get(r.row, "k"));
+			if (!r.ok || r.created != (round < 2) || k == NULL || strcmp(k, want) != 0)
+				print_error("round %d %s: %s\n", round, want, tclient_last(c));
+			assert_true(r.ok && r.created == (round < 2));
+			assert_non_null(k);
+			assert_string_equal(k, want);
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM shadowed WHERE k LIKE 'Key%%'"), N + 1);
+	assert_int_equal(tpg_count("SELECT count(*) FROM shadowed"), N + 1);
+	assert_true(batch_stat(c, "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP SCHEMA shadow CASCADE; DROP TABLE shadowed; DROP ROLE gocd_shadowed"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3595,6 +3654,7 @@ int main(void)
 		T(test_equal_values_spelled_differently),
 		T(test_distinct_keys_with_equal_rows_each_have_a_creator),
 		T(test_null_defaults_in_batches_with_array_nulls_off),
+		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
