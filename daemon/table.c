@@ -96,7 +96,17 @@ const char table_catalog_sql[] =
 	"                      WHERE d.opcmethod = ic.opcmethod AND d.opcdefault AND d.opcintype ="
 	"                       coalesce((SELECT e.opcintype FROM pg_opclass e WHERE e.opcmethod = ic.opcmethod"
 	"                                  AND e.opcdefault AND e.opcintype = b.oid), ic.opcintype))"
-	"                    LIMIT 1)))"
+	"                    LIMIT 1),"
+	/* per key column, the index's equality operator by its schema:
+	 * lookups compare with it (see sb_eq) */
+	"                  (SELECT json_object_agg(a.attname, format('OPERATOR(%I.%s)', o.nspname, op.oprname))"
+	"                    FROM generate_series(0, i.indnkeyatts - 1) k"
+	"                    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[k]"
+	"                    JOIN pg_opclass ic ON ic.oid = i.indclass[k]"
+	"                    JOIN pg_amop ieq ON ieq.amopfamily = ic.opcfamily AND ieq.amopstrategy = 3"
+	"                     AND ieq.amoplefttype = ic.opcintype AND ieq.amoprighttype = ic.opcintype"
+	"                    JOIN pg_operator op ON op.oid = ieq.amopopr"
+	"                    JOIN pg_namespace o ON o.oid = op.oprnamespace)))"
 	"    FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid"
 	"     AND i.indisready AND i.indpred IS NULL AND i.indexprs IS NULL)::text,"
 	/* what this role lacks for get_or_create: a warning, see below */
@@ -195,6 +205,10 @@ static void clear_catalog(struct table *t)
 	free(t->sql_select);
 	free(t->sql_insert_key);
 	free(t->conflict_target);
+	for (int k = 0; k < 32; k++) {
+		free(t->key_eq[k]);
+		t->key_eq[k] = NULL;
+	}
 	t->cols = NULL;
 	t->ncols = 0;
 	t->qname = t->index_name = t->sql_select = t->sql_insert_key = NULL;
@@ -429,6 +443,20 @@ static void sb_param_value(struct sb *b, int n, const struct column *col)
 	sb_value(b, prm, col);
 }
 
+/*
+ * " = " between key column k and a value: the key index's own equality
+ * operator, named by its schema.  A bare = resolves over the search_path,
+ * where an operator with the column's exact types (an =(varchar, varchar)
+ * that ignores case, say) beats pg_catalog's texteq, which varchar reaches
+ * only by a cast: lookups found rows the unique index holds apart.
+ */
+static void sb_eq(struct sb *b, const struct table *t, int k)
+{
+	sb_add(b, " ");
+	sb_add(b, t->key_eq[k] ? t->key_eq[k] : "=");
+	sb_add(b, " ");
+}
+
 /* "FROM tbl AS t WHERE k1 = $p AND k2 IS NULL ..", parameters from $p on. */
 static void sb_from_key(struct sb *b, const struct table *t, const bool *isnull, int p)
 {
@@ -445,7 +473,7 @@ static void sb_from_key(struct sb *b, const struct table *t, const bool *isnull,
 		} else {
 			/* cast as the batch does: a key the column rounds on
 			 * storing (numeric(5,2), timestamp(0)) must find its row */
-			sb_add(b, " = ");
+			sb_eq(b, t, i);
 			sb_param_value(b, p++, &t->cols[t->key_col[i]]);
 		}
 	}
@@ -551,7 +579,7 @@ static void sb_key_match(struct sb *b, const struct table *t, const char *left, 
 			snprintf(c, sizeof c, "gk%d", k);
 			sb_add(b, c);
 		}
-		sb_add(b, " = ");
+		sb_eq(b, t, k);
 		sb_cast(b, "i", k, &t->cols[t->key_col[k]]);
 	}
 }
@@ -747,6 +775,7 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	/* Find a unique index whose column set is exactly the key. */
 	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
 	const char *found = NULL, *collation = NULL, *deferrable = NULL, *opclass = NULL;
+	json_t *found_ix = NULL;
 	bool nnd = false;
 	for (size_t i = 0; i < json_array_size(idx); i++) {
 		json_t *ix = json_array_get(idx, i);
@@ -787,12 +816,15 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			deferrable = json_string_value(json_array_get(ix, 0));
 			continue;
 		}
-		if (found == NULL)
+		if (found == NULL) {
 			found = json_string_value(json_array_get(ix, 0));
+			found_ix = ix;
+		}
 		/* Any NULLS NOT DISTINCT arbiter makes a NULL key conflict. */
 		if (json_is_true(json_array_get(ix, 1))) {
 			nnd = true;
 			found = json_string_value(json_array_get(ix, 0));
+			found_ix = ix;
 		}
 	}
 	if (collation != NULL || opclass != NULL || deferrable != NULL) {
@@ -823,6 +855,12 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			    tc->ncols > 1 ? tc->cols[1] : "", tc->ncols > 2 ? ", ..." : "", hint);
 	}
 	t->index_name = strdup(found);
+	/* Every index here compares as the column's type does (checked
+	 * above), so any one's operators will do. */
+	for (int k = 0; k < tc->ncols; k++) {
+		const char *eq = json_string_value(json_object_get(json_array_get(found_ix, 6), tc->cols[k]));
+		t->key_eq[k] = eq ? xstrdup(eq) : NULL;
+	}
 	t->nulls_not_distinct = nnd;
 	bool trig = PQgetvalue(res, 0, 6)[0] == 't';
 	if (trig && (!t->ready || !t->insert_trigger))

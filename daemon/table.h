@@ -39,6 +39,8 @@ struct table {
 	struct column *cols;
 	int ncols;
 	int key_col[32];               /* index into cols, per conf->cols order */
+	char *key_eq[32];              /* per key column, the key index's = as
+					* OPERATOR(schema.=); NULL: plain = */
 	bool nulls_not_distinct;
 	/* A BEFORE INSERT row trigger (on the table or a partition) may change
 	 * the key or skip the row: a batch, which matches inserted rows to

@@ -2866,6 +2866,62 @@ static void test_functions_on_the_search_path_do_not_shadow_gocds(void **state)
 }
 
 /*
+ * The same for operators: varchar has no = of its own in pg_catalog (it
+ * reaches texteq by a cast), so an =(varchar, varchar) on the role's
+ * search_path - here one that ignores case - was the one a bare = called.
+ * The unique index holds 'Ann' and 'ann' apart, but lookups, alone and
+ * batched, answered 'Ann''s row for 'ann', 'ANN' and 'aNN': rows of
+ * other keys, and the keys never created.  Lookups now compare with the
+ * index's own operator.
+ */
+static void test_operators_on_the_search_path_do_not_shadow_the_keys(void **state)
+{
+	assert_int_equal(tpg_exec("DROP SCHEMA IF EXISTS shadow CASCADE; DROP TABLE IF EXISTS shadowv;"
+				  "DROP ROLE IF EXISTS gocd_shadowed;"
+				  "CREATE ROLE gocd_shadowed LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_shadowed SET search_path = shadow, public;"
+				  "CREATE TABLE shadowv(id bigserial primary key, k varchar(20) not null unique);"
+				  "INSERT INTO shadowv(k) VALUES ('Ann');"
+				  "CREATE SCHEMA shadow;"
+				  "CREATE FUNCTION shadow.ci_eq(varchar, varchar) RETURNS bool LANGUAGE sql IMMUTABLE"
+				  " AS $$ SELECT pg_catalog.lower($1) OPERATOR(pg_catalog.=) pg_catalog.lower($2) $$;"
+				  "CREATE OPERATOR shadow.= (leftarg = varchar, rightarg = varchar, procedure = shadow.ci_eq);"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_shadowed dbname=postgres",
+		 tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=shadowv=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	static const char *const keys[] = { "ann", "ANN", "aNN", "Ann" };
+	for (int round = 0; round < 2; round++) {
+		/* round 0: "ann" alone; round 1: the rest in one write */
+		char buf[1024];
+		size_t n = 0;
+		int k0 = round ? 1 : 0, k1 = round ? 4 : 1;
+		for (int i = k0; i < k1; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":"
+					      "\"shadowv\",\"key\":{\"k\":\"%s\"}}\n", keys[i]);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = k0; i < k1; i++) {
+			struct goc_response r;
+			bool created = strcmp(keys[i], "Ann") != 0;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			const char *k = json_string_value(json_object_get(r.row, "k"));
+			if (!r.ok || r.created != created || k == NULL || strcmp(k, keys[i]) != 0)
+				print_error("%s: %s\n", keys[i], tclient_last(c));
+			assert_true(r.ok && r.created == created);
+			assert_non_null(k);
+			assert_string_equal(k, keys[i]);
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM shadowv"), 4);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP SCHEMA shadow CASCADE; DROP TABLE shadowv; DROP ROLE gocd_shadowed"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3655,6 +3711,7 @@ int main(void)
 		T(test_distinct_keys_with_equal_rows_each_have_a_creator),
 		T(test_null_defaults_in_batches_with_array_nulls_off),
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
+		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
