@@ -8,12 +8,14 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "catalog.h"
 #include "config.h"
 #include "gocd.h"
 #include "log.h"
+#include "pgpool.h"
 #include "table.h"
 
 /*
@@ -24,10 +26,10 @@
  * held gocd's start, and gocd -t, for ever.  The result (the caller
  * clears it), or NULL with msg set.
  */
-static PGresult *exec_bounded(PGconn *pg, const char *param, int timeout_ms, char *msg,
-			      size_t len)
+static PGresult *exec_bounded(PGconn *pg, const char *sql, const char *param, int timeout_ms,
+			      char *msg, size_t len)
 {
-	if (!PQsendQueryParams(pg, table_catalog_sql, 1, NULL, &param, NULL, NULL, 0)) {
+	if (!PQsendQueryParams(pg, sql, param ? 1 : 0, NULL, param ? &param : NULL, NULL, NULL, 0)) {
 		log_copy_message(msg, len, PQerrorMessage(pg));
 		return NULL;
 	}
@@ -72,12 +74,28 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 		PQfinish(pg);
 		return 1;
 	}
+	/* The pool's session settings first, as its connections have them
+	 * before they read the catalog: the role's own can make the catalog
+	 * query crawl (enable_nestloop off disables its lateral joins, and
+	 * then JIT compiles it: ~1.8 s a table). */
+	char session[2048];
+	if (pgpool_session_sql(session, sizeof session, cfg->request_timeout) != 0)
+		abort();
+	PGresult *res = exec_bounded(pg, session, NULL, cfg->connect_timeout, msg, len);
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (res != NULL)
+			log_copy_message(msg, len, PQresultErrorMessage(res));
+		PQclear(res);
+		PQfinish(pg);
+		return 1;
+	}
+	PQclear(res);
 	int bad = 0;
 	for (int i = 0; i < ntables; i++) {
 		struct table *t = tables[i];
 		if (t->removed)
 			continue;
-		PGresult *res = exec_bounded(pg, t->own.name, cfg->connect_timeout, msg, len);
+		res = exec_bounded(pg, table_catalog_sql, t->own.name, cfg->connect_timeout, msg, len);
 		if (res == NULL) {
 			/* as unreachable: gocd starts and checks again on connect */
 			PQfinish(pg);

@@ -79,7 +79,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[1024];
+	char session_sql[2048];
 	unsigned session_gen;  /* bumped when session_sql changes (a reload) */
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
@@ -785,9 +785,9 @@ int pgpool_statement(const char *sql)
 	return pool.nstmts++;
 }
 
-static void session_sql_build(int statement_timeout_ms)
+int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
 {
-	int n = snprintf(pool.session_sql, sizeof pool.session_sql,
+	int n = snprintf(buf, len,
 		 "SELECT pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"
 		 " pg_catalog.set_config('statement_timeout', '%d', false),"
 		 " pg_catalog.set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
@@ -796,10 +796,18 @@ static void session_sql_build(int statement_timeout_ms)
 		 " pg_catalog.set_config('enable_seqscan', 'off', false),"
 		 " pg_catalog.set_config('enable_hashjoin', 'off', false),"
 		 " pg_catalog.set_config('enable_mergejoin', 'off', false),"
+		 " pg_catalog.set_config('enable_nestloop', 'on', false),"
+		 " pg_catalog.set_config('enable_indexscan', 'on', false),"
+		 " pg_catalog.set_config('jit', 'off', false),"
 		 " pg_catalog.set_config('array_nulls', 'on', false),"
 		 " pg_catalog.set_config('extra_float_digits', '1', false),"
 		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
-	if (n < 0 || (size_t)n >= sizeof pool.session_sql)
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static void session_sql_build(int statement_timeout_ms)
+{
+	if (pgpool_session_sql(pool.session_sql, sizeof pool.session_sql, statement_timeout_ms) != 0)
 		abort(); /* a cut statement would leave a setting unset: the buffer is too small */
 }
 
@@ -849,6 +857,13 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   table was empty was a hash join over a seq scan, kept for the life
 	 *   of the connection while the table grew (seen in make soak: 1.5k
 	 *   req/s until a reconnect).  The unique index is always the way in.
+	 *   So index scans and nested loops on, whatever the role says: with
+	 *   enable_nestloop off too (a role or database setting) every join
+	 *   was a disabled one, and
+	 * - jit off: a disabled plan node costs 1e10, far past jit_above_cost,
+	 *   so every batch statement was JIT-compiled with inlining and
+	 *   optimisation, ~100 ms each (33 req/s instead of 50k).  Key lookups
+	 *   never gain from JIT anyway.
 	 * - array_nulls on: a batch sends each column as a text array, where
 	 *   the unquoted NULL is SQL NULL only with it on.  A role or database
 	 *   with it off made batched null defaults the string 'NULL'.

@@ -91,6 +91,11 @@ struct pgpool_config {
 
 int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	__attribute__((warn_unused_result));
+/* The statement that gives a session gocd's settings (see pgpool_init), for
+ * a connection outside the pool (the startup check): 0, or -1 when len is
+ * too small. */
+int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
+	__attribute__((warn_unused_result));
 /* A reload: every connection renews its session settings (statement_timeout
  * = the new request_timeout, synchronous_commit read again), idle ones now,
  * busy ones as soon as their job is over.  One round trip each; prepared

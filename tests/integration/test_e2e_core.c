@@ -2922,6 +2922,62 @@ static void test_operators_on_the_search_path_do_not_shadow_the_keys(void **stat
 }
 
 /*
+ * enable_nestloop = off for the role (or database).  gocd turns hash and
+ * merge joins off itself, so every join in its batch statements was a
+ * disabled one, costed 1e10: far past jit_above_cost, so each statement
+ * was JIT-compiled with inlining and optimisation, ~100 ms a batch (a
+ * 16-client run fell from 50k to 33 req/s, requests answered after 1.5 s).
+ * jit_dump_bitcode leaves a .bc file in the data directory for every JIT
+ * compilation, so the test counts them instead of timing anything.
+ */
+static void test_role_planner_settings_do_not_make_statements_jit_compiled(void **state)
+{
+	if (tpg_count("SELECT pg_jit_available()::int") != 1) {
+		print_message("JIT is not available in this PostgreSQL: nothing to test\n");
+		harness_pass();
+		return;
+	}
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS nonest; DROP ROLE IF EXISTS gocd_nonest;"
+				  "CREATE ROLE gocd_nonest LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_nonest SET enable_nestloop = off;"
+				  "ALTER ROLE gocd_nonest SET jit_dump_bitcode = on;"
+				  "CREATE TABLE nonest(id bigserial primary key, k text not null unique, v text)"), 0);
+	long long bc0 = tpg_count("SELECT count(*) FROM pg_ls_dir('.') f WHERE f LIKE '%%.bc'");
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_nonest dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=nonest=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	enum { N = 4 };
+	for (int round = 0; round < 3; round++) {
+		/* new keys, batched; the same again (found); gets */
+		char buf[1024];
+		size_t n = 0;
+		for (int i = 0; i < N; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"%s\",\"table\":\"nonest\","
+					      "\"key\":{\"k\":\"j%d\"}}\n", round == 2 ? "get" : "get_or_create", i);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = 0; i < N; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || r.created != (round == 0))
+				print_error("round %d j%d: %s\n", round, i, tclient_last(c));
+			assert_true(r.ok && r.created == (round == 0));
+			codec_response_free(&r);
+		}
+	}
+	assert_true(batch_stat(c, "batches") > 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	long long bc = tpg_count("SELECT count(*) FROM pg_ls_dir('.') f WHERE f LIKE '%%.bc'") - bc0;
+	if (bc != 0)
+		print_error("gocd's statements were JIT-compiled %lld times\n", bc);
+	assert_int_equal(bc, 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM nonest"), N);
+	assert_int_equal(tpg_exec("DROP TABLE nonest; DROP ROLE gocd_nonest"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3712,6 +3768,7 @@ int main(void)
 		T(test_null_defaults_in_batches_with_array_nulls_off),
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
+		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
