@@ -790,6 +790,7 @@ int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
 	int n = snprintf(buf, len,
 		 "SELECT pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"
 		 " pg_catalog.set_config('statement_timeout', '%d', false),"
+		 " pg_catalog.set_config('lock_timeout', '0', false),"
 		 " pg_catalog.set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
 		 " pg_catalog.pg_settings WHERE name = 'synchronous_commit'), 'off'), 'on'), false),"
 		 " pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', false),"
@@ -837,7 +838,10 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 * - READ COMMITTED whatever the role's default: gocd's correctness
 	 *   argument needs each statement's fresh snapshot, so the re-read
 	 *   after a lost ON CONFLICT sees the winner's row.
-	 * - statement_timeout = request_timeout.
+	 * - statement_timeout = request_timeout, and no lock_timeout: a key
+	 *   another transaction has just inserted waits for it, as long as
+	 *   the request may.  A role's lock_timeout cancelled the wait (55P03,
+	 *   answered 'internal') though the row came within request_timeout.
 	 * - synchronous_commit off becomes on: an answer says "committed",
 	 *   and off acknowledges commits a crash then loses (the row gone,
 	 *   its id handed out again).  Any other level is kept, so

@@ -2978,6 +2978,55 @@ static void test_role_planner_settings_do_not_make_statements_jit_compiled(void 
 }
 
 /*
+ * lock_timeout set for the role.  A key whose row another transaction has
+ * just inserted waits for that transaction, bounded by request_timeout (the
+ * statement_timeout gocd gives its sessions), and is answered with the
+ * holder's row once it commits.  Under the role's lock_timeout the insert
+ * was cancelled after 100 ms instead (55P03), and the request answered
+ * 'internal', though the row came within request_timeout.
+ */
+static void test_role_lock_timeout_does_not_cut_a_key_wait_short(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS lockt; DROP ROLE IF EXISTS gocd_locky;"
+				  "CREATE ROLE gocd_locky LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_locky SET lock_timeout = '100ms';"
+				  "CREATE TABLE lockt(id bigserial primary key, k text not null unique, n int)"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_locky dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=lockt=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tpg_session *holder = tpg_session_open();
+	assert_non_null(holder);
+	assert_int_equal(tpg_session_exec(holder, "BEGIN; INSERT INTO lockt(k, n) VALUES ('held', 7)"), 0);
+	struct tclient *c = connect_to(g);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"lockt\","
+					  "\"key\":{\"k\":\"held\"},\"defaults\":{\"n\":1}}\n"), 0);
+	/* until the insert waits on the lock, then past the role's lock_timeout */
+	long long waiting = 0;
+	for (int i = 0; i < 200 && waiting == 0; i++) {
+		waiting = tpg_count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'gocd_locky'"
+				    " AND wait_event_type = 'Lock'");
+		if (waiting == 0)
+			usleep(10 * 1000);
+	}
+	usleep(400 * 1000);
+	assert_int_equal(tpg_session_exec(holder, "COMMIT"), 0);
+	tpg_session_close(holder);
+	struct goc_response r;
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (r.code != GOC_OK || r.created)
+		print_error("held: %s\n", tclient_last(c));
+	assert_int_equal(r.code, GOC_OK);
+	assert_false(r.created);
+	assert_int_equal(row_int(&r, "n"), 7);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM lockt"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP TABLE lockt; DROP ROLE gocd_locky"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3769,6 +3818,7 @@ int main(void)
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
+		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
