@@ -791,6 +791,8 @@ int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
 		 "SELECT pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"
 		 " pg_catalog.set_config('statement_timeout', '%d', false),"
 		 " pg_catalog.set_config('lock_timeout', '0', false),"
+		 " CASE WHEN pg_catalog.current_setting('session_replication_role') = 'replica'"
+		 "  THEN pg_catalog.set_config('session_replication_role', 'origin', false) END,"
 		 " pg_catalog.set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
 		 " pg_catalog.pg_settings WHERE name = 'synchronous_commit'), 'off'), 'on'), false),"
 		 " pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', false),"
@@ -868,6 +870,11 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   so every batch statement was JIT-compiled with inlining and
 	 *   optimisation, ~100 ms each (33 req/s instead of 50k).  Key lookups
 	 *   never gain from JIT anyway.
+	 * - session_replication_role replica becomes origin: replica turns
+	 *   ordinary triggers off, foreign keys among them, and rows naming
+	 *   no parent were stored where constraint_violation was due.  Only
+	 *   a superuser may change it: a role that is not one and has it set
+	 *   fails its session setup (logged) rather than run without them.
 	 * - array_nulls on: a batch sends each column as a text array, where
 	 *   the unquoted NULL is SQL NULL only with it on.  A role or database
 	 *   with it off made batched null defaults the string 'NULL'.

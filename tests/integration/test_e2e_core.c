@@ -3027,6 +3027,53 @@ static void test_role_lock_timeout_does_not_cut_a_key_wait_short(void **state)
 }
 
 /*
+ * session_replication_role = replica for the role (a superuser can set it
+ * for any role).  It turns off every ordinary trigger, and foreign keys
+ * are triggers: a default naming no parent row was stored, alone and in a
+ * batch, where PROTOCOL.md promises constraint_violation.  gocd's
+ * sessions run as 'origin'.
+ */
+static void test_replica_role_does_not_turn_foreign_keys_off(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS replchild, replparent; DROP ROLE IF EXISTS gocd_replica;"
+				  "CREATE ROLE gocd_replica LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_replica SET session_replication_role = replica;"
+				  "CREATE TABLE replparent(id int primary key); INSERT INTO replparent VALUES (1);"
+				  "CREATE TABLE replchild(id bigserial primary key, k text not null unique,"
+				  " p int references replparent(id))"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_replica dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=replchild=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	for (int round = 0; round < 2; round++) {
+		/* round 0: "bad0" alone; round 1: in a batch with good ones */
+		char buf[1024];
+		size_t n = 0;
+		int nreq = round ? 4 : 1;
+		for (int i = 0; i < nreq; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":"
+					      "\"replchild\",\"key\":{\"k\":\"%s%d\"},\"defaults\":{\"p\":%d}}\n",
+					      i == 0 ? "bad" : "good", round * 10 + i, i == 0 ? 99 : 1);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = 0; i < nreq; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			enum goc_err want = i == 0 ? GOC_E_CONSTRAINT_VIOLATION : GOC_OK;
+			if (r.code != want)
+				print_error("round %d request %d: %s\n", round, i, tclient_last(c));
+			assert_int_equal(r.code, want);
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM replchild WHERE p NOT IN (SELECT id FROM replparent)"), 0);
+	assert_int_equal(tpg_count("SELECT count(*) FROM replchild"), 3);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP TABLE replchild, replparent; DROP ROLE gocd_replica"), 0);
+	harness_pass();
+}
+
+/*
  * A key or default the column cannot hold gets invalid_value in a batch as
  * it does alone - never a silently truncated value matching or creating
  * another key's row ('abcdeXYZ' cast explicitly to varchar(5) is 'abcde').
@@ -3819,6 +3866,7 @@ int main(void)
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
+		T(test_replica_role_does_not_turn_foreign_keys_off),
 		T(test_typmod_keys_in_batches),
 		T(test_shapes_do_not_run_out),
 		T(test_statement_timeout_does_not_split_batches),
