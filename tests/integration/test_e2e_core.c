@@ -2922,6 +2922,58 @@ static void test_operators_on_the_search_path_do_not_shadow_the_keys(void **stat
 }
 
 /*
+ * The other way round: citext installed in a schema that is not on the
+ * role's search_path (CREATE EXTENSION citext SCHEMA ext).  A bare = then
+ * found no citext = and fell back to text = by citext's implicit cast,
+ * comparing case-sensitively while the unique index (citext_ops) does
+ * not: with 'Ann' stored, every get_or_create of 'ann' missed, conflicted,
+ * missed again and was answered 'internal' after its retries, and a get
+ * answered row:null for a key the index holds.
+ */
+static void test_key_type_from_a_schema_off_the_search_path(void **state)
+{
+	if (tpg_count("SELECT count(*) FROM pg_available_extensions WHERE name = 'citext'") != 1) {
+		print_message("citext is not available in this PostgreSQL: nothing to test\n");
+		harness_pass();
+		return;
+	}
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS offpath; DROP SCHEMA IF EXISTS offext CASCADE;"
+				  "CREATE SCHEMA offext; CREATE EXTENSION citext SCHEMA offext;"
+				  "CREATE TABLE offpath(id bigserial primary key, k offext.citext not null unique);"
+				  "INSERT INTO offpath(k) VALUES ('Ann')"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=offpath=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	static const char *const reqs[] = { "get_or_create", "get_or_create", "get_or_create", "get" };
+	static const char *const keys[] = { "ann", "ANN", "aNN", "AnN" };
+	for (int round = 0; round < 2; round++) {
+		/* round 0: "ann" alone; round 1: the rest in one write */
+		char buf[1024];
+		size_t n = 0;
+		int k0 = round ? 1 : 0, k1 = round ? 4 : 1;
+		for (int i = k0; i < k1; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"%s\",\"table\":\"offpath\","
+					      "\"key\":{\"k\":\"%s\"}}\n", reqs[i], keys[i]);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = k0; i < k1; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			const char *k = json_string_value(json_object_get(r.row, "k"));
+			if (!r.ok || r.created || k == NULL || strcmp(k, "Ann") != 0)
+				print_error("%s: %s\n", keys[i], tclient_last(c));
+			assert_true(r.ok && !r.created);
+			assert_non_null(k);
+			assert_string_equal(k, "Ann");
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM offpath"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP TABLE offpath; DROP SCHEMA offext CASCADE"), 0);
+	harness_pass();
+}
+
+/*
  * enable_nestloop = off for the role (or database).  gocd turns hash and
  * merge joins off itself, so every join in its batch statements was a
  * disabled one, costed 1e10: far past jit_above_cost, so each statement
@@ -3864,6 +3916,7 @@ int main(void)
 		T(test_null_defaults_in_batches_with_array_nulls_off),
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
+		T(test_key_type_from_a_schema_off_the_search_path),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
 		T(test_replica_role_does_not_turn_foreign_keys_off),
