@@ -602,7 +602,7 @@ static bool key_rewritten(const PGresult *res)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	return state && strcmp(state, "22P02") == 0 && msg && strstr(msg, TABLE_KEY_REWRITTEN);
+	return state && strcmp(state, "22P02") == 0 && msg && strstr(msg, table_key_rewritten_mark());
 }
 
 /* The batch wrote nothing: each request not answered yet runs the plain

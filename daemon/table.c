@@ -24,6 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -127,6 +130,18 @@ const char table_catalog_sql[] =
 	"   JOIN pg_class u ON u.oid = p.r WHERE u.relpersistence = 'u')"
 	" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
 	" WHERE c.oid = to_regclass($1)";
+
+const char *table_key_rewritten_mark(void)
+{
+	static char mark[128];
+	if (mark[0] == '\0') {
+		unsigned long long r = 0;
+		if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+			r = (unsigned long long)time(NULL) * 6364136223846793005ULL ^ (unsigned long long)getpid();
+		snprintf(mark, sizeof mark, "gocd: a BEFORE INSERT trigger may have changed an inserted key (%016llx)", r);
+	}
+	return mark;
+}
 
 static void *xmalloc(size_t n)
 {
@@ -674,7 +689,9 @@ char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef)
 		   "SELECT f.ord, f.r, false, NULL::text FROM f UNION ALL "
 		   "SELECT CASE WHEN i.ord IS NULL OR (SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger g"
 		   " WHERE g.tgrelid IN (SELECT n.gt FROM n) AND g.tgenabled <> 'D' AND (g.tgtype & 7) = 7))"
-		   " THEN ('" TABLE_KEY_REWRITTEN "' OPERATOR(pg_catalog.||) pg_catalog.left(n.r, 0))::bigint"
+		   " THEN ('");
+	sb_add(&b, table_key_rewritten_mark());
+	sb_add(&b, "' OPERATOR(pg_catalog.||) pg_catalog.left(n.r, 0))::bigint"
 		   " ELSE i.ord END, n.r, pg_catalog.row_number() OVER (PARTITION BY ");
 	for (int k = 0; k < nk; k++) {
 		snprintf(c, sizeof c, "%sn.gk%d", k ? ", " : "", k);

@@ -115,8 +115,10 @@ char *table_sql_xact(const struct table *t, const bool *isnull);
 char *table_sql_batch_goc(const struct table *t, const int *defcols, int ndef);
 /* In the error of a batch that inserted a row under a key no request asked
  * for, or into a table with a BEFORE INSERT row trigger: nothing was
- * written, and the table may rewrite keys on insert. */
-#define TABLE_KEY_REWRITTEN "gocd: a BEFORE INSERT trigger may have changed an inserted key"
+ * written, and the table may rewrite keys on insert.  The mark ends in a
+ * number drawn at start: a client's own value that fails the same cast is
+ * quoted in its error, and must not be able to pass for it. */
+const char *table_key_rewritten_mark(void);
 char *table_sql_batch_select(const struct table *t);
 
 /* Mark not ready with a reason (schema changed under us, etc.). */

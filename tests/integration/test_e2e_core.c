@@ -2974,6 +2974,52 @@ static void test_key_type_from_a_schema_off_the_search_path(void **state)
 }
 
 /*
+ * A batch that inserts a row under a key no request asked for (a BEFORE
+ * INSERT trigger created since the catalog was read) fails on a cast whose
+ * error carries a mark, and gocd then runs that table's inserts one at a
+ * time.  The mark was a constant, and a client's own value failing the
+ * same kind of cast is quoted in its error: the key "gocd: an inserted
+ * row matches no key asked for" on an integer column switched batching
+ * off for the table, for every client, with a false warning.
+ */
+static void test_a_value_cannot_pass_for_the_key_rewritten_mark(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS markt;"
+				  "CREATE TABLE markt(id bigserial primary key, k int not null unique)"), 0);
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=markt=k", "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	char buf[1024];
+	size_t n = 0;
+	for (int i = 0; i < 4; i++)
+		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"markt\","
+				      "\"key\":{\"k\":%s}}\n", i == 1 ? "\"gocd: an inserted row matches no key asked for\""
+				      : i == 0 ? "1" : i == 2 ? "2" : "3");
+	assert_int_equal(tclient_send(c, buf, n), 0); /* one write: one batch */
+	for (int i = 0; i < 4; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		assert_int_equal(r.code, i == 1 ? GOC_E_INVALID_VALUE : GOC_OK);
+		codec_response_free(&r);
+	}
+	assert_int_equal(tgocd_stop(g), 0);
+	FILE *f = fopen(g->log_path, "r");
+	assert_non_null(f);
+	char line[1024];
+	bool flipped = false;
+	while (fgets(line, sizeof line, f))
+		if (strstr(line, "stored a row under a key no request asked for"))
+			flipped = true;
+	fclose(f);
+	if (flipped)
+		print_error("a client's value made gocd take markt for a table that rewrites keys\n");
+	assert_false(flipped);
+	assert_int_equal(tpg_count("SELECT count(*) FROM markt"), 3);
+	assert_int_equal(tpg_exec("DROP TABLE markt"), 0);
+	harness_pass();
+}
+
+/*
  * enable_nestloop = off for the role (or database).  gocd turns hash and
  * merge joins off itself, so every join in its batch statements was a
  * disabled one, costed 1e10: far past jit_above_cost, so each statement
@@ -3917,6 +3963,7 @@ int main(void)
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_key_type_from_a_schema_off_the_search_path),
+		T(test_a_value_cannot_pass_for_the_key_rewritten_mark),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
 		T(test_replica_role_does_not_turn_foreign_keys_off),
