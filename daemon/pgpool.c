@@ -791,6 +791,7 @@ int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
 		 "SELECT pg_catalog.set_config('default_transaction_isolation', 'read committed', false),"
 		 " pg_catalog.set_config('statement_timeout', '%d', false),"
 		 " pg_catalog.set_config('lock_timeout', '0', false),"
+		 " pg_catalog.set_config('exit_on_error', 'off', false),"
 		 " CASE WHEN pg_catalog.current_setting('session_replication_role') = 'replica'"
 		 "  THEN pg_catalog.set_config('session_replication_role', 'origin', false) END,"
 		 " pg_catalog.set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
@@ -870,6 +871,10 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   so every batch statement was JIT-compiled with inlining and
 	 *   optimisation, ~100 ms each (33 req/s instead of 50k).  Key lookups
 	 *   never gain from JIT anyway.
+	 * - exit_on_error off: on (any role may set it) made every ERROR end
+	 *   the session, so a bad value looked like a lost connection and its
+	 *   whole batch was re-run, not split, until every request in it was
+	 *   answered 'unavailable'.
 	 * - session_replication_role replica becomes origin: replica turns
 	 *   ordinary triggers off, foreign keys among them, and rows naming
 	 *   no parent were stored where constraint_violation was due.  Only

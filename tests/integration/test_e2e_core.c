@@ -3021,6 +3021,53 @@ static void test_a_value_cannot_pass_for_the_key_rewritten_mark(void **state)
 }
 
 /*
+ * exit_on_error = on for the role (any role may set it).  Every ERROR then
+ * ends the session: a bad value killed gocd's connection, which gocd takes
+ * for a lost connection and re-runs - the whole batch, not the culprit -
+ * until retry_limit.  One client's "abc" for an integer key got every
+ * request in its batch answered 'unavailable', and itself too, instead of
+ * invalid_value.
+ */
+static void test_exit_on_error_does_not_let_one_bad_value_fail_a_batch(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS eoe; DROP ROLE IF EXISTS gocd_eoe;"
+				  "CREATE ROLE gocd_eoe LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_eoe SET exit_on_error = on;"
+				  "CREATE TABLE eoe(id bigserial primary key, k int not null unique)"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_eoe dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=eoe=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	for (int round = 0; round < 2; round++) {
+		/* round 0: the bad one alone; round 1: in a batch with good ones */
+		char buf[1024];
+		size_t n = 0;
+		int nreq = round ? 4 : 1;
+		for (int i = 0; i < nreq; i++) {
+			char v[16];
+			snprintf(v, sizeof v, "%d", round * 10 + i);
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"eoe\","
+					      "\"key\":{\"k\":%s}}\n", i == 0 ? "\"abc\"" : v);
+		}
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = 0; i < nreq; i++) {
+			struct goc_response r;
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			enum goc_err want = i == 0 ? GOC_E_INVALID_VALUE : GOC_OK;
+			if (r.code != want)
+				print_error("round %d request %d: %s\n", round, i, tclient_last(c));
+			assert_int_equal(r.code, want);
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM eoe"), 3);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP TABLE eoe; DROP ROLE gocd_eoe"), 0);
+	harness_pass();
+}
+
+/*
  * enable_nestloop = off for the role (or database).  gocd turns hash and
  * merge joins off itself, so every join in its batch statements was a
  * disabled one, costed 1e10: far past jit_above_cost, so each statement
@@ -3965,6 +4012,7 @@ int main(void)
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_key_type_from_a_schema_off_the_search_path),
 		T(test_a_value_cannot_pass_for_the_key_rewritten_mark),
+		T(test_exit_on_error_does_not_let_one_bad_value_fail_a_batch),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
 		T(test_replica_role_does_not_turn_foreign_keys_off),
