@@ -61,6 +61,16 @@ static PGresult *exec_bounded(PGconn *pg, const char *sql, const char *param, in
 	return res;
 }
 
+/* As the pool's connections log notices (libpq's default prints them raw). */
+static void startup_notice(void *arg, const PGresult *res)
+{
+	(void)arg;
+	if (pgpool_notice_is_debug(res))
+		log_debug("postgres: %s", PQresultErrorMessage(res));
+	else
+		log_info("postgres: %s", PQresultErrorMessage(res));
+}
+
 int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 {
 	char timeout[16];
@@ -74,6 +84,7 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 		PQfinish(pg);
 		return 1;
 	}
+	PQsetNoticeReceiver(pg, startup_notice, NULL);
 	/* The pool's session settings first, as its connections have them
 	 * before they read the catalog: the role's own can make the catalog
 	 * query crawl (enable_nestloop off disables its lateral joins, and

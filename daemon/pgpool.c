@@ -160,10 +160,23 @@ static void pgc_watch(struct pgconn *c)
 	pgc_timer(c, c->state == PGC_SETUP ? pool.cfg.connect_timeout_ms : stuck_ms());
 }
 
-static void notice_processor(void *arg, const char *message)
+/* DEBUG and LOG messages come only when the role or database lowers
+ * client_min_messages (the session statement raises it again, but runs
+ * under it): a dozen a statement at debug5, so they go to gocd's debug
+ * level, not info. */
+bool pgpool_notice_is_debug(const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	return sev && (strcmp(sev, "DEBUG") == 0 || strcmp(sev, "LOG") == 0);
+}
+
+static void notice_receiver(void *arg, const PGresult *res)
 {
 	struct pgconn *c = arg;
-	log_info("pg[%d]: postgres: %s", c->idx, message);
+	if (pgpool_notice_is_debug(res))
+		log_debug("pg[%d]: postgres: %s", c->idx, PQresultErrorMessage(res));
+	else
+		log_info("pg[%d]: postgres: %s", c->idx, PQresultErrorMessage(res));
 }
 
 /* Make the conninfo tell us who we are and speak UTF-8, whatever it says. */
@@ -183,7 +196,7 @@ static void pgc_connect(struct pgconn *c)
 		pgc_down(c, PQerrorMessage(c->pg), false);
 		return;
 	}
-	PQsetNoticeProcessor(c->pg, notice_processor, c);
+	PQsetNoticeReceiver(c->pg, notice_receiver, c);
 	pgc_set_state(c, PGC_CONNECTING);
 	c->ev_fd = -1;
 	pgc_arm(c, EV_WRITE);
@@ -792,6 +805,8 @@ int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
 		 " pg_catalog.set_config('statement_timeout', '%d', false),"
 		 " pg_catalog.set_config('lock_timeout', '0', false),"
 		 " pg_catalog.set_config('exit_on_error', 'off', false),"
+		 " pg_catalog.set_config('client_min_messages', 'notice', false),"
+		 " pg_catalog.set_config('max_parallel_workers_per_gather', '0', false),"
 		 " CASE WHEN pg_catalog.current_setting('session_replication_role') = 'replica'"
 		 "  THEN pg_catalog.set_config('session_replication_role', 'origin', false) END,"
 		 " pg_catalog.set_config('synchronous_commit', coalesce(nullif((SELECT reset_val FROM"
@@ -875,6 +890,11 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	 *   the session, so a bad value looked like a lost connection and its
 	 *   whole batch was re-run, not split, until every request in it was
 	 *   answered 'unavailable'.
+	 * - client_min_messages notice: at debug5 each statement sent a dozen
+	 *   DEBUG notices, each a line of gocd's log (57k lines in 3 s).
+	 * - max_parallel_workers_per_gather 0: a role's force_parallel_mode
+	 *   started a parallel worker for every lookup (3.6k req/s, not 50k);
+	 *   this turns parallel plans off whatever that setting is called.
 	 * - session_replication_role replica becomes origin: replica turns
 	 *   ordinary triggers off, foreign keys among them, and rows naming
 	 *   no parent were stored where constraint_violation was due.  Only

@@ -91,6 +91,8 @@ struct pgpool_config {
 
 int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	__attribute__((warn_unused_result));
+/* A notice of severity DEBUG or LOG (see client_min_messages). */
+bool pgpool_notice_is_debug(const PGresult *res);
 /* The statement that gives a session gocd's settings (see pgpool_init), for
  * a connection outside the pool (the startup check): 0, or -1 when len is
  * too small. */
