@@ -741,6 +741,8 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	int nold = t->ncols;
 	t->cols = NULL;
 	t->ncols = 0;
+	char *oldq = t->qname;
+	t->qname = NULL;
 	clear_catalog(t);
 	char *nsp = table_quote_ident(PQgetvalue(res, 0, 0));
 	char *rel = table_quote_ident(PQgetvalue(res, 0, 1));
@@ -748,6 +750,16 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 	sprintf(t->qname, "%s.%s", nsp, rel);
 	free(nsp);
 	free(rel);
+	/* A name that is not schema-qualified is looked up on the role's
+	 * search_path at every catalog read (each connect, reload, re-check):
+	 * a table of that name created since in a schema earlier on the path
+	 * takes over, and keys that existed in the old one are created again
+	 * in the new one.  Say so, loudly: nothing else would. */
+	if (oldq != NULL && strcmp(oldq, t->qname) != 0)
+		log_warn("table \"%s\" now resolves to %s, no longer %s (the search_path finds "
+			 "another table of that name): keys are looked up and created there from now on. "
+			 "Configure the name schema-qualified to keep it fixed", tc->name, t->qname, oldq);
+	free(oldq);
 
 	json_t *cols = json_loads(PQgetvalue(res, 0, 3), 0, NULL);
 	size_t ncols = json_array_size(cols);

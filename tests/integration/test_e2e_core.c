@@ -3108,6 +3108,51 @@ static void test_role_client_min_messages_does_not_flood_the_log(void **state)
 }
 
 /*
+ * A table name that is not schema-qualified follows the role's search_path
+ * at every catalog read.  A table of the same name created in a schema
+ * earlier on the path took over at the next reconnect without a word in
+ * the log: a key that existed in the old table was answered created:true
+ * again from the new one.  It is logged as a warning now.
+ */
+static void test_a_table_taken_over_on_the_search_path_is_logged(void **state)
+{
+	assert_int_equal(tpg_exec("DROP SCHEMA IF EXISTS early CASCADE; DROP TABLE IF EXISTS movt;"
+				  "DROP ROLE IF EXISTS gocd_early;"
+				  "CREATE ROLE gocd_early LOGIN SUPERUSER;"
+				  "ALTER ROLE gocd_early SET search_path = early, public;"
+				  "CREATE SCHEMA early;"
+				  "CREATE TABLE movt(id bigserial primary key, k text not null unique)"), 0);
+	char pg[160];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_early dbname=postgres", tpg_port());
+	struct tgocd *g = tgocd_start(STD_ARGS, "--table=movt=k", pg, "--pool-size=1", NULL);
+	assert_non_null(g);
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"movt\",\"key\":{\"k\":\"m\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_exec("CREATE TABLE early.movt(id bigserial primary key, k text not null unique);"
+				  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'gocd_early'"), 0);
+	bool warned = false;
+	for (int i = 0; i < 100 && !warned; i++) {
+		usleep(50 * 1000);
+		FILE *f = fopen(g->log_path, "r");
+		assert_non_null(f);
+		char line[2048];
+		while (fgets(line, sizeof line, f))
+			if (strstr(line, "table \"movt\" now resolves to \"early\".\"movt\", no longer \"public\".\"movt\""))
+				warned = true;
+		fclose(f);
+	}
+	if (!warned)
+		print_error("no warning that \"movt\" moved to early.movt\n");
+	assert_true(warned);
+	assert_int_equal(tgocd_stop(g), 0);
+	assert_int_equal(tpg_exec("DROP SCHEMA early CASCADE; DROP TABLE movt; DROP ROLE gocd_early"), 0);
+	harness_pass();
+}
+
+/*
  * enable_nestloop = off for the role (or database).  gocd turns hash and
  * merge joins off itself, so every join in its batch statements was a
  * disabled one, costed 1e10: far past jit_above_cost, so each statement
@@ -4054,6 +4099,7 @@ int main(void)
 		T(test_a_value_cannot_pass_for_the_key_rewritten_mark),
 		T(test_exit_on_error_does_not_let_one_bad_value_fail_a_batch),
 		T(test_role_client_min_messages_does_not_flood_the_log),
+		T(test_a_table_taken_over_on_the_search_path_is_logged),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
 		T(test_replica_role_does_not_turn_foreign_keys_off),
