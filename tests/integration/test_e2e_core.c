@@ -2704,17 +2704,32 @@ static void test_equal_values_spelled_differently(void **state)
  * and a client that has sent the n requests in `burst` in one write (one
  * batch).  Drop the role with drop_role() once gocd has stopped.
  */
-static struct tgocd *start_as_role_with_burst(const char *role, const char *setting,
-					      const char *create, const char *table_arg,
-					      const char *burst, struct tclient **client)
+/* A new superuser role (dropped first if left over) with a setting of its
+ * own, as ALTER ROLE ... SET gives it: `setting` is "name = value". */
+static void create_role_with(const char *role, const char *setting)
 {
 	assert_int_equal(tpg_exec("DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN SUPERUSER;"
-				  "ALTER ROLE %s SET %s; %s", role, role, role, setting, create), 0);
+				  "ALTER ROLE %s SET %s", role, role, role, setting), 0);
+}
+
+/* gocd with one pool connection, logged in as `role`. */
+static struct tgocd *start_as(const char *role, const char *table_arg)
+{
 	char pg[160];
 	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=%s dbname=postgres",
 		 tpg_port(), role);
 	struct tgocd *g = tgocd_start(STD_ARGS, table_arg, pg, "--pool-size=1", NULL);
 	assert_non_null(g);
+	return g;
+}
+
+static struct tgocd *start_as_role_with_burst(const char *role, const char *setting,
+					      const char *create, const char *table_arg,
+					      const char *burst, struct tclient **client)
+{
+	create_role_with(role, setting);
+	assert_int_equal(tpg_exec("%s", create), 0);
+	struct tgocd *g = start_as(role, table_arg);
 	*client = connect_to(g);
 	assert_int_equal(tclient_send(*client, burst, strlen(burst)), 0);
 	return g;
@@ -2816,21 +2831,15 @@ static void test_null_defaults_in_batches_with_array_nulls_off(void **state)
  */
 static void test_functions_on_the_search_path_do_not_shadow_gocds(void **state)
 {
+	create_role_with("gocd_shadowed", "search_path = shadow, public");
 	assert_int_equal(tpg_exec("DROP SCHEMA IF EXISTS shadow CASCADE; DROP TABLE IF EXISTS shadowed;"
-				  "DROP ROLE IF EXISTS gocd_shadowed;"
-				  "CREATE ROLE gocd_shadowed LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_shadowed SET search_path = shadow, public;"
 				  "CREATE TABLE shadowed(id bigserial primary key, k text not null unique, v text);"
 				  "CREATE SCHEMA shadow;"
 				  "CREATE FUNCTION shadow.row_to_json(public.shadowed) RETURNS json LANGUAGE sql"
 				  " AS $$ SELECT '{\"made\":\"up\"}'::json $$;"
 				  "CREATE FUNCTION shadow.unnest(text[]) RETURNS SETOF text LANGUAGE sql"
 				  " AS $$ SELECT pg_catalog.lower(x) FROM pg_catalog.unnest($1) x $$;"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_shadowed dbname=postgres",
-		 tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=shadowed=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	struct tgocd *g = start_as("gocd_shadowed", "--table=shadowed=k");
 	struct tclient *c = connect_to(g);
 	enum { N = 4 };
 	for (int round = 0; round < 3; round++) {
@@ -2876,21 +2885,15 @@ static void test_functions_on_the_search_path_do_not_shadow_gocds(void **state)
  */
 static void test_operators_on_the_search_path_do_not_shadow_the_keys(void **state)
 {
+	create_role_with("gocd_shadowed", "search_path = shadow, public");
 	assert_int_equal(tpg_exec("DROP SCHEMA IF EXISTS shadow CASCADE; DROP TABLE IF EXISTS shadowv;"
-				  "DROP ROLE IF EXISTS gocd_shadowed;"
-				  "CREATE ROLE gocd_shadowed LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_shadowed SET search_path = shadow, public;"
 				  "CREATE TABLE shadowv(id bigserial primary key, k varchar(20) not null unique);"
 				  "INSERT INTO shadowv(k) VALUES ('Ann');"
 				  "CREATE SCHEMA shadow;"
 				  "CREATE FUNCTION shadow.ci_eq(varchar, varchar) RETURNS bool LANGUAGE sql IMMUTABLE"
 				  " AS $$ SELECT pg_catalog.lower($1) OPERATOR(pg_catalog.=) pg_catalog.lower($2) $$;"
 				  "CREATE OPERATOR shadow.= (leftarg = varchar, rightarg = varchar, procedure = shadow.ci_eq);"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_shadowed dbname=postgres",
-		 tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=shadowv=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	struct tgocd *g = start_as("gocd_shadowed", "--table=shadowv=k");
 	struct tclient *c = connect_to(g);
 	static const char *const keys[] = { "ann", "ANN", "aNN", "Ann" };
 	for (int round = 0; round < 2; round++) {
@@ -3030,14 +3033,10 @@ static void test_a_value_cannot_pass_for_the_key_rewritten_mark(void **state)
  */
 static void test_exit_on_error_does_not_let_one_bad_value_fail_a_batch(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS eoe; DROP ROLE IF EXISTS gocd_eoe;"
-				  "CREATE ROLE gocd_eoe LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_eoe SET exit_on_error = on;"
-				  "CREATE TABLE eoe(id bigserial primary key, k int not null unique)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_eoe dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=eoe=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	create_role_with("gocd_eoe", "exit_on_error = on");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS eoe;"
+				  " CREATE TABLE eoe(id bigserial primary key, k int not null unique)"), 0);
+	struct tgocd *g = start_as("gocd_eoe", "--table=eoe=k");
 	struct tclient *c = connect_to(g);
 	for (int round = 0; round < 2; round++) {
 		/* round 0: the bad one alone; round 1: in a batch with good ones */
@@ -3075,14 +3074,10 @@ static void test_exit_on_error_does_not_let_one_bad_value_fail_a_batch(void **st
  */
 static void test_role_client_min_messages_does_not_flood_the_log(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS chatty; DROP ROLE IF EXISTS gocd_chatty;"
-				  "CREATE ROLE gocd_chatty LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_chatty SET client_min_messages = debug5;"
-				  "CREATE TABLE chatty(id bigserial primary key, k text not null unique)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_chatty dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=chatty=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	create_role_with("gocd_chatty", "client_min_messages = debug5");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS chatty;"
+				  " CREATE TABLE chatty(id bigserial primary key, k text not null unique)"), 0);
+	struct tgocd *g = start_as("gocd_chatty", "--table=chatty=k");
 	struct tclient *c = connect_to(g);
 	for (int i = 0; i < 4; i++) {
 		struct goc_response r;
@@ -3116,16 +3111,11 @@ static void test_role_client_min_messages_does_not_flood_the_log(void **state)
  */
 static void test_a_table_taken_over_on_the_search_path_is_logged(void **state)
 {
+	create_role_with("gocd_early", "search_path = early, public");
 	assert_int_equal(tpg_exec("DROP SCHEMA IF EXISTS early CASCADE; DROP TABLE IF EXISTS movt;"
-				  "DROP ROLE IF EXISTS gocd_early;"
-				  "CREATE ROLE gocd_early LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_early SET search_path = early, public;"
 				  "CREATE SCHEMA early;"
 				  "CREATE TABLE movt(id bigserial primary key, k text not null unique)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_early dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=movt=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	struct tgocd *g = start_as("gocd_early", "--table=movt=k");
 	struct tclient *c = connect_to(g);
 	struct goc_response r;
 	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"movt\",\"key\":{\"k\":\"m\"}}", &r);
@@ -3168,16 +3158,12 @@ static void test_role_planner_settings_do_not_make_statements_jit_compiled(void 
 		harness_pass();
 		return;
 	}
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS nonest; DROP ROLE IF EXISTS gocd_nonest;"
-				  "CREATE ROLE gocd_nonest LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_nonest SET enable_nestloop = off;"
-				  "ALTER ROLE gocd_nonest SET jit_dump_bitcode = on;"
-				  "CREATE TABLE nonest(id bigserial primary key, k text not null unique, v text)"), 0);
+	create_role_with("gocd_nonest", "enable_nestloop = off");
+	assert_int_equal(tpg_exec("ALTER ROLE gocd_nonest SET jit_dump_bitcode = on;"
+				  " DROP TABLE IF EXISTS nonest;"
+				  " CREATE TABLE nonest(id bigserial primary key, k text not null unique, v text)"), 0);
 	long long bc0 = tpg_count("SELECT count(*) FROM pg_ls_dir('.') f WHERE f LIKE '%%.bc'");
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_nonest dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=nonest=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	struct tgocd *g = start_as("gocd_nonest", "--table=nonest=k");
 	struct tclient *c = connect_to(g);
 	enum { N = 4 };
 	for (int round = 0; round < 3; round++) {
@@ -3218,14 +3204,10 @@ static void test_role_planner_settings_do_not_make_statements_jit_compiled(void 
  */
 static void test_role_lock_timeout_does_not_cut_a_key_wait_short(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS lockt; DROP ROLE IF EXISTS gocd_locky;"
-				  "CREATE ROLE gocd_locky LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_locky SET lock_timeout = '100ms';"
-				  "CREATE TABLE lockt(id bigserial primary key, k text not null unique, n int)"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_locky dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=lockt=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	create_role_with("gocd_locky", "lock_timeout = '100ms'");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS lockt;"
+				  " CREATE TABLE lockt(id bigserial primary key, k text not null unique, n int)"), 0);
+	struct tgocd *g = start_as("gocd_locky", "--table=lockt=k");
 	struct tpg_session *holder = tpg_session_open();
 	assert_non_null(holder);
 	assert_int_equal(tpg_session_exec(holder, "BEGIN; INSERT INTO lockt(k, n) VALUES ('held', 7)"), 0);
@@ -3266,16 +3248,13 @@ static void test_role_lock_timeout_does_not_cut_a_key_wait_short(void **state)
  */
 static void test_replica_role_does_not_turn_foreign_keys_off(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS replchild, replparent; DROP ROLE IF EXISTS gocd_replica;"
-				  "CREATE ROLE gocd_replica LOGIN SUPERUSER;"
-				  "ALTER ROLE gocd_replica SET session_replication_role = replica;"
-				  "CREATE TABLE replparent(id int primary key); INSERT INTO replparent VALUES (1);"
-				  "CREATE TABLE replchild(id bigserial primary key, k text not null unique,"
+	create_role_with("gocd_replica", "session_replication_role = replica");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS replchild, replparent;"
+				  " CREATE TABLE replparent(id int primary key);"
+				  " INSERT INTO replparent VALUES (1);"
+				  " CREATE TABLE replchild(id bigserial primary key, k text not null unique,"
 				  " p int references replparent(id))"), 0);
-	char pg[160];
-	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=gocd_replica dbname=postgres", tpg_port());
-	struct tgocd *g = tgocd_start(STD_ARGS, "--table=replchild=k", pg, "--pool-size=1", NULL);
-	assert_non_null(g);
+	struct tgocd *g = start_as("gocd_replica", "--table=replchild=k");
 	struct tclient *c = connect_to(g);
 	for (int round = 0; round < 2; round++) {
 		/* round 0: "bad0" alone; round 1: in a batch with good ones */
