@@ -62,6 +62,21 @@ static enum goc_err code_of(struct tclient *c, const char *table, const char *k)
 	return code;
 }
 
+/* gocd on conf_path, a client that has had one answer from rl_a, and a
+ * session holding rl_a locked: rl_a's requests wait until it closes. */
+static struct tgocd *start_with_rl_a_locked(struct tclient **c, struct tpg_session **s)
+{
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	*c = tclient_tcp(g->port);
+	assert_non_null(*c);
+	assert_int_equal(code_of(*c, "rl_a", "warm"), GOC_OK);
+	*s = tpg_session_open();
+	assert_non_null(*s);
+	assert_int_equal(tpg_session_exec(*s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	return g;
+}
+
 /* Poll (new connection each time) until table answers want, at most 10 s. */
 static void wait_for(struct tgocd *g, const char *table, enum goc_err want)
 {
@@ -263,14 +278,9 @@ static void test_reload_lowers_request_timeout_in_flight(void **state)
 {
 	(void)state;
 	write_conf("table = rl_a=k\nrequest_timeout = 60000\n");
-	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
-	assert_non_null(g);
-	struct tclient *c = tclient_tcp(g->port);
-	assert_non_null(c);
-	assert_int_equal(code_of(c, "rl_a", "warm"), GOC_OK);
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	struct tclient *c;
+	struct tpg_session *s;
+	struct tgocd *g = start_with_rl_a_locked(&c, &s);
 	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":1,\"table\":\"rl_a\","
 					  "\"key\":{\"k\":\"stuck-old\"}}\n"), 0);
 	harness_sleep_ms(200);
@@ -304,14 +314,9 @@ static void test_reload_lowering_max_pending_keeps_the_last_line(void **state)
 {
 	(void)state;
 	write_conf("table = rl_a=k\nrequest_timeout = 20000\nmax_pending = 64\n");
-	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
-	assert_non_null(g);
-	struct tclient *c = tclient_tcp(g->port);
-	assert_non_null(c);
-	assert_int_equal(code_of(c, "rl_a", "warm"), GOC_OK);
-	struct tpg_session *s = tpg_session_open();
-	assert_non_null(s);
-	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE rl_a IN ACCESS EXCLUSIVE MODE"), 0);
+	struct tclient *c;
+	struct tpg_session *s;
+	struct tgocd *g = start_with_rl_a_locked(&c, &s);
 	for (int i = 1; i <= 4; i++)
 		assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"id\":%d,\"table\":\"rl_a\","
 						  "\"key\":{\"k\":\"held-%d\"}}\n", i, i), 0);
