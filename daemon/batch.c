@@ -629,7 +629,10 @@ static void run_each_alone(struct batch *b)
 static bool whole_statement(const PGresult *res)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	return (state && strcmp(state, "57014") == 0) || goc_schema_error(res);
+	/* 25006: a read-only session (default_transaction_read_only for the
+	 * role, a standby): every half fails the same, 2n-1 statements. */
+	return (state && (strcmp(state, "57014") == 0 || strcmp(state, "25006") == 0)) ||
+	       goc_schema_error(res);
 }
 
 static void on_batch(struct pgjob *job, const PGresult *res,

@@ -3067,6 +3067,44 @@ static void test_exit_on_error_does_not_let_one_bad_value_fail_a_batch(void **st
 }
 
 /*
+ * A read-only role (default_transaction_read_only, as on a standby): every
+ * insert fails 25006 whoever sent it.  A failed batch was split down to
+ * single requests all the same, 2n-1 statements for n requests that could
+ * never succeed; now each gets the error from the one statement.
+ */
+static void test_read_only_role_does_not_split_batches(void **state)
+{
+	char buf[2048];
+	size_t n = 0;
+	enum { N = 16 };
+	for (int i = 0; i < N; i++)
+		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"rot\","
+				      "\"key\":{\"k\":\"r%d\"}}\n", i);
+	struct tclient *c;
+	struct tgocd *g = start_as_role_with_burst("gocd_ro", "default_transaction_read_only = on",
+						   "DROP TABLE IF EXISTS rot;"
+						   "CREATE TABLE rot(id bigserial primary key, k text not null unique)",
+						   "--table=rot=k", buf, &c);
+	for (int i = 0; i < N; i++) {
+		struct goc_response r;
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		if (r.ok || strstr(tclient_last(c), "25006") == NULL)
+			print_error("r%d: %s\n", i, tclient_last(c));
+		assert_false(r.ok);
+		assert_non_null(strstr(tclient_last(c), "25006"));
+		codec_response_free(&r);
+	}
+	assert_true(batch_stat(c, "batches") > 0);
+	long long splits = batch_stat(c, "splits");
+	if (splits != 0)
+		print_error("%lld splits for a read-only session\n", splits);
+	assert_int_equal(splits, 0);
+	assert_int_equal(tgocd_stop(g), 0);
+	drop_role("gocd_ro");
+	harness_pass();
+}
+
+/*
  * client_min_messages = debug5 for the role: every statement sent gocd a
  * dozen DEBUG notices, each logged as a line of gocd's (57k lines in a 3 s
  * run of 16 clients, 20% of the throughput).  gocd's sessions take
@@ -4072,6 +4110,7 @@ int main(void)
 		T(test_equal_values_spelled_differently),
 		T(test_distinct_keys_with_equal_rows_each_have_a_creator),
 		T(test_null_defaults_in_batches_with_array_nulls_off),
+		T(test_read_only_role_does_not_split_batches),
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_key_type_from_a_schema_off_the_search_path),
