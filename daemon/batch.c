@@ -286,57 +286,6 @@ static void shape_fail(struct shape *s, const char *why)
 	s->live--;
 }
 
-static char *array_literal(struct req **reqs, int n, int col);
-static void batch_unsent(struct batch *b);
-
-/*
- * r is in a half of a failed batch that waits in the pool's queue (see
- * split): take it out, so that no statement starts for it after its
- * timeout answer (goc_answered_already says why).  The others keep their
- * place; an emptied half leaves the queue.  Only a queued batch is
- * searched: every request in it is still alive (a sent one may hold
- * requests answered and freed since).
- */
-static bool batch_drop_queued(struct req *r)
-{
-	struct batch *b;
-	int i = 0;
-	TAILQ_FOREACH(b, &bt.live, link) {
-		if (!b->job.queued)
-			continue;
-		for (i = 0; i < b->n && b->reqs[i] != r; i++)
-			;
-		if (i < b->n)
-			break;
-	}
-	if (b == NULL)
-		return false;
-	memmove(b->reqs + i, b->reqs + i + 1, sizeof *b->reqs * (size_t)(b->n - i - 1));
-	b->n--;
-	if (b->n == 0) {
-		pgpool_cancel(&b->job);
-		batch_unsent(b);
-		batch_free(b);
-		return true;
-	}
-	/* The statement takes arrays of any length: only they change. */
-	int ncols = tables[b->s->table]->conf->ncols + b->s->ndef;
-	for (int c = 0; c < ncols; c++) {
-		free(b->arrays[c]);
-		b->arrays[c] = array_literal(b->reqs, b->n, c);
-	}
-	return true;
-}
-
-bool batch_cancel(struct req *r)
-{
-	if (r->step == STEP_BATCH)
-		return batch_drop_queued(r);
-	if (r->shape == NULL || r->step != STEP_QUEUED)
-		return false;
-	shape_remove(r->shape, r);
-	return true;
-}
 
 /*
  * PostgreSQL array literal of one column across the batch: {"a","b\"c",NULL}.
@@ -466,6 +415,55 @@ static void batch_free(struct batch *b)
 	free(b);
 }
 
+/*
+ * r is in a half of a failed batch that waits in the pool's queue (see
+ * split): take it out, so that no statement starts for it after its
+ * timeout answer (goc_answered_already says why).  The others keep their
+ * place; an emptied half leaves the queue.  Only a queued batch is
+ * searched: every request in it is still alive (a sent one may hold
+ * requests answered and freed since).
+ */
+static bool batch_drop_queued(struct req *r)
+{
+	struct batch *b;
+	int i = 0;
+	TAILQ_FOREACH(b, &bt.live, link) {
+		if (!b->job.queued)
+			continue;
+		for (i = 0; i < b->n && b->reqs[i] != r; i++)
+			;
+		if (i < b->n)
+			break;
+	}
+	if (b == NULL)
+		return false;
+	memmove(b->reqs + i, b->reqs + i + 1, sizeof *b->reqs * (size_t)(b->n - i - 1));
+	b->n--;
+	if (b->n == 0) {
+		pgpool_cancel(&b->job);
+		batch_unsent(b);
+		batch_free(b);
+		return true;
+	}
+	/* The statement takes arrays of any length: only they change. */
+	int ncols = tables[b->s->table]->conf->ncols + b->s->ndef;
+	for (int c = 0; c < ncols; c++) {
+		free(b->arrays[c]);
+		b->arrays[c] = array_literal(b->reqs, b->n, c);
+	}
+	return true;
+}
+
+bool batch_cancel(struct req *r)
+{
+	if (r->step == STEP_BATCH)
+		return batch_drop_queued(r);
+	if (r->shape == NULL || r->step != STEP_QUEUED)
+		return false;
+	shape_remove(r->shape, r);
+	return true;
+}
+
 static struct pgjob *batch_next(void)
 {
 	struct shape *s, *next;
@@ -546,25 +544,31 @@ static void run_alone(struct req *r)
 		goc_finish_error(r, GOC_E_UNAVAILABLE, "PostgreSQL is unavailable");
 }
 
+/*
+ * A failed batch, which wrote nothing, about to be sent again in some form:
+ * keep only the requests that may still run.  If the table changed so that
+ * its SQL cannot be rebuilt for them, all are answered; a request answered
+ * timeout meanwhile is not sent again.  Returns how many are left (b->n).
+ */
+static int keep_runnable(struct batch *b)
+{
+	const char *why = table_unusable(tables[b->s->table], b->s->layout);
+	int kept = 0;
+	for (int i = 0; i < b->n; i++) {
+		if (why != NULL)
+			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
+		else if (!goc_answered_already(b->reqs[i]))
+			b->reqs[kept++] = b->reqs[i];
+	}
+	b->n = kept;
+	return kept;
+}
+
 /* Send both halves of a failed batch on their own, at the queue's head. */
 static void split(struct batch *b)
 {
-	const char *why = table_unusable(tables[b->s->table], b->s->layout);
-	if (why != NULL) {
-		/* Its SQL cannot be rebuilt for these requests any more. */
-		for (int i = 0; i < b->n; i++)
-			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
-		return;
-	}
-	/* The failed statement wrote nothing; a request answered timeout
-	 * meanwhile is not sent again. */
-	int kept = 0;
-	for (int i = 0; i < b->n; i++)
-		if (!goc_answered_already(b->reqs[i]))
-			b->reqs[kept++] = b->reqs[i];
-	b->n = kept;
-	if (kept <= 1) {
-		if (kept == 1)
+	if (keep_runnable(b) <= 1) {
+		if (b->n == 1)
 			run_alone(b->reqs[0]);
 		return;
 	}
@@ -610,13 +614,9 @@ static bool key_rewritten(const PGresult *res)
  * table stored it under. */
 static void run_each_alone(struct batch *b)
 {
-	const char *why = table_unusable(tables[b->s->table], b->s->layout);
-	for (int i = 0; i < b->n; i++) {
-		if (why != NULL)
-			goc_finish_error(b->reqs[i], GOC_E_UNAVAILABLE, why);
-		else if (!goc_answered_already(b->reqs[i]))
-			run_alone(b->reqs[i]);
-	}
+	keep_runnable(b);
+	for (int i = 0; i < b->n; i++)
+		run_alone(b->reqs[i]);
 }
 
 /*

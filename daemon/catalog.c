@@ -65,10 +65,7 @@ static PGresult *exec_bounded(PGconn *pg, const char *sql, const char *param, in
 static void startup_notice(void *arg, const PGresult *res)
 {
 	(void)arg;
-	if (pgpool_notice_is_debug(res))
-		log_debug("postgres: %s", PQresultErrorMessage(res));
-	else
-		log_info("postgres: %s", PQresultErrorMessage(res));
+	pgpool_log_notice("", res);
 }
 
 int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
@@ -89,7 +86,7 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 	 * before they read the catalog: the role's own can make the catalog
 	 * query crawl (enable_nestloop off disables its lateral joins, and
 	 * then JIT compiles it: ~1.8 s a table). */
-	char session[2048];
+	char session[PGPOOL_SESSION_SQL_MAX];
 	if (pgpool_session_sql(session, sizeof session, cfg->request_timeout) != 0)
 		abort();
 	PGresult *res = exec_bounded(pg, session, NULL, cfg->connect_timeout, msg, len);

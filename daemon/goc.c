@@ -295,9 +295,9 @@ bool goc_answered_already(struct req *r)
  * (its SQL would be built from a catalog that no longer holds). */
 static void submit_insert(struct req *r)
 {
-	const char *why = table_unusable(r->table, r->layout);
 	if (goc_answered_already(r))
 		return;
+	const char *why = table_unusable(r->table, r->layout);
 	if (why != NULL)
 		finish_error(r, GOC_E_UNAVAILABLE, why);
 	else if (submit(r, STEP_INSERT, true) != 0)
@@ -980,8 +980,7 @@ void goc_on_timeout(struct req *r)
 	 * create a row nobody is told created:true.  Dropped; a waiter behind
 	 * it runs its own request.  That includes a half of a split batch
 	 * waiting in the pool's queue (STEP_BATCH). */
-	if (r->busy && (((r->step == STEP_QUEUED || r->step == STEP_BATCH) && batch_cancel(r)) ||
-			(r->job.queued && pgpool_cancel(&r->job)))) {
+	if (r->busy && (batch_cancel(r) || (r->job.queued && pgpool_cancel(&r->job)))) {
 		release_to_next(r);
 		r->step = STEP_NONE;
 		r->busy = false;

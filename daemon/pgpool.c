@@ -79,7 +79,7 @@ static struct {
 	struct event_base *base;
 	struct pgpool_config cfg;
 	char *conninfo;
-	char session_sql[2048];
+	char session_sql[PGPOOL_SESSION_SQL_MAX];
 	unsigned session_gen;  /* bumped when session_sql changes (a reload) */
 	struct pgconn *conns;
 	TAILQ_HEAD(, pgjob) queue;
@@ -164,19 +164,21 @@ static void pgc_watch(struct pgconn *c)
  * client_min_messages (the session statement raises it again, but runs
  * under it): a dozen a statement at debug5, so they go to gocd's debug
  * level, not info. */
-bool pgpool_notice_is_debug(const PGresult *res)
+void pgpool_log_notice(const char *who, const PGresult *res)
 {
 	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
-	return sev && (strcmp(sev, "DEBUG") == 0 || strcmp(sev, "LOG") == 0);
+	enum log_level l = sev && (strcmp(sev, "DEBUG") == 0 || strcmp(sev, "LOG") == 0)
+				   ? LOG_DEBUG : LOG_INFO;
+	if (log_min_level <= l)
+		log_msg(l, "%spostgres: %s", who, PQresultErrorMessage(res));
 }
 
 static void notice_receiver(void *arg, const PGresult *res)
 {
 	struct pgconn *c = arg;
-	if (pgpool_notice_is_debug(res))
-		log_debug("pg[%d]: postgres: %s", c->idx, PQresultErrorMessage(res));
-	else
-		log_info("pg[%d]: postgres: %s", c->idx, PQresultErrorMessage(res));
+	char who[16];
+	snprintf(who, sizeof who, "pg[%d]: ", c->idx);
+	pgpool_log_notice(who, res);
 }
 
 /* Make the conninfo tell us who we are and speak UTF-8, whatever it says. */

@@ -91,8 +91,11 @@ struct pgpool_config {
 
 int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 	__attribute__((warn_unused_result));
-/* A notice of severity DEBUG or LOG (see client_min_messages). */
-bool pgpool_notice_is_debug(const PGresult *res);
+/* Log a PostgreSQL notice, prefixed by who: DEBUG and LOG ones (see
+ * client_min_messages) at gocd's debug level, the rest at info. */
+void pgpool_log_notice(const char *who, const PGresult *res);
+/* Room for the session statement (pgpool_session_sql). */
+#define PGPOOL_SESSION_SQL_MAX 2048
 /* The statement that gives a session gocd's settings (see pgpool_init), for
  * a connection outside the pool (the startup check): 0, or -1 when len is
  * too small. */

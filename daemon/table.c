@@ -803,8 +803,8 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 
 	/* Find a unique index whose column set is exactly the key. */
 	json_t *idx = PQgetisnull(res, 0, 4) ? NULL : json_loads(PQgetvalue(res, 0, 4), 0, NULL);
-	const char *found = NULL, *collation = NULL, *deferrable = NULL, *opclass = NULL;
-	json_t *found_ix = NULL;
+	const char *collation = NULL, *deferrable = NULL, *opclass = NULL;
+	json_t *found = NULL; /* the index chosen: [name, nulls not distinct, .., key ='s] */
 	bool nnd = false;
 	for (size_t i = 0; i < json_array_size(idx); i++) {
 		json_t *ix = json_array_get(idx, i);
@@ -845,15 +845,12 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			deferrable = json_string_value(json_array_get(ix, 0));
 			continue;
 		}
-		if (found == NULL) {
-			found = json_string_value(json_array_get(ix, 0));
-			found_ix = ix;
-		}
+		if (found == NULL)
+			found = ix;
 		/* Any NULLS NOT DISTINCT arbiter makes a NULL key conflict. */
 		if (json_is_true(json_array_get(ix, 1))) {
 			nnd = true;
-			found = json_string_value(json_array_get(ix, 0));
-			found_ix = ix;
+			found = ix;
 		}
 	}
 	if (collation != NULL || opclass != NULL || deferrable != NULL) {
@@ -883,11 +880,11 @@ int table_apply_catalog(struct table *t, const PGresult *res)
 			    tc->name, tc->cols[0], tc->ncols > 1 ? ", " : "",
 			    tc->ncols > 1 ? tc->cols[1] : "", tc->ncols > 2 ? ", ..." : "", hint);
 	}
-	t->index_name = strdup(found);
+	t->index_name = strdup(json_string_value(json_array_get(found, 0)));
 	/* Every index here compares as the column's type does (checked
 	 * above), so any one's operators will do. */
 	for (int k = 0; k < tc->ncols; k++) {
-		const char *eq = json_string_value(json_object_get(json_array_get(found_ix, 6), tc->cols[k]));
+		const char *eq = json_string_value(json_object_get(json_array_get(found, 6), tc->cols[k]));
 		t->key_eq[k] = eq ? xstrdup(eq) : NULL;
 	}
 	t->nulls_not_distinct = nnd;

@@ -1813,6 +1813,22 @@ static void test_columns_move_under_a_request(void **state)
 }
 
 /*
+ * A table whose CHECK sleeps `seconds` for keys "slow..." and fails for keys
+ * "...bad": a batch holding both is slow, then fails and is split.  A CHECK,
+ * not a BEFORE INSERT trigger: on a table with one, inserts are never
+ * batched and nothing is split.
+ */
+static void create_slow_bad_table(const char *name, const char *seconds)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS %s;"
+				  "CREATE OR REPLACE FUNCTION %s_ok(k text) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN"
+				  " IF k LIKE 'slow%%' THEN PERFORM pg_sleep(%s); END IF;"
+				  " RETURN k NOT LIKE '%%bad'; END$$;"
+				  "CREATE TABLE %s(id bigserial primary key, k text not null unique"
+				  " CHECK (%s_ok(k)))", name, name, seconds, name, name), 0);
+}
+
+/*
  * A batch fails after its requests were answered timeout.  Its statement
  * wrote nothing, and those requests must not be sent again: the bisection
  * re-ran them, creating a row after its caller had been told timeout, so
@@ -1825,14 +1841,7 @@ static void test_columns_move_under_a_request(void **state)
  */
 static void test_timed_out_requests_are_not_split_again(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_late;"
-				  "CREATE OR REPLACE FUNCTION f_late_ok(k text) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN"
-				  " IF k LIKE 'slow%%' THEN PERFORM pg_sleep(1.5); END IF;"
-				  " RETURN k NOT LIKE '%%bad'; END$$;"
-				  /* a CHECK, not a BEFORE INSERT trigger: on a table with
-				   * one, inserts are never batched and nothing is split */
-				  "CREATE TABLE f_late(id bigserial primary key, k text not null unique"
-				  " CHECK (f_late_ok(k)))"), 0);
+	create_slow_bad_table("f_late", "1.5");
 	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_late=k", "--pool-size=1",
 				      "--request-timeout=2200", NULL);
 	assert_non_null(g);
@@ -1960,12 +1969,7 @@ static void test_no_statement_after_timeout_answer(void **state)
  */
 static void test_timed_out_request_in_a_queued_half_starts_nothing(void **state)
 {
-	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_half;"
-				  "CREATE OR REPLACE FUNCTION f_half_ok(k text) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN"
-				  " IF k LIKE 'slow%%' THEN PERFORM pg_sleep(1.2); END IF;"
-				  " RETURN k NOT LIKE '%%bad'; END$$;"
-				  "CREATE TABLE f_half(id bigserial primary key, k text not null unique"
-				  " CHECK (f_half_ok(k)))"), 0);
+	create_slow_bad_table("f_half", "1.2");
 	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_half=k", "--pool-size=1",
 				      "--request-timeout=1800", NULL);
 	assert_non_null(g);
