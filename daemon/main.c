@@ -91,6 +91,22 @@ static void keep_restart_only(struct config *nc, const struct config *old)
 	}
 }
 
+/* Like Redis: ask for enough descriptors for max_clients, as far as the
+ * hard limit allows, and say so when it does not. */
+static void raise_fd_limit(int want)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= (rlim_t)want)
+		return;
+	rlim_t target = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= (rlim_t)want ?
+			(rlim_t)want : rl.rlim_max;
+	rl.rlim_cur = target;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || target < (rlim_t)want)
+		log_warn("open files limit is %llu, below max_clients + pool (%d): clients past it "
+			 "wait in the listen queue until descriptors free up; raise LimitNOFILE / ulimit -n",
+			 (unsigned long long)target, want);
+}
+
 /* SIGHUP before the loop handles signals (the startup check can take
  * connect_timeout per table): its default action would kill gocd, so it is
  * remembered and the reload runs once the loop is up. */
@@ -126,6 +142,10 @@ static void reload(void)
 		return;
 	}
 	keep_restart_only(nc, cfg);
+	/* max_clients is live: a raised one needs its descriptors now, as at
+	 * start (and a warning when the hard limit is short), or the clients
+	 * past the old limit fail accept (EMFILE) without a word. */
+	raise_fd_limit(nc->max_clients + nc->pool_size + 64);
 	log_min_level = (enum log_level)log_level_parse(nc->log_level);
 	batch_set_max(nc->batch_max, nc->insert_batches);
 	pgpool_reload_sessions(nc->request_timeout);
@@ -205,22 +225,6 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
 			event_base_loopexit(srv.base, NULL);
 		}
 	}
-}
-
-/* Like Redis: ask for enough descriptors for max_clients, as far as the
- * hard limit allows, and say so when it does not. */
-static void raise_fd_limit(int want)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= (rlim_t)want)
-		return;
-	rlim_t target = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= (rlim_t)want ?
-			(rlim_t)want : rl.rlim_max;
-	rl.rlim_cur = target;
-	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || target < (rlim_t)want)
-		log_warn("open files limit is %llu, below max_clients + pool (%d): clients past it "
-			 "wait in the listen queue until descriptors free up; raise LimitNOFILE / ulimit -n",
-			 (unsigned long long)target, want);
 }
 
 static void print_tables(FILE *out)

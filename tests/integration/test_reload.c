@@ -5,8 +5,9 @@
  * running configuration, a table without a unique index refused on reload,
  * connections opened before the reload still served after it, a token
  * rotated through auth_token_file, a lowered request_timeout applying
- * to requests in flight and to PostgreSQL sessions' statement_timeout, and
- * a new connect_timeout applying to the pool's next connection attempts.
+ * to requests in flight and to PostgreSQL sessions' statement_timeout, a
+ * new connect_timeout applying to the pool's next connection attempts, and
+ * a raised max_clients raising the open files limit as a start does.
  * Must never: depend on timing beyond bounded polling.
  */
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -574,6 +576,41 @@ static void test_refused_table_logged_once_not_every_recheck(void **state)
 	harness_pass();
 }
 
+/*
+ * At start gocd raises its open files limit to max_clients + pool + 64 (as
+ * far as the hard limit goes) and warns when it cannot.  A reload that
+ * raised max_clients did neither: clients past the old limit then failed
+ * accept with EMFILE, though the reload had said nothing.
+ */
+static void test_reload_raising_max_clients_raises_fd_limit(void **state)
+{
+	(void)state;
+	struct rlimit own;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &own), 0);
+	if (own.rlim_max != RLIM_INFINITY && own.rlim_max < 4096) {
+		print_message("hard open files limit %llu < 4096: skipped\n",
+			      (unsigned long long)own.rlim_max);
+		skip();
+	}
+	write_conf("table = rl_a=k\nmax_clients = 100\n");
+	struct tgocd *g = tgocd_start("-c", conf_path, NULL);
+	assert_non_null(g);
+	/* a soft limit well under what the new max_clients needs */
+	struct rlimit rl;
+	assert_int_equal(prlimit(g->pid, RLIMIT_NOFILE, NULL, &rl), 0);
+	rl.rlim_cur = 512;
+	assert_int_equal(prlimit(g->pid, RLIMIT_NOFILE, &rl, NULL), 0);
+	write_conf("table = rl_a=k\nmax_clients = 3000\n");
+	tgocd_signal(g, SIGHUP);
+	free(tgocd_wait_log(g, "configuration reloaded", 10000));
+	assert_int_equal(prlimit(g->pid, RLIMIT_NOFILE, NULL, &rl), 0);
+	if (rl.rlim_cur < 3000 + 4 + 64)
+		fail_msg("after raising max_clients to 3000 the open files limit is %llu",
+			 (unsigned long long)rl.rlim_cur);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -594,6 +631,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_applies_connect_timeout,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_refused_table_logged_once_not_every_recheck,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_raising_max_clients_raises_fd_limit,
 						harness_test_setup, harness_test_teardown),
 	};
 	return cmocka_run_group_tests_name("reload", tests, group_setup, harness_group_teardown);
