@@ -335,14 +335,18 @@ int config_parse_text(struct config *cfg, const char *text, const char *origin,
 		/* Values may be quoted to keep leading/trailing spaces, or a
 		 * '#' after a space.  Unquoted, that looks like a comment at the
 		 * end of the line, which is not one here: "auth_token = s3cret
-		 * # rotated" made the whole rest the token.  Refused instead. */
+		 * # rotated" made the whole rest the token.  Refused instead;
+		 * so is a value that starts with one after the spaces that
+		 * follow '=' ("unix = # off" is not an empty value). */
 		size_t vl = strlen(value);
 		if (vl >= 2 && value[0] == '\'' && value[vl - 1] == '\'') {
 			value[vl - 1] = '\0';
 			value++;
 		} else {
-			for (size_t i = 1; i < vl; i++)
-				if (value[i] == '#' && isspace((unsigned char)value[i - 1])) {
+			const char *after_eq = eq + 1;
+			for (size_t i = 0; i < vl; i++)
+				if (value[i] == '#' &&
+				    (i > 0 ? isspace((unsigned char)value[i - 1]) : value != after_eq)) {
 					errf(err, errlen, "%s:%d: %s: a '#' after a space in the value; "
 					     "comments go on lines of their own, and a value that holds "
 					     "one is quoted ('...')", origin, lineno, name);

@@ -265,11 +265,27 @@ static void test_config_errors(void **state)
 	assert_int_equal(config_parse_text(&cfg, "auth_token = s3cret # rotated\n", "f", err, sizeof err), -1);
 	assert_non_null(strstr(err, "f:1: auth_token: a '#' after a space"));
 	config_free(&cfg);
+	/* A whole value that reads as a comment is one too: "auth_token = #
+	 * none yet" made "# none yet" the token, and "unix = # off" a socket
+	 * named "# off" in the working directory. */
+	config_defaults(&cfg);
+	assert_int_equal(config_parse_text(&cfg, "auth_token = # none yet\n", "f", err, sizeof err), -1);
+	assert_non_null(strstr(err, "f:1: auth_token: a '#' after a space"));
+	config_free(&cfg);
+	config_defaults(&cfg);
+	assert_int_equal(config_parse_text(&cfg, "unix =\t#off\n", "f", err, sizeof err), -1);
+	assert_non_null(strstr(err, "f:1: unix: a '#' after a space"));
+	config_free(&cfg);
 	config_defaults(&cfg);
 	assert_int_equal(config_parse_text(&cfg, "auth_token = 's3cret # kept'\npostgres = password=a#b\n",
 					   "f", err, sizeof err), 0);
 	assert_string_equal(cfg.auth_token, "s3cret # kept");
 	assert_string_equal(cfg.postgres, "password=a#b");
+	config_free(&cfg);
+	/* no space before the '#': part of the value, as in password=a#b */
+	config_defaults(&cfg);
+	assert_int_equal(config_parse_text(&cfg, "auth_token=#s3cret\n", "f", err, sizeof err), 0);
+	assert_string_equal(cfg.auth_token, "#s3cret");
 	config_free(&cfg);
 }
 
