@@ -61,6 +61,55 @@ static PGresult *exec_bounded(PGconn *pg, const char *sql, const char *param, in
 	return res;
 }
 
+/*
+ * The startup check's connection, bounded by connect_timeout in
+ * milliseconds as a pool connection's attempt is.  libpq's own
+ * connect_timeout counts whole seconds and takes nothing under 2 s:
+ * connect_timeout 300 waited 2 s at start, and said only "timeout
+ * expired".  The connection (the caller finishes it), or NULL with msg set.
+ */
+static PGconn *connect_bounded(const char *const *keys, const char *const *vals, int timeout_ms,
+			       char *msg, size_t len)
+{
+	PGconn *pg = PQconnectStartParams(keys, vals, 1);
+	if (pg == NULL) {
+		snprintf(msg, len, "out of memory for a PostgreSQL connection");
+		return NULL;
+	}
+	uint64_t deadline = gocd_now_ms() + (uint64_t)timeout_ms;
+	/* As libpq says: the first poll waits as if PQconnectPoll had
+	 * returned PGRES_POLLING_WRITING. */
+	PostgresPollingStatusType st = PQstatus(pg) == CONNECTION_BAD ? PGRES_POLLING_FAILED
+								       : PGRES_POLLING_WRITING;
+	while (st != PGRES_POLLING_OK) {
+		if (st == PGRES_POLLING_FAILED) {
+			log_copy_message(msg, len, PQerrorMessage(pg));
+			PQfinish(pg);
+			return NULL;
+		}
+		uint64_t now = gocd_now_ms();
+		/* PQsocket may change between polls (another address, SSL
+		 * refused): read it again every time. */
+		struct pollfd pfd = {.fd = PQsocket(pg),
+				     .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+		int n = now < deadline ? poll(&pfd, 1, (int)(deadline - now)) : 0;
+		if (n < 0 && errno == EINTR)
+			continue; /* an early SIGHUP: remembered, handled once up */
+		if (n == 0) {
+			snprintf(msg, len, "no connection within connect_timeout (%d ms)", timeout_ms);
+			PQfinish(pg);
+			return NULL;
+		}
+		if (n < 0) {
+			snprintf(msg, len, "poll: %s", strerror(errno));
+			PQfinish(pg);
+			return NULL;
+		}
+		st = PQconnectPoll(pg);
+	}
+	return pg;
+}
+
 /* As the pool's connections log notices (libpq's default prints them raw). */
 static void startup_notice(void *arg, const PGresult *res)
 {
@@ -70,17 +119,11 @@ static void startup_notice(void *arg, const PGresult *res)
 
 int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 {
-	char timeout[16];
-	snprintf(timeout, sizeof timeout, "%d", (cfg->connect_timeout + 999) / 1000);
-	const char *keys[] = {"dbname", "client_encoding", "fallback_application_name",
-			      "connect_timeout", NULL};
-	const char *vals[] = {cfg->postgres, "UTF8", "gocd", timeout, NULL};
-	PGconn *pg = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(pg) != CONNECTION_OK) {
-		log_copy_message(msg, len, PQerrorMessage(pg));
-		PQfinish(pg);
+	const char *keys[] = {"dbname", "client_encoding", "fallback_application_name", NULL};
+	const char *vals[] = {cfg->postgres, "UTF8", "gocd", NULL};
+	PGconn *pg = connect_bounded(keys, vals, cfg->connect_timeout, msg, len);
+	if (pg == NULL)
 		return 1;
-	}
 	PQsetNoticeReceiver(pg, startup_notice, NULL);
 	/* The pool's session settings first, as its connections have them
 	 * before they read the catalog: the role's own can make the catalog

@@ -3840,6 +3840,45 @@ static void test_startup_check_bounded_when_postgres_never_answers(void **state)
 }
 
 /*
+ * The startup check's connection attempt is bounded by connect_timeout in
+ * milliseconds, as the pool's are.  It went through libpq's connect_timeout,
+ * which counts whole seconds and takes nothing under 2 s: with
+ * connect_timeout 300, gocd -t against a server that never answers the
+ * login waited 2 s, and said "timeout expired" without naming the option.
+ */
+static void test_startup_connect_bounded_by_connect_timeout_ms(void **state)
+{
+	(void)state;
+	int lport;
+	int lfd = harness_listen_loopback(16, &lport); /* never accepts: no login answer */
+	assert_true(lfd >= 0);
+	char pg[200], listen_arg[64];
+	snprintf(pg, sizeof pg, "--postgres=host=127.0.0.1 port=%d user=postgres dbname=postgres "
+		 "sslmode=disable gssencmode=disable", lport);
+	snprintf(listen_arg, sizeof listen_arg, "--listen=127.0.0.1:%d", harness_free_port());
+	const char *args[] = { "-t", listen_arg, pg, "--admin-listen=", "--table=users=email",
+			       "--connect-timeout=300", NULL };
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	char *out = NULL;
+	int rc = tgocd_run(&out, 15000, args);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	close(lfd);
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	/* under valgrind or ASan, gocd's own start takes part of the time */
+	long max_ms = harness_gocd_instrumented() ? 15000 : 1500;
+	if (rc != 1 || ms > max_ms || out == NULL ||
+	    strstr(out, "within connect_timeout (300 ms)") == NULL)
+		print_error("gocd -t, connect_timeout 300, a server that never answers: exit %d after "
+			    "%ld ms, output:\n%s\n", rc, ms, out ? out : "(none)");
+	assert_int_equal(rc, 1);
+	assert_true(ms <= max_ms);
+	assert_non_null(strstr(out, "within connect_timeout (300 ms)"));
+	free(out);
+	harness_pass();
+}
+
+/*
  * A good unique index on the key beside a deferrable unique constraint on
  * the same columns: ON CONFLICT (k) takes both as arbiters and fails every
  * statement with 55000, so a table gocd (and -t) accepted answered every
@@ -4134,6 +4173,7 @@ int main(void)
 		T(test_refuses_key_with_deferrable_constraint),
 		T(test_deferrable_constraint_added_is_seen),
 		T(test_startup_check_bounded_when_postgres_never_answers),
+		T(test_startup_connect_bounded_by_connect_timeout_ms),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
 		T(test_check_mode_warns_about_unlogged_tables),
