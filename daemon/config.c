@@ -539,6 +539,15 @@ static bool same_port_overlap(const struct sockaddr_storage *pa, const struct so
 /* Values that parse as options but could never be opened: refused here, so
  * that -t, a start and a reload all say so the same way, before anything
  * has been opened. */
+/* A password keyword, or a URI's user:password@: the parts a parse error
+ * must not quote back. */
+static bool conninfo_may_hold_password(const char *c)
+{
+	if (strncmp(c, "postgresql://", 13) == 0 || strncmp(c, "postgres://", 11) == 0)
+		return strchr(c, '@') != NULL || strcasestr(c, "password") != NULL;
+	return strcasestr(c, "password") != NULL;
+}
+
 static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 {
 	const char *const name[] = {"listen", "admin_listen"};
@@ -579,6 +588,14 @@ static int check_addresses(const struct config *cfg, char *err, size_t errlen)
 		if (opts == NULL) {
 			char why[256];
 			log_copy_message(why, sizeof why, perr ? perr : "out of memory parsing it");
+			/* libpq quotes the piece it choked on, which can be part of
+			 * a password ("password=S3cret Pw0rd": missing "=" after
+			 * "Pw0rd"), and this goes to the journal: say where to
+			 * look instead. */
+			if (conninfo_may_hold_password(cfg->postgres))
+				snprintf(why, sizeof why, "libpq cannot parse it (its message is not shown: it "
+					 "can quote the password); check the quoting ('a b') of values "
+					 "with spaces, or the percent-encoding of a URI");
 			errf(err, errlen, "postgres: %s", why);
 			PQfreemem(perr);
 			return -1;

@@ -251,6 +251,20 @@ static void test_config_errors(void **state)
 	if (config_load(&cfg, &cli, 4, ok2, err, sizeof err) != 0)
 		fail_msg("0.0.0.0 beside [::1]: %s", err);
 	config_free(&cfg);
+	/* libpq's parse error quotes the piece it choked on, which can be a
+	 * password's; that message goes to the journal */
+	const char *secret[][2] = {
+		{"--postgres=host=x password=S3cret Pw0rd", "Pw0rd"},
+		{"--postgres=postgresql://u:S3cret%zz@h/x", "S3cret"},
+		{"--postgres=host=x PASSWORD = 'S3cret", "S3cret"},
+	};
+	for (size_t i = 0; i < sizeof secret / sizeof secret[0]; i++) {
+		char *argv[] = {"gocd", (char *)secret[i][0], NULL};
+		assert_int_equal(config_load(&cfg, &cli, 2, argv, err, sizeof err), -1);
+		if (strstr(err, "postgres:") == NULL || strstr(err, secret[i][1]) != NULL)
+			fail_msg("%s: got \"%s\"", secret[i][0], err);
+		config_free(&cfg);
+	}
 	/* libpq takes a bare word as a database name, not as a conninfo */
 	char *ok3[] = {"gocd", "--postgres=app", "--table=t=k", NULL};
 	if (config_load(&cfg, &cli, 3, ok3, err, sizeof err) != 0)
