@@ -972,7 +972,11 @@ static void test_many_tables_setup_within_connect_timeout(void **state)
 	free(ddl);
 	char conf[320];
 	snprintf(conf, sizeof conf, "--config=%s", path);
-	struct tgocd *g = tgocd_start(conf, "--connect-timeout=300", "--pool-size=2", NULL);
+	/* request_timeout well above the setup's time: on a loaded machine
+	 * (CI beside other jobs) 600 catalog reads took over the default 5 s,
+	 * and a request queued for the connection was answered timeout */
+	struct tgocd *g = tgocd_start(conf, "--connect-timeout=300", "--pool-size=2",
+				      "--request-timeout=30000", NULL);
 	assert_non_null(g);
 	struct tclient *c = tclient_tcp(g->port);
 	assert_non_null(c);
