@@ -637,6 +637,9 @@ int config_load(struct config *cfg, struct cli_flags *cli, int argc, char **argv
 			cli->config_path = argv[++i];
 		} else if (strncmp(a, "--config=", 9) == 0)
 			cli->config_path = a + 9;
+		else if (strncmp(a, "--", 2) == 0 && strchr(a, '=') == NULL &&
+			 find_option(a + 2, strlen(a + 2)) != NULL)
+			i++; /* its value, which may look like a flag: "--auth-token -t" */
 	}
 	if (cli->help || cli->version)
 		return 0;

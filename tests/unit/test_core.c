@@ -200,6 +200,15 @@ static void test_config_defaults_and_flags(void **state)
 	assert_int_equal(cfg.tables[1].ncols, 2);
 	assert_string_equal(cfg.tables[1].cols[1], "user_id");
 	config_free(&cfg);
+	/* a value that looks like an action flag is the option's value: this
+	 * token is "-t", and gocd is not in test mode (nor reading "-c"'s file) */
+	char *argv2[] = {"gocd", "--auth-token", "-t", "--unix", "-c", "--table=t=k", NULL};
+	assert_int_equal(config_load(&cfg, &cli, 6, argv2, err, sizeof err), 0);
+	assert_false(cli.test_only);
+	assert_null(cli.config_path);
+	assert_string_equal(cfg.auth_token, "-t");
+	assert_string_equal(cfg.unix_path, "-c");
+	config_free(&cfg);
 }
 
 static void test_config_errors(void **state)
