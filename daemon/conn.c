@@ -50,7 +50,7 @@ static const char *const conn_state_names[] = {"open", "draining", "linger", "cl
 /* See conn_janitor. */
 #define DRAIN_STALL_MS 30000
 #define AUTH_WAIT_MS 10000
-/* See conn_flush. */
+/* See conn_answered. */
 #define ANSWER_COPY_MAX 2048
 
 /*
@@ -75,6 +75,9 @@ struct conn {
 	enum conn_state state;
 	TAILQ_HEAD(, req) reqs; /* arrival order; answers leave from the head */
 	int npending;           /* unanswered or unflushed requests */
+	size_t parked;          /* answer bytes of answered requests still in
+				 * reqs, behind an unanswered one: unsent
+				 * output as much as out is (see max_output) */
 	bool reading;           /* EV_READ enabled */
 	bool writing;           /* EV_WRITE enabled: the socket did not take everything */
 	bool is_unix;           /* trusted by the socket's file mode: no auth */
@@ -157,6 +160,7 @@ static void conn_close(struct conn *c)
 		req_detach(r);
 	}
 	c->npending = 0;
+	c->parked = 0;
 	conn_free_io(c);
 }
 
@@ -350,16 +354,18 @@ void conn_add_req(struct conn *c, struct req *r)
 	c->npending++;
 }
 
-void conn_flush(struct conn *c)
+void conn_answered(struct conn *c, size_t bytes)
 {
 	struct req *r;
 	if (c->state == CONN_CLOSED)
 		return;
+	c->parked += bytes;
 	struct evbuffer *out = c->out;
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL && r->answered) {
 		TAILQ_REMOVE(&c->reqs, r, conn_link);
 		c->npending--;
 		size_t n = evbuffer_get_length(r->out);
+		c->parked -= n;
 		if (n <= ANSWER_COPY_MAX && evbuffer_get_length(out) > 0) {
 			/* Behind unsent answers: copy into the free space of the
 			 * last chunk.  Moved, each answer's own chunk (about 1 kB
@@ -377,9 +383,15 @@ void conn_flush(struct conn *c)
 		conn_reap(c);
 		return;
 	}
-	if (evbuffer_get_length(out) > (size_t)srv.cfg->max_output) {
-		log_warn("client %s: %zu bytes of answers unread (max_output %d); dropping the client",
-			 c->peer, evbuffer_get_length(out), srv.cfg->max_output);
+	/* Answers parked behind a slow request count: the client cannot read
+	 * them yet, but they (and their requests) are held for it all the
+	 * same, and a stuck first request would let them grow without bound.
+	 * They reach out at once when it is answered, and would pass the
+	 * limit there. */
+	if (evbuffer_get_length(out) + c->parked > (size_t)srv.cfg->max_output) {
+		log_warn("client %s: %zu bytes of answers unsent, %zu of them behind an unanswered "
+			 "request (max_output %d); dropping the client", c->peer,
+			 evbuffer_get_length(out) + c->parked, c->parked, srv.cfg->max_output);
 		stats.dropped_slow++;
 		conn_close(c);
 	} else if (c->state == CONN_OPEN && !c->reading && c->npending < srv.cfg->max_pending &&

@@ -40,8 +40,11 @@ void conn_auth_changed(int on);
 /* Append r to c's FIFO (called by req_new). */
 void conn_add_req(struct conn *c, struct req *r);
 
-/* Move answered requests at the head of the FIFO to the socket. */
-void conn_flush(struct conn *c);
+/* A request of c was answered with `bytes` of answer: move answered
+ * requests at the head of the FIFO to the socket; drop the client when
+ * its unsent answers (those behind an unanswered request included) pass
+ * max_output.  May free c (then its requests are detached). */
+void conn_answered(struct conn *c, size_t bytes);
 
 /* Begin graceful shutdown: stop reading; close each once it has answered. */
 void conn_shutdown_all(void);

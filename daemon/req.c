@@ -79,6 +79,20 @@ static void req_free(struct req *r)
 	free(r);
 }
 
+/*
+ * An answered request that nothing in flight refers to needs its parsed
+ * line no more.  Let go of it now: an answer may wait in the FIFO behind
+ * a slow request, and the tree (up to ~36 times its line: an array of
+ * small numbers) must not wait with it.  op stays for the code that
+ * looks at it.
+ */
+static void drop_input(struct req *r)
+{
+	enum goc_op op = r->in.op;
+	codec_request_free(&r->in);
+	r->in.op = op;
+}
+
 static void maybe_free(struct req *r)
 {
 	if (r->answered && r->conn == NULL && !r->busy)
@@ -93,8 +107,10 @@ void req_answered(struct req *r)
 	TAILQ_REMOVE(&pending, r, timer_link);
 	npending--;
 	stats_request_done(r);
+	if (!r->busy)
+		drop_input(r);
 	if (r->conn)
-		conn_flush(r->conn); /* may detach r */
+		conn_answered(r->conn, evbuffer_get_length(r->out)); /* may detach r */
 	else
 		maybe_free(r);
 }
@@ -126,6 +142,8 @@ void req_detach(struct req *r)
 void req_idle(struct req *r)
 {
 	r->busy = false;
+	if (r->answered)
+		drop_input(r);
 	maybe_free(r);
 }
 
