@@ -938,6 +938,7 @@ void goc_start(struct req *r)
 	r->table = t;
 	if (prepare(r, t) != 0)
 		return;
+	req_compact(r);
 
 	/* A get takes the key too: one that a client pipelines after a
 	 * get_or_create of the same key must see that request's row. */

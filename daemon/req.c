@@ -66,6 +66,8 @@ struct req *req_new(struct conn *conn)
 static void req_free(struct req *r)
 {
 	goc_release(r);
+	free(r->head);
+	r->head = NULL;
 	codec_request_free(&r->in);
 	LIST_REMOVE(r, live_link);
 	nallocated--;
@@ -99,10 +101,43 @@ static void maybe_free(struct req *r)
 		req_free(r);
 }
 
+void req_compact(struct req *r)
+{
+	json_t *root = r->in.root;
+	if (root == NULL)
+		return;
+	json_object_del(root, "key");
+	json_object_del(root, "defaults");
+	r->in.key = r->in.defaults = NULL;
+	/* Scalars cost about their text anyway. */
+	if (!json_is_object(r->in.id) && !json_is_array(r->in.id))
+		return;
+	struct evbuffer *b = evbuffer_new();
+	if (b == NULL)
+		return; /* keep the tree */
+	codec_render_head(b, r->in.id);
+	size_t n = evbuffer_get_length(b);
+	char *head = malloc(n);
+	if (head != NULL && evbuffer_remove(b, head, n) == (int)n) {
+		r->head = head;
+		r->head_len = n;
+		json_object_del(root, "id");
+		r->in.id = NULL;
+	} else {
+		free(head);
+	}
+	evbuffer_free(b);
+}
+
 void req_answered(struct req *r)
 {
 	if (r->answered)
 		return;
+	if (r->head != NULL && evbuffer_get_length(r->out) > 0) {
+		/* Rendered without its id: its own head replaces the "{". */
+		evbuffer_drain(r->out, 1);
+		evbuffer_prepend(r->out, r->head, r->head_len);
+	}
 	r->answered = true;
 	TAILQ_REMOVE(&pending, r, timer_link);
 	npending--;

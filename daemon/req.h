@@ -40,6 +40,9 @@ struct req {
 	LIST_ENTRY(req) live_link;    /* every allocated request, for the exit */
 	struct goc_request in;        /* owns the parsed JSON */
 	struct evbuffer *out;         /* the answer line once answered */
+	char *head;                   /* the answer's start with its id, once
+				       * the id's tree is gone (req_compact) */
+	size_t head_len;
 	uint64_t started_ms;
 	uint64_t started_us;          /* for the latency histogram */
 	enum goc_err outcome;         /* GOC_OK, or the error code answered */
@@ -95,6 +98,15 @@ struct req *req_new(struct conn *conn);
 void req_answered(struct req *r);
 void req_answer_error(struct req *r, enum goc_err code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/*
+ * r is going to wait for PostgreSQL with its key and defaults in parameter
+ * texts: let go of their trees, and of its id's, keeping the id as the
+ * text its answer will start with.  A tree costs up to ~36 times its text
+ * (an array of small numbers), and max_pending requests of a connection
+ * may wait as long as request_timeout.
+ */
+void req_compact(struct req *r);
 
 /* The connection no longer refers to r (flushed, or client gone). */
 void req_detach(struct req *r);

@@ -395,7 +395,7 @@ static void add_json_string(struct evbuffer *out, const char *s)
 	evbuffer_add(out, "\"", 1);
 }
 
-static void add_head(struct evbuffer *out, const json_t *id, bool ok)
+void codec_render_head(struct evbuffer *out, const json_t *id)
 {
 	evbuffer_add(out, "{", 1);
 	if (id != NULL) {
@@ -403,6 +403,11 @@ static void add_head(struct evbuffer *out, const json_t *id, bool ok)
 		add_json_value(out, id);
 		evbuffer_add(out, ",", 1);
 	}
+}
+
+static void add_head(struct evbuffer *out, const json_t *id, bool ok)
+{
+	codec_render_head(out, id);
 	if (ok)
 		evbuffer_add(out, "\"ok\":true", 9);
 	else

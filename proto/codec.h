@@ -95,6 +95,14 @@ void codec_render_error(struct evbuffer *out, const json_t *id,
 			enum goc_err code, const char *message);
 /* {"id":..,"ok":true,<fields>} where fields is JSON text of members, or NULL. */
 void codec_render_ok(struct evbuffer *out, const json_t *id, const char *fields);
+/*
+ * What every response line to a request with this id begins with: "{" and,
+ * unless id is NULL, the "id" member.  For a caller that must let go of
+ * the id's tree long before it answers (an array id costs many times its
+ * text): it keeps this text, renders the answer with id NULL, and puts the
+ * text in place of that answer's leading "{".
+ */
+void codec_render_head(struct evbuffer *out, const json_t *id);
 
 /*
  * Client side: a response line decoded.  `root` owns everything; `row` is

@@ -730,6 +730,41 @@ static void test_render_ok(void **state)
 	evbuffer_free(b);
 }
 
+/* codec_render_head is the start of every answer: an answer rendered
+ * without its id, with its "{" swapped for the head, is the answer. */
+static void test_render_head_is_every_answers_start(void **state)
+{
+	json_t *ids[] = {json_loads("[1,2.5,{\"a\":[null,\"\\u00e9\"]}]", 0, NULL),
+			 json_integer(3), NULL};
+	for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+		for (int kind = 0; kind < 3; kind++) {
+			struct evbuffer *want = evbuffer_new(), *got = evbuffer_new(),
+					*head = evbuffer_new();
+			if (kind == 0) {
+				codec_render_row(want, ids[i], true, "{\"k\":1}", 7);
+				codec_render_row(got, NULL, true, "{\"k\":1}", 7);
+			} else if (kind == 1) {
+				codec_render_error(want, ids[i], GOC_E_TIMEOUT, "m");
+				codec_render_error(got, NULL, GOC_E_TIMEOUT, "m");
+			} else {
+				codec_render_ok(want, ids[i], "\"pong\":true");
+				codec_render_ok(got, NULL, "\"pong\":true");
+			}
+			codec_render_head(head, ids[i]);
+			evbuffer_drain(got, 1);
+			evbuffer_prepend_buffer(got, head);
+			char *w = buf_text(want, NULL), *g = buf_text(got, NULL);
+			assert_string_equal(g, w);
+			free(w);
+			free(g);
+			evbuffer_free(want);
+			evbuffer_free(got);
+			evbuffer_free(head);
+		}
+		json_decref(ids[i]);
+	}
+}
+
 /* The client side refuses lines that are not responses. */
 static void test_parse_response_rejects_garbage(void **state)
 {
@@ -1018,6 +1053,7 @@ int main(void)
 		cmocka_unit_test(test_render_error_invalid_utf8),
 		cmocka_unit_test(test_render_error_every_code_round_trips),
 		cmocka_unit_test(test_render_ok),
+		cmocka_unit_test(test_render_head_is_every_answers_start),
 		cmocka_unit_test(test_parse_response_rejects_garbage),
 		cmocka_unit_test(test_scan_response_agrees_with_parse),
 		cmocka_unit_test(test_frame_line),
