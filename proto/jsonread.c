@@ -262,24 +262,34 @@ static json_t *read_number(struct rd *r)
 		while (q < r->end && *q >= '0' && *q <= '9')
 			q++;
 	}
-	char tmp[512];
+	/* strtod/strtoll need a terminated copy.  Length alone says nothing
+	 * of range (1.000..., an exponent with leading zeros): a long one is
+	 * copied to the heap, as jansson would read it. */
+	char small[512], *tmp = small;
 	size_t n = (size_t)(q - s);
-	if (n >= sizeof tmp)
-		return fail(r, s, is_int ? "too big integer" : "real number overflow");
+	if (n >= sizeof small && (tmp = malloc(n + 1)) == NULL)
+		return fail(r, s, "out of memory");
 	memcpy(tmp, s, n);
 	tmp[n] = '\0';
 	r->p = q;
 	errno = 0;
+	json_t *v = NULL;
 	if (is_int) {
-		long long v = strtoll(tmp, NULL, 10);
+		long long i = strtoll(tmp, NULL, 10);
 		if (errno == ERANGE)
-			return fail(r, s, "integer too big for 64 bits (%s)", v < 0 ? "below -2^63" : "over 2^63-1");
-		return json_integer(v);
+			fail(r, s, "integer too big for 64 bits (%s)", i < 0 ? "below -2^63" : "over 2^63-1");
+		else
+			v = json_integer(i);
+	} else {
+		double d = strtod(tmp, NULL);
+		if (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL))
+			fail(r, s, "real number overflow");
+		else
+			v = json_real(d);
 	}
-	double d = strtod(tmp, NULL);
-	if (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL))
-		return fail(r, s, "real number overflow");
-	return json_real(d);
+	if (tmp != small)
+		free(tmp);
+	return v;
 }
 
 static json_t *read_object(struct rd *r)

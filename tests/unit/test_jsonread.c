@@ -92,6 +92,25 @@ static void test_deep_nesting(void **state)
 	free(b);
 }
 
+/* Numbers longer than any fixed buffer: many digits can still make an
+ * ordinary double (1.000..., 0.000...1, an exponent with leading zeros). */
+static void test_numbers_longer_than_a_buffer(void **state)
+{
+	(void)state;
+	/* each: what comes before and after 700 zeros */
+	static const char *const shapes[][2] = {
+		{"1.", ""}, {"0.", "1"}, {"-2.5e", "1"}, {"1e-", "5"}, {"[1", "]"}, {"9", ""},
+	};
+	char in[800];
+	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+		size_t a = strlen(shapes[i][0]), b = strlen(shapes[i][1]);
+		memcpy(in, shapes[i][0], a);
+		memset(in + a, '0', 700);
+		memcpy(in + a + 700, shapes[i][1], b);
+		same(in, a + 700 + b);
+	}
+}
+
 /* Seeded random mutations of realistic request lines. */
 static void test_random_mutations(void **state)
 {
@@ -136,6 +155,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_edge_cases),
 		cmocka_unit_test(test_deep_nesting),
+		cmocka_unit_test(test_numbers_longer_than_a_buffer),
 		cmocka_unit_test(test_random_mutations),
 	};
 	return cmocka_run_group_tests_name("jsonread", tests, NULL, NULL);
