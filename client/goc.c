@@ -853,6 +853,7 @@ struct cli_session {
 	struct cli_linescan scan;
 	struct evbuffer *out;    /* request bytes not yet sent; owned */
 	struct evbuffer *in;     /* response bytes not yet framed; owned */
+	size_t in_searched;      /* of those, searched for an LF already (frame_next) */
 	long due;                /* requests queued or sent, minus responses */
 	long errors;
 	enum goc_err last_error; /* code of the latest error response */
@@ -1006,7 +1007,8 @@ static void cli_session_frame(struct cli_session *s, bool eof)
 	size_t len, consumed;
 
 	while (s->phase != CLI_PHASE_DONE) {
-		enum frame_rc rc = frame_next(s->in, s->opts->max_line, &line, &len, &consumed);
+		enum frame_rc rc = frame_next(s->in, s->opts->max_line, &s->in_searched, &line, &len,
+					      &consumed);
 		if (rc == FRAME_NEED_MORE)
 			break;
 		if (rc == FRAME_TOO_LARGE) {

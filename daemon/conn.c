@@ -71,6 +71,7 @@ struct conn {
 	struct event *rev;      /* EV_READ, added while reading */
 	struct event *wev;      /* EV_WRITE, added only while output is stuck */
 	struct evbuffer *in;    /* bytes read, not yet framed */
+	size_t in_searched;     /* of those, searched for an LF already (frame_next) */
 	struct evbuffer *out;   /* answers, not yet taken by the socket */
 	enum conn_state state;
 	TAILQ_HEAD(, req) reqs; /* arrival order; answers leave from the head */
@@ -189,7 +190,8 @@ static void conn_process_input(struct conn *c)
 		}
 		const char *line;
 		size_t len, used;
-		enum frame_rc rc = frame_next(in, (size_t)cfg->max_line, &line, &len, &used);
+		enum frame_rc rc = frame_next(in, (size_t)cfg->max_line, &c->in_searched, &line,
+					      &len, &used);
 		if (rc == FRAME_NEED_MORE)
 			break;
 		if (rc == FRAME_TOO_LARGE) {

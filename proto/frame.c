@@ -23,19 +23,30 @@ static enum frame_rc cut_line(const char *buf, size_t n, size_t max_line,
 	return FRAME_LINE;
 }
 
-enum frame_rc frame_next(struct evbuffer *in, size_t max_line,
+enum frame_rc frame_next(struct evbuffer *in, size_t max_line, size_t *searched,
 			 const char **line, size_t *len, size_t *consumed)
 {
 	size_t avail = evbuffer_get_length(in);
-	if (avail == 0)
-		return FRAME_NEED_MORE;
-
-	/* Search only as far as a legal line can reach (+CR +LF), so a client
-	 * streaming bytes without a newline costs us a bounded scan. */
-	struct evbuffer_ptr p = evbuffer_search(in, "\n", 1, NULL);
+	size_t from = searched && *searched <= avail ? *searched : 0;
+	struct evbuffer_ptr start, p;
+	if (from == avail) {
+		p.pos = -1; /* nothing new (or nothing at all) since the last search */
+	} else if (from > 0 && evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) == 0) {
+		p = evbuffer_search(in, "\n", 1, &start);
+	} else {
+		p = evbuffer_search(in, "\n", 1, NULL);
+	}
+	/* The buffer never holds much more than a legal line (+CR +LF) without
+	 * an LF: past that the caller learns FRAME_TOO_LARGE and stops. */
 	if (p.pos < 0) {
+		if (searched)
+			*searched = avail;
+		if (avail == 0)
+			return FRAME_NEED_MORE;
 		return avail > max_line + 1 ? FRAME_TOO_LARGE : FRAME_NEED_MORE;
 	}
+	if (searched)
+		*searched = 0;
 	size_t n = (size_t)p.pos;
 	unsigned char *base = evbuffer_pullup(in, (ev_ssize_t)n + 1);
 	if (base == NULL)

@@ -23,8 +23,15 @@ enum frame_rc {
  * buffer (made contiguous) and stays valid until the caller calls
  * evbuffer_drain(in, *consumed); *len excludes the LF and a trailing CR.
  * A line of exactly max_line bytes (not counting LF/CR) is accepted.
+ *
+ * searched (may be NULL) carries, from one call to the next, how many
+ * bytes at the front of `in` are known to hold no LF: the search starts
+ * after them, so a line that arrives in many small reads is searched once,
+ * not once per read (which cost time quadratic in its length).  Set to the
+ * buffer's length on FRAME_NEED_MORE, to 0 otherwise; the caller only
+ * appends to `in` in between, or drains *consumed after a line.
  */
-enum frame_rc frame_next(struct evbuffer *in, size_t max_line,
+enum frame_rc frame_next(struct evbuffer *in, size_t max_line, size_t *searched,
 			 const char **line, size_t *len, size_t *consumed);
 
 /*

@@ -137,7 +137,7 @@ static void check_frame(const uint8_t *data, size_t size)
 		const char *line, *mline = NULL;
 		size_t len, consumed, mlen = 0, mconsumed = 0;
 		enum frame_rc mrc = frame_next_mem(flat, left, 64, &mline, &mlen, &mconsumed);
-		enum frame_rc rc = frame_next(in, 64, &line, &len, &consumed);
+		enum frame_rc rc = frame_next(in, 64, NULL, &line, &len, &consumed);
 		CHECK(mrc == rc, "frame_next_mem and frame_next disagree");
 		if (rc != FRAME_LINE)
 			break;

@@ -850,7 +850,7 @@ static struct framed next_frame(struct evbuffer *in, size_t max_line)
 	const char *mline = NULL;
 	size_t mlen = 0, mconsumed = 0;
 	enum frame_rc mrc = frame_next_mem(flat, avail, max_line, &mline, &mlen, &mconsumed);
-	f.rc = frame_next(in, max_line, &line, &f.len, &f.consumed);
+	f.rc = frame_next(in, max_line, NULL, &line, &f.len, &f.consumed);
 	assert_int_equal(mrc, f.rc);
 	if (f.rc == FRAME_LINE) {
 		assert_ptr_equal(mline, flat);
@@ -865,6 +865,56 @@ static struct framed next_frame(struct evbuffer *in, size_t max_line)
 		evbuffer_drain(in, f.consumed);
 	}
 	return f;
+}
+
+/* With `searched`, a line fed a byte at a time is cut as without it, and
+ * nothing already searched is searched again. */
+static void test_frame_searched_carries_over(void **state)
+{
+	static const char text[] = "{\"op\":\"ping\"}\r\n\n{\"a\":1}\nlong-unfinished";
+	struct evbuffer *in = evbuffer_new();
+	size_t searched = 0, lines = 0;
+	for (size_t i = 0; i < sizeof text - 1; i++) {
+		evbuffer_add(in, text + i, 1);
+		for (;;) {
+			const char *line;
+			size_t len, consumed;
+			enum frame_rc rc = frame_next(in, 64, &searched, &line, &len, &consumed);
+			if (rc == FRAME_NEED_MORE) {
+				assert_int_equal(searched, evbuffer_get_length(in));
+				break;
+			}
+			assert_int_equal(rc, FRAME_LINE);
+			assert_int_equal(searched, 0);
+			static const char *const want[] = {"{\"op\":\"ping\"}", "", "{\"a\":1}"};
+			assert_true(lines < 3);
+			assert_int_equal(len, strlen(want[lines]));
+			assert_memory_equal(line, want[lines], len);
+			lines++;
+			evbuffer_drain(in, consumed);
+		}
+	}
+	assert_int_equal(lines, 3);
+	/* An LF in the part said to be searched is not looked for again. */
+	evbuffer_drain(in, evbuffer_get_length(in));
+	evbuffer_add(in, "ab\ncd", 5);
+	searched = 3;
+	const char *line;
+	size_t len, consumed;
+	assert_int_equal(frame_next(in, 64, &searched, &line, &len, &consumed), FRAME_NEED_MORE);
+	assert_int_equal(searched, 5);
+	evbuffer_add(in, "\n", 1);
+	assert_int_equal(frame_next(in, 64, &searched, &line, &len, &consumed), FRAME_LINE);
+	assert_int_equal(len, 5);
+	/* Too long without an LF is noticed however it was searched. */
+	evbuffer_drain(in, evbuffer_get_length(in));
+	searched = 0;
+	for (int i = 0; i < 70; i++) {
+		evbuffer_add(in, "x", 1);
+		enum frame_rc rc = frame_next(in, 64, &searched, &line, &len, &consumed);
+		assert_int_equal(rc, i + 1 > 65 ? FRAME_TOO_LARGE : FRAME_NEED_MORE);
+	}
+	evbuffer_free(in);
 }
 
 static void test_frame_line(void **state)
@@ -1064,6 +1114,7 @@ int main(void)
 		cmocka_unit_test(test_frame_too_large_without_lf),
 		cmocka_unit_test(test_frame_line_before_oversized),
 		cmocka_unit_test(test_frame_is_blank),
+		cmocka_unit_test(test_frame_searched_carries_over),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
