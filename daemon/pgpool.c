@@ -432,6 +432,21 @@ static void pgc_release(struct pgconn *c, struct pgjob *job, pgjob_fn *fn,
 	pump_later();
 }
 
+/*
+ * An error of severity FATAL or PANIC ends the session, and the server
+ * sends it as the answer to whatever statement is on its way then:
+ * idle_session_timeout firing as the statement arrived (57P05), a
+ * database dropped WITH (FORCE), a standby's recovery conflict.  It says
+ * nothing about the statement, which did not run to its end: the
+ * connection is lost.  (Without a held commit the sync's result never
+ * comes, and the closed socket says so anyway.)
+ */
+static bool session_ended(const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	return sev && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+}
+
 /* A held job's command results are complete and nothing is committed yet. */
 static void pgc_results_done(struct pgconn *c)
 {
@@ -441,6 +456,15 @@ static void pgc_results_done(struct pgconn *c)
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	bool ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
 
+	if (!ok && res && session_ended(res)) {
+		/* Not the statement's error: the server ended the session as
+		 * it arrived (nothing committed: that is the sync, not sent). */
+		char msg[512];
+		log_copy_message(msg, sizeof msg, PQresultErrorMessage(res));
+		PQclear(res);
+		pgc_down(c, msg, true); /* the job: CONN_LOST, re-run */
+		return;
+	}
 	/* Either way the transaction ends with the sync: a commit after an
 	 * OK, a rollback (the server skips to the sync) after an error. */
 	c->phase = ok ? PH_COMMIT : PH_DISCARD;

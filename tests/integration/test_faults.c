@@ -1688,6 +1688,60 @@ static void test_stuck_backends_are_replaced(void **state)
 	harness_pass();
 }
 
+/*
+ * The server ends a session with a FATAL (idle_session_timeout's 57P05
+ * here; a database dropped WITH (FORCE), a standby's recovery conflict)
+ * as the answer to a statement of gocd's that reached the backend as the
+ * timeout fired.  That is a lost connection, re-run like any other: a held
+ * insert took it for its own error and was answered 'internal' (seen under
+ * load with a role's idle_session_timeout, 11 in 10000).  The race made
+ * certain: the idle backend is frozen, the insert waits in its socket
+ * while the timeout expires, and the backend is thawed.
+ */
+static void test_session_ended_under_a_statement_is_a_lost_connection(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_idle;"
+				  "CREATE TABLE f_idle(id bigserial primary key, k text not null unique)"), 0);
+	char pg[300];
+	snprintf(pg, sizeof pg, "--postgres=%s options='-c idle_session_timeout=1500'", tpg_conninfo());
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_idle=k", "--pool-size=1", pg, NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	/* New keys only, pipelined: the lookups miss, so a lone request then
+	 * goes straight to an insert batch, whose commit is held. */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 32; i++)
+			assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_idle\","
+						       "\"key\":{\"k\":\"w%d-%d\"}}\n", round, i), 0);
+		for (int i = 0; i < 32; i++) {
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || !r.created)
+				print_error("warm-up: %s\n", tclient_last(c));
+			assert_true(r.ok && r.created);
+			codec_response_free(&r);
+		}
+	}
+	long long pid = tpg_count("SELECT pid FROM pg_stat_activity WHERE application_name = 'gocd'");
+	assert_true(pid > 0);
+	frozen[nfrozen++] = (pid_t)pid; /* thawed at teardown whatever happens */
+	assert_int_equal(kill((pid_t)pid, SIGSTOP), 0);
+	assert_int_equal(tclient_sendf(c, "{\"op\":\"get_or_create\",\"table\":\"f_idle\","
+				       "\"key\":{\"k\":\"x\"}}\n"), 0);
+	harness_sleep_ms(2000); /* the idle timeout expires meanwhile */
+	pg_thaw();
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok || !r.created)
+		print_error("the insert the session ended under: %s\n", tclient_last(c));
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_idle WHERE k = 'x'"), 1);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* Send req on a; hold its lookup behind a lock on f_moved, freeze the
  * backend running it, then commit ddl (which releases the lock) while it
  * stays frozen.  pg_thaw() lets the lookup finish. */
@@ -2034,6 +2088,7 @@ int main(void)
 		T(test_in_progress_backs_off),
 		T(test_synchronous_commit_off_is_raised),
 		T(test_stuck_backends_are_replaced),
+		T(test_session_ended_under_a_statement_is_a_lost_connection),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
 	};
