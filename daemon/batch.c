@@ -232,7 +232,7 @@ static bool first_lookup(const struct req *r)
 
 bool batch_skip_lookup(const struct req *r)
 {
-	return first_lookup(r) && r->table->miss_rate > 0.5f;
+	return first_lookup(r) && !r->lookup_first && r->table->miss_rate > 0.5f;
 }
 
 int batch_enqueue(struct req *r, bool select_only)
@@ -635,6 +635,30 @@ static bool whole_statement(const PGresult *res)
 	       goc_schema_error(res);
 }
 
+/*
+ * A read-only session (25006: a role or database with
+ * default_transaction_read_only, a standby) refused an insert batch.  Its
+ * requests that skipped their lookup (batch_skip_lookup: most keys were
+ * new) may well have rows, which a lookup - all a hit is - finds: they
+ * are looked up now, and only the keys that miss meet the refusal again,
+ * on their own insert.  Otherwise every existing key was answered
+ * 'internal' while the session stayed read-only, since a batch that fails
+ * teaches the miss rate nothing and it stayed high.  The rest get the
+ * error: the statement refuses them all alike (no split).
+ */
+static void read_only_refusal(struct batch *b, const PGresult *res)
+{
+	for (int i = 0; i < b->n; i++) {
+		struct req *r = b->reqs[i];
+		if (first_lookup(r) && !r->lookup_first) {
+			r->lookup_first = true;
+			goc_run(r, PHASE_LOOKUP);
+		} else {
+			goc_sql_error(r, res);
+		}
+	}
+}
+
 static void on_batch(struct pgjob *job, const PGresult *res,
 		     enum pgjob_outcome outcome, const char *msg)
 {
@@ -722,6 +746,8 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 		} else if (state && retryable(state)) {
 			for (int i = 0; i < b->n; i++)
 				goc_retry(b->reqs[i], PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+		} else if (!b->s->select_only && state && strcmp(state, "25006") == 0) {
+			read_only_refusal(b, res);
 		} else if (whole_statement(res)) {
 			for (int i = 0; i < b->n; i++)
 				goc_sql_error(b->reqs[i], res);

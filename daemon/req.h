@@ -63,6 +63,7 @@ struct req {
 	const char **select_params;
 	int *param_cols;              /* column index of each param; defaults sorted by it */
 	bool batchable;               /* no NULL key: may share a batch statement */
+	bool lookup_first;            /* never skip the lookup (see batch.c's read_only_refusal) */
 	struct shape *shape;          /* while STEP_QUEUED */
 	TAILQ_ENTRY(req) batch_link;  /* in shape's queue */
 	char *select_sql;             /* NULL: the table's prepared lookup */

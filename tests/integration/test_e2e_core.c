@@ -3105,6 +3105,78 @@ static void test_read_only_role_does_not_split_batches(void **state)
 }
 
 /*
+ * A role turned read-only while most keys were new: a get_or_create then
+ * skips its lookup and goes straight into an insert batch, which the
+ * session refuses whole (25006) - the keys that exist too, though a lookup
+ * (all a hit is) finds them.  A failed batch teaches the miss rate
+ * nothing, so it stayed high, and every existing key was answered
+ * 'internal' for as long as the role stayed read-only.  Now the refused
+ * batch's skipped lookups are run: existing keys get their rows, and only
+ * new keys the error.
+ */
+static void test_read_only_session_answers_existing_keys(void **state)
+{
+	create_role_with("gocd_ro2", "default_transaction_read_only = off");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS rohit;"
+				  "CREATE TABLE rohit(id bigserial primary key, k text not null unique)"), 0);
+	struct tgocd *g = start_as("gocd_ro2", "--table=rohit=k");
+	struct tclient *c = connect_to(g);
+	char buf[4096];
+	struct goc_response r;
+	/* New keys, 32 at a time: the lookups miss, and later ones are skipped */
+	for (int round = 0; round < 2; round++) {
+		size_t n = 0;
+		for (int i = 0; i < 32; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\","
+					      "\"table\":\"rohit\",\"key\":{\"k\":\"n%d-%d\"}}\n", round, i);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = 0; i < 32; i++) {
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || !r.created)
+				print_error("n%d-%d: %s\n", round, i, tclient_last(c));
+			assert_true(r.ok && r.created);
+			codec_response_free(&r);
+		}
+	}
+	/* The role turns read-only; gocd's new session has it once a new key is refused. */
+	assert_int_equal(tpg_exec("ALTER ROLE gocd_ro2 SET default_transaction_read_only = on;"
+				  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'gocd_ro2'"), 0);
+	bool refused = false;
+	for (int i = 0; i < 200 && !refused; i++) {
+		char req[160];
+		snprintf(req, sizeof req, "{\"op\":\"get_or_create\",\"table\":\"rohit\",\"key\":{\"k\":\"p%d\"}}", i);
+		assert_int_equal(tclient_call(c, req, &r), 0);
+		refused = !r.ok && strstr(tclient_last(c), "25006") != NULL;
+		codec_response_free(&r);
+		if (!refused)
+			harness_sleep_ms(20);
+	}
+	assert_true(refused);
+	/* Existing keys and new ones, in one burst */
+	size_t n = 0;
+	for (int i = 0; i < 16; i++)
+		n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\",\"table\":\"rohit\","
+				      "\"key\":{\"k\":\"%s%d\"}}\n", i % 2 ? "new" : "n0-", i);
+	assert_int_equal(tclient_send(c, buf, n), 0);
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+		bool existing = i % 2 == 0;
+		if (existing ? !r.ok || r.created : r.ok || strstr(tclient_last(c), "25006") == NULL)
+			print_error("%s key %d while read-only: %s\n", existing ? "existing" : "new", i,
+				    tclient_last(c));
+		if (existing)
+			assert_true(r.ok && !r.created);
+		else
+			assert_false(r.ok);
+		codec_response_free(&r);
+	}
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	drop_role("gocd_ro2");
+	harness_pass();
+}
+
+/*
  * client_min_messages = debug5 for the role: every statement sent gocd a
  * dozen DEBUG notices, each logged as a line of gocd's (57k lines in a 3 s
  * run of 16 clients, 20% of the throughput).  gocd's sessions take
@@ -4150,6 +4222,7 @@ int main(void)
 		T(test_distinct_keys_with_equal_rows_each_have_a_creator),
 		T(test_null_defaults_in_batches_with_array_nulls_off),
 		T(test_read_only_role_does_not_split_batches),
+		T(test_read_only_session_answers_existing_keys),
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_key_type_from_a_schema_off_the_search_path),
