@@ -132,7 +132,11 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 	char session[PGPOOL_SESSION_SQL_MAX];
 	if (pgpool_session_sql(session, sizeof session, cfg->request_timeout) != 0)
 		abort();
-	PGresult *res = exec_bounded(pg, session, NULL, cfg->connect_timeout, msg, len);
+	PGresult *res = exec_bounded(pg, PGPOOL_SETUP_TIMEOUT_SQL, NULL, cfg->connect_timeout, msg, len);
+	if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
+		PQclear(res);
+		res = exec_bounded(pg, session, NULL, cfg->connect_timeout, msg, len);
+	}
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		if (res != NULL)
 			log_copy_message(msg, len, PQresultErrorMessage(res));

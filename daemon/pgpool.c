@@ -56,7 +56,7 @@ struct pgconn {
 	int backoff_ms;
 	struct pgjob *job;     /* in flight: a caller's job or &setup_job */
 	struct pgjob setup_job;
-	int setup_step;        /* <0 = session settings, then caller's steps */
+	int setup_step;        /* -2, -1 = session settings, then caller's steps */
 	unsigned session_gen;  /* pool.session_gen its session settings are of */
 	bool resession;        /* the setup job in flight only renews those */
 	bool preparing;        /* the first command in flight is PREPARE for job->stmt */
@@ -213,7 +213,9 @@ static void setup_next(struct pgconn *c)
 	struct pgjob *j = &c->setup_job;
 	memset(j, 0, sizeof *j);
 	j->stmt = -1;
-	if (c->setup_step < 0) {
+	if (c->setup_step == -2) {
+		j->sql = PGPOOL_SETUP_TIMEOUT_SQL;
+	} else if (c->setup_step < 0) {
 		j->sql = pool.session_sql;
 		c->session_gen = pool.session_gen;
 	} else if (pool.cfg.setup == NULL || !pool.cfg.setup(c->setup_step, j)) {
@@ -654,7 +656,7 @@ static void pgc_on_event(evutil_socket_t fd, short what, void *arg)
 				return;
 			}
 			pgc_set_state(c, PGC_SETUP);
-			c->setup_step = -1;
+			c->setup_step = -2;
 			setup_next(c);
 			return;
 		default:

@@ -94,6 +94,16 @@ int pgpool_init(struct event_base *base, const struct pgpool_config *cfg)
 /* Log a PostgreSQL notice, prefixed by who: DEBUG and LOG ones (see
  * client_min_messages) at gocd's debug level, the rest at info. */
 void pgpool_log_notice(const char *who, const PGresult *res);
+/*
+ * A new session's first statement, before the session statement: a role's
+ * or database's statement_timeout governs a session's first statement,
+ * and one shorter than the session statement takes (a fresh backend's
+ * took 2-25 ms here; the role's was 1 ms) cancelled it at every connect,
+ * so gocd never got a connection.  This one takes microseconds; after it
+ * the session statement runs without a timeout (connect_timeout bounds
+ * it) and sets request_timeout.
+ */
+#define PGPOOL_SETUP_TIMEOUT_SQL "SET statement_timeout = 0"
 /* Room for the session statement (pgpool_session_sql). */
 #define PGPOOL_SESSION_SQL_MAX 2048
 /* The statement that gives a session gocd's settings (see pgpool_init), for

@@ -3177,6 +3177,48 @@ static void test_read_only_session_answers_existing_keys(void **state)
 }
 
 /*
+ * A role whose statement_timeout is shorter than gocd's session setup
+ * takes (1 ms): the setup statement, the one that sets gocd's own
+ * statement_timeout, ran under the role's and was cancelled at every
+ * connect, so gocd answered 'unavailable' for good.  A session now starts
+ * with SET statement_timeout = 0, which takes microseconds, and then the
+ * session statement sets request_timeout (read back through a default).
+ */
+static void test_role_statement_timeout_shorter_than_setup(void **state)
+{
+	create_role_with("gocd_st", "statement_timeout = 1");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS stt; CREATE TABLE stt(id bigserial primary key,"
+				  " k text not null unique, st text default current_setting('statement_timeout'))"), 0);
+	struct tgocd *g = start_as("gocd_st", "--table=stt=k");
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	bool ok = false;
+	for (int i = 0; i < 100 && !ok; i++) { /* the pool's first connect may still be under way */
+		assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"stt\","
+					      "\"key\":{\"k\":\"a\"}}", &r), 0);
+		ok = r.ok;
+		if (!ok && r.code != GOC_E_UNAVAILABLE)
+			print_error("with the role's 1 ms statement_timeout: %s\n", tclient_last(c));
+		codec_response_free(&r);
+		if (!ok)
+			harness_sleep_ms(30);
+	}
+	if (!ok)
+		print_error("with the role's 1 ms statement_timeout: %s\n", tclient_last(c));
+	assert_true(ok);
+	char *st = tpg_value("SELECT st FROM stt WHERE k = 'a'");
+	assert_non_null(st);
+	if (strcmp(st, "10s") != 0)
+		print_error("the session's statement_timeout: %s, not request_timeout\n", st);
+	assert_string_equal(st, "10s");
+	free(st);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	drop_role("gocd_st");
+	harness_pass();
+}
+
+/*
  * client_min_messages = debug5 for the role: every statement sent gocd a
  * dozen DEBUG notices, each logged as a line of gocd's (57k lines in a 3 s
  * run of 16 clients, 20% of the throughput).  gocd's sessions take
@@ -4223,6 +4265,7 @@ int main(void)
 		T(test_null_defaults_in_batches_with_array_nulls_off),
 		T(test_read_only_role_does_not_split_batches),
 		T(test_read_only_session_answers_existing_keys),
+		T(test_role_statement_timeout_shorter_than_setup),
 		T(test_functions_on_the_search_path_do_not_shadow_gocds),
 		T(test_operators_on_the_search_path_do_not_shadow_the_keys),
 		T(test_key_type_from_a_schema_off_the_search_path),
