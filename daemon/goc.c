@@ -567,6 +567,17 @@ static void on_sql_error(struct req *r, const PGresult *res)
 		return;
 	}
 	if (strcmp(state, "57014") == 0) {
+		/* statement_timeout is request_timeout, counted from the
+		 * statement's start: when it fires, r's deadline has passed.
+		 * Before that the cancel came from elsewhere (pg_cancel_backend:
+		 * an administrator, a tool that cancels long queries), and the
+		 * statement - or the commit, in its deferred triggers - rolled
+		 * back: nothing was written, so r runs again. */
+		snprintf(msg, sizeof msg, "%s (SQLSTATE %s)", primary, state);
+		if (gocd_now_ms() < r->started_ms + (uint64_t)srv.cfg->request_timeout) {
+			retry(r, msg);
+			return;
+		}
 		snprintf(msg, sizeof msg, "statement cancelled by statement_timeout: %s", primary);
 		finish_error(r, GOC_E_TIMEOUT, msg);
 		return;

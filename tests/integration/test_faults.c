@@ -1742,6 +1742,68 @@ static void test_session_ended_under_a_statement_is_a_lost_connection(void **sta
 	harness_pass();
 }
 
+/*
+ * pg_cancel_backend on a pool connection (an administrator, a tool that
+ * cancels long queries): the statement fails 57014, as it does when
+ * statement_timeout fires, and every request in it was answered 'timeout'
+ * at once - with most of request_timeout left and nothing written (a
+ * cancel storm under load: 8197 of 496005 requests).  statement_timeout is
+ * request_timeout, so before the deadline a 57014 is someone's cancel: the
+ * requests run again.  Four pipelined requests (one batch) and then one
+ * alone wait behind a lock; their backend is cancelled; the lock goes.
+ */
+static void test_cancelled_statement_runs_again(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_cancel;"
+				  "CREATE TABLE f_cancel(id bigserial primary key, k text not null unique)"), 0);
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_cancel=k", "--pool-size=1",
+				      "--request-timeout=8000", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"f_cancel\","
+				      "\"key\":{\"k\":\"warm\"}}", &r), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	static const int sizes[2] = {4, 1};
+	for (int round = 0; round < 2; round++) {
+		int n = sizes[round];
+		struct tpg_session *s = tpg_session_open();
+		assert_non_null(s);
+		assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_cancel IN ACCESS EXCLUSIVE MODE"), 0);
+		char buf[1024];
+		size_t len = 0;
+		for (int i = 0; i < n; i++)
+			len += (size_t)snprintf(buf + len, sizeof buf - len, "{\"op\":\"get_or_create\","
+						"\"table\":\"f_cancel\",\"key\":{\"k\":\"c%d-%d\"}}\n", round, i);
+		assert_int_equal(tclient_send(c, buf, len), 0);
+		long long pid = -1;
+		for (int i = 0; i < 200 && pid <= 0; i++) {
+			pid = tpg_count("SELECT coalesce(max(pid), -1) FROM pg_stat_activity WHERE "
+					"application_name = 'gocd' AND wait_event_type = 'Lock'");
+			if (pid <= 0)
+				harness_sleep_ms(20);
+		}
+		assert_true(pid > 0);
+		assert_int_equal(tpg_count("SELECT pg_cancel_backend(%lld)::int", pid), 1);
+		harness_sleep_ms(200); /* the cancelled statement's answer, and a re-run, meet the lock */
+		assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+		tpg_session_close(s);
+		for (int i = 0; i < n; i++) {
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || !r.created)
+				print_error("c%d-%d, its statement cancelled: %s\n", round, i, tclient_last(c));
+			assert_true(r.ok && r.created);
+			codec_response_free(&r);
+		}
+	}
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_cancel"), 6);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* Send req on a; hold its lookup behind a lock on f_moved, freeze the
  * backend running it, then commit ddl (which releases the lock) while it
  * stays frozen.  pg_thaw() lets the lookup finish. */
@@ -2089,6 +2151,7 @@ int main(void)
 		T(test_synchronous_commit_off_is_raised),
 		T(test_stuck_backends_are_replaced),
 		T(test_session_ended_under_a_statement_is_a_lost_connection),
+		T(test_cancelled_statement_runs_again),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
 	};
