@@ -749,6 +749,17 @@ static void on_batch(struct pgjob *job, const PGresult *res,
 		} else if (!b->s->select_only && state && strcmp(state, "25006") == 0) {
 			read_only_refusal(b, res);
 		} else if (whole_statement(res)) {
+			if (!b->s->select_only && state && strcmp(state, "57014") == 0)
+				/* An insert batch that waited out statement_timeout:
+				 * a lock that blocks inserts and not reads (CREATE
+				 * INDEX holds one for its whole build) or a key held
+				 * by an open transaction.  Its lookups were skipped
+				 * because most keys were new, and a failed batch
+				 * teaches the miss rate nothing: existing keys timed
+				 * out for as long as the lock stayed, where a lookup
+				 * answers them at once.  Lookups first, then, until
+				 * they miss again. */
+				tables[b->s->table]->miss_rate = 0.0f;
 			for (int i = 0; i < b->n; i++)
 				goc_sql_error(b->reqs[i], res);
 		} else if (b->n > 1) {

@@ -1804,6 +1804,71 @@ static void test_cancelled_statement_runs_again(void **state)
 	harness_pass();
 }
 
+/*
+ * A lock that blocks inserts but not reads (SHARE, as CREATE INDEX holds
+ * for its whole build; EXCLUSIVE), held past request_timeout while most
+ * keys were new: get_or_create skips its lookup then, and its insert
+ * batch waits for the lock, so a key that exists timed out although a
+ * lookup - all a hit is - answers at once (goc get did).  A failed batch
+ * teaches the miss rate nothing, so every call timed out until the lock
+ * went.  An insert batch cut off by statement_timeout now sends the
+ * table's next requests to a lookup first: the first call times out, the
+ * caller's retry gets the row.
+ */
+static void test_hits_are_answered_while_inserts_wait_for_a_lock(void **state)
+{
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS f_share;"
+				  "CREATE TABLE f_share(id bigserial primary key, k text not null unique)"), 0);
+	struct tgocd *g = tgocd_start(FAULT_TABLES, "--table=f_share=k", "--pool-size=2",
+				      "--request-timeout=700", NULL);
+	assert_non_null(g);
+	struct tclient *c = tclient_tcp(g->port);
+	assert_non_null(c);
+	struct goc_response r;
+	/* New keys, 32 at a time: the lookups miss, and later ones are skipped */
+	for (int round = 0; round < 2; round++) {
+		char buf[4096];
+		size_t n = 0;
+		for (int i = 0; i < 32; i++)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"op\":\"get_or_create\","
+					      "\"table\":\"f_share\",\"key\":{\"k\":\"n%d-%d\"}}\n", round, i);
+		assert_int_equal(tclient_send(c, buf, n), 0);
+		for (int i = 0; i < 32; i++) {
+			assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+			if (!r.ok || !r.created)
+				print_error("n%d-%d: %s\n", round, i, tclient_last(c));
+			assert_true(r.ok && r.created);
+			codec_response_free(&r);
+		}
+	}
+	struct tpg_session *s = tpg_session_open();
+	assert_non_null(s);
+	assert_int_equal(tpg_session_exec(s, "BEGIN; LOCK TABLE f_share IN SHARE MODE"), 0);
+	static const char hit[] = "{\"op\":\"get_or_create\",\"table\":\"f_share\",\"key\":{\"k\":\"n0-5\"}}";
+	bool answered = false;
+	for (int i = 0; i < 3 && !answered; i++) { /* the first call may time out */
+		assert_int_equal(tclient_call(c, hit, &r), 0);
+		answered = r.ok;
+		if (r.ok ? r.created : r.code != GOC_E_TIMEOUT)
+			print_error("an existing key while inserts wait: %s\n", tclient_last(c));
+		assert_true(r.ok ? !r.created : r.code == GOC_E_TIMEOUT);
+		codec_response_free(&r);
+	}
+	if (!answered)
+		print_error("an existing key timed out 3 times while only inserts were locked out\n");
+	assert_true(answered);
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	/* and new keys are created as before once the lock is gone */
+	assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"f_share\","
+				      "\"key\":{\"k\":\"after\"}}", &r), 0);
+	assert_true(r.ok && r.created);
+	codec_response_free(&r);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /* Send req on a; hold its lookup behind a lock on f_moved, freeze the
  * backend running it, then commit ddl (which releases the lock) while it
  * stays frozen.  pg_thaw() lets the lookup finish. */
@@ -2152,6 +2217,7 @@ int main(void)
 		T(test_stuck_backends_are_replaced),
 		T(test_session_ended_under_a_statement_is_a_lost_connection),
 		T(test_cancelled_statement_runs_again),
+		T(test_hits_are_answered_while_inserts_wait_for_a_lock),
 		T(test_column_type_changes),
 		T(test_sigterm_under_load),
 	};
