@@ -848,6 +848,13 @@ int pgpool_session_sql(char *buf, size_t len, int statement_timeout_ms)
 		 " pg_catalog.set_config('jit', 'off', false),"
 		 " pg_catalog.set_config('array_nulls', 'on', false),"
 		 " pg_catalog.set_config('extra_float_digits', '1', false),"
+		 /* The pool's connections idle between requests by design; a
+		  * role's idle_session_timeout (14+) closed them as soon as
+		  * they did, and each was replaced, logged, and lost to a
+		  * request arriving just then.  Like PgBouncer's server
+		  * connections, they live until gocd closes them. */
+		 " CASE WHEN pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 140000"
+		 "  THEN pg_catalog.set_config('idle_session_timeout', '0', false) END,"
 		 " " PGPOOL_LIFE_SQL " AS life", statement_timeout_ms);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }

@@ -3263,6 +3263,51 @@ static void test_role_statement_timeout_shorter_than_setup(void **state)
 }
 
 /*
+ * idle_session_timeout on the role (PostgreSQL 14+): gocd's pool keeps its
+ * connections open between requests, by design, and the server closed
+ * each one as soon as it had been idle that long.  With 20 ms, every
+ * connection was replaced about 15 times a second, each replacement a
+ * warning, and a request arriving as one closed met a lost connection.
+ * gocd's sessions turn it off, as PgBouncer's server connections live
+ * until its own server_idle_timeout.  The row records the backend that
+ * inserted it: with one pool connection, the two requests 300 ms apart
+ * must share it.
+ */
+static void test_role_idle_session_timeout_does_not_close_the_pool(void **state)
+{
+	create_role_with("gocd_idle", "idle_session_timeout = 20");
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS idle_s; CREATE TABLE idle_s(id bigserial primary key,"
+				  " k text not null unique, pid int default pg_backend_pid())"), 0);
+	struct tgocd *g = start_as("gocd_idle", "--table=idle_s=k");
+	struct tclient *c = connect_to(g);
+	struct goc_response r;
+	bool ok = false;
+	for (int i = 0; i < 100 && !ok; i++) { /* the pool's first connect may still be under way */
+		assert_int_equal(tclient_call(c, "{\"op\":\"get_or_create\",\"table\":\"idle_s\","
+					      "\"key\":{\"k\":\"a\"}}", &r), 0);
+		ok = r.ok;
+		codec_response_free(&r);
+		if (!ok)
+			harness_sleep_ms(30);
+	}
+	assert_true(ok);
+	harness_sleep_ms(300);
+	call_ok(c, "{\"op\":\"get_or_create\",\"table\":\"idle_s\",\"key\":{\"k\":\"b\"}}", &r);
+	assert_true(r.created);
+	codec_response_free(&r);
+	char *n = tpg_value("SELECT count(DISTINCT pid) FROM idle_s");
+	assert_non_null(n);
+	if (strcmp(n, "1") != 0)
+		print_error("two requests 300 ms apart ran on %s backends: the idle one was closed\n", n);
+	assert_string_equal(n, "1");
+	free(n);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	drop_role("gocd_idle");
+	harness_pass();
+}
+
+/*
  * client_min_messages = debug5 for the role: every statement sent gocd a
  * dozen DEBUG notices, each logged as a line of gocd's (57k lines in a 3 s
  * run of 16 clients, 20% of the throughput).  gocd's sessions take
@@ -4317,6 +4362,7 @@ int main(void)
 		T(test_a_value_cannot_pass_for_the_key_rewritten_mark),
 		T(test_exit_on_error_does_not_let_one_bad_value_fail_a_batch),
 		T(test_role_client_min_messages_does_not_flood_the_log),
+		T(test_role_idle_session_timeout_does_not_close_the_pool),
 		T(test_a_table_taken_over_on_the_search_path_is_logged),
 		T(test_role_planner_settings_do_not_make_statements_jit_compiled),
 		T(test_role_lock_timeout_does_not_cut_a_key_wait_short),
