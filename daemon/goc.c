@@ -821,6 +821,17 @@ static void on_xact(struct pgjob *job, const PGresult *res,
 			retry(r, "the connection was lost during the commit, which did not survive");
 			return;
 		}
+		if (state && strcmp(state, "57014") == 0 && !r->answered) {
+			/* The check itself was cancelled (pg_cancel_backend: an
+			 * administrator, a tool cancelling queries that wait on a
+			 * lock) before the deadline: it only reads, so ask again,
+			 * rather than answer timeout for a commit that may have
+			 * happened.  The deadline still ends it (goc_tick). */
+			r->xact_due_ms = gocd_now_ms() + 20;
+			r->step = STEP_XACT_WAIT;
+			TAILQ_INSERT_TAIL(&xact_wait, r, xact_link);
+			return;
+		}
 		drop_held(r);
 		const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 		snprintf(buf, sizeof buf, "the connection was lost during the commit, and whether "

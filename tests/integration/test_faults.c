@@ -1536,6 +1536,58 @@ static void test_in_progress_backs_off(void **state)
 }
 
 /*
+ * The commit-in-doubt check cancelled (pg_cancel_backend, as a tool that
+ * cancels queries waiting on a lock would) while the request has time
+ * left: the check only reads, so gocd asks again.  It answered timeout,
+ * for a commit that then went through: a row nobody was told created:true
+ * for.  Here the check waits on the table's lock queue behind a LOCK TABLE
+ * (from a child process, as it blocks) that waits for the committing
+ * backend; the check is cancelled, then the LOCK is ended and the commit
+ * let through: the request must learn created:true.
+ */
+static void test_cancelled_commit_check_asks_again(void **state)
+{
+	struct tgocd *g;
+	struct tclient *c;
+	long long pid;
+	struct tpg_session *s = commit_left_in_progress(
+		"f_ccan", "{\"op\":\"get_or_create\",\"table\":\"f_ccan\",\"key\":{\"k\":\"c\"}}",
+		"--request-timeout=20000", NULL, &g, &c, &pid);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct tpg_session *l = tpg_session_open();
+		if (l != NULL)
+			(void)tpg_session_exec(l, "BEGIN; LOCK TABLE f_ccan IN ACCESS EXCLUSIVE MODE");
+		_exit(0); /* not exit: the harness's atexit handlers are the parent's */
+	}
+	long long check = poll_count("SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE "
+				     "application_name = 'gocd' AND wait_event_type = 'Lock' AND "
+				     "query LIKE '%%pg_xact_status%%'");
+	if (check <= 0)
+		print_error("no commit check waiting behind the LOCK TABLE\n");
+	assert_true(check > 0);
+	assert_int_equal(tpg_count("SELECT count(pg_cancel_backend(%lld))", check), 1);
+	harness_sleep_ms(300); /* an answer now would be the timeout */
+	assert_true(poll_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+			       "query LIKE 'BEGIN; LOCK TABLE f_ccan%%' AND pid <> pg_backend_pid()") > 0);
+	int st;
+	assert_int_equal(waitpid(child, &st, 0), child);
+	tpg_session_close(s); /* the commit goes through */
+	struct goc_response r;
+	assert_int_equal(tclient_recv(c, &r, HARNESS_IO_TIMEOUT_MS), 0);
+	if (!r.ok || !r.created)
+		print_error("commit in doubt whose check was cancelled: %s\n", tclient_last(c));
+	assert_true(r.ok);
+	assert_true(r.created);
+	codec_response_free(&r);
+	assert_int_equal(tpg_count("SELECT count(*) FROM f_ccan WHERE k = 'c'"), 1);
+	assert_int_equal(tgocd_stop(g), 0);
+	relay_stop();
+	harness_pass();
+}
+
+/*
  * A server (or role) with synchronous_commit = off acknowledges commits
  * that are not yet on disk, and a crash right after loses them: the row
  * told created:true is gone, and the next call is told created:true again
@@ -2213,6 +2265,7 @@ int main(void)
 		T(test_lost_commit_xid_reused),
 		T(test_timed_out_doubt_lets_go),
 		T(test_in_progress_backs_off),
+		T(test_cancelled_commit_check_asks_again),
 		T(test_synchronous_commit_off_is_raised),
 		T(test_stuck_backends_are_replaced),
 		T(test_session_ended_under_a_statement_is_a_lost_connection),
