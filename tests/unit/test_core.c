@@ -279,6 +279,13 @@ static void test_config_errors(void **state)
 	if (config_load(&cfg, &cli, 3, ok3, err, sizeof err) != 0)
 		fail_msg("postgres = a database name: %s", err);
 	config_free(&cfg);
+	/* as documented: the later line wins; table lines add up */
+	config_defaults(&cfg);
+	assert_int_equal(config_parse_text(&cfg, "pool_size = 3\ntable = a=k\npool_size = 5\n"
+					   "table = b=k\n", "f", err, sizeof err), 0);
+	assert_int_equal(cfg.pool_size, 5);
+	assert_int_equal(cfg.ntables, 2);
+	config_free(&cfg);
 	config_defaults(&cfg);
 	assert_int_equal(config_parse_text(&cfg, "pool_size = 3\nbogus line\n", "f", err, sizeof err), -1);
 	assert_non_null(strstr(err, "f:2:"));
