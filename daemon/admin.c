@@ -196,6 +196,17 @@ static void admin_conn_error(struct admin_conn *c, int code, const char *msg)
 	admin_conn_reply(c, code, "text/plain; charset=utf-8", false);
 }
 
+/* RFC 9112 2.2: a server ignores empty lines received before the request
+ * line (some clients send a CRLF after a POST body).  Answered 400, they
+ * were. */
+static size_t leading_empty_lines(const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && (p[i] == '\r' || p[i] == '\n'))
+		i++;
+	return i;
+}
+
 /*
  * The method and path of the request line "METHOD TARGET HTTP/1.x" at the
  * start of head (n bytes, with a line end), NUL-terminated in place; the
@@ -203,6 +214,9 @@ static void admin_conn_error(struct admin_conn *c, int code, const char *msg)
  */
 static int admin_parse(char *head, size_t n, const char **method, const char **path)
 {
+	size_t skip = leading_empty_lines(head, n);
+	head += skip;
+	n -= skip;
 	char *eol = memchr(head, '\n', n);
 	if (eol == NULL)
 		return -1;
@@ -273,6 +287,9 @@ static void admin_conn_answer(struct admin_conn *c)
 /* A head ends at an empty line: "\r\n\r\n", or "\n\n" from a lax client. */
 static bool admin_head_complete(const char *p, size_t n)
 {
+	size_t skip = leading_empty_lines(p, n);
+	p += skip;
+	n -= skip;
 	return memmem(p, n, "\n\n", 2) != NULL || memmem(p, n, "\n\r\n", 3) != NULL;
 }
 

@@ -550,6 +550,11 @@ static void test_healthz_503_without_postgres_and_http_errors(void **state)
 	assert_int_equal(http_request(ap, "GET", "/nope", &r), 0);
 	assert_int_equal(r.status, 404);
 	http_free(&r);
+	/* empty lines before the request line are ignored (RFC 9112 2.2) */
+	assert_int_equal(http_request(ap, "\r\n\r\nGET", "/nope", &r), 0);
+	if (r.status != 404)
+		fail_msg("a request after empty lines: HTTP %d", r.status);
+	http_free(&r);
 	assert_int_equal(http_request(ap, "POST", "/metrics", &r), 0);
 	assert_int_equal(r.status, 405);
 	http_free(&r);
