@@ -66,8 +66,11 @@ enum frame_rc frame_next_mem(const char *buf, size_t avail, size_t max_line,
 
 int frame_is_blank(const char *line, size_t len)
 {
+	/* JSON's whitespace (an LF cannot be inside a line): " \r " was
+	 * answered bad_json while " \r" (its CR cut as the line end's) was
+	 * blank. */
 	for (size_t i = 0; i < len; i++)
-		if (line[i] != ' ' && line[i] != '\t')
+		if (line[i] != ' ' && line[i] != '\t' && line[i] != '\r')
 			return 0;
 	return 1;
 }

@@ -43,7 +43,7 @@ enum frame_rc frame_next(struct evbuffer *in, size_t max_line, size_t *searched,
 enum frame_rc frame_next_mem(const char *buf, size_t avail, size_t max_line,
 			     const char **line, size_t *len, size_t *consumed);
 
-/* True when the line is empty or only spaces/tabs: such lines are ignored. */
+/* True when the line is empty or only spaces, tabs and CRs: such lines are ignored. */
 int frame_is_blank(const char *line, size_t len);
 
 #endif

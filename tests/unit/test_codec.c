@@ -1056,6 +1056,7 @@ static void test_frame_is_blank(void **state)
 {
 	assert_true(frame_is_blank("", 0));
 	assert_true(frame_is_blank("  \t ", 4));
+	assert_true(frame_is_blank(" \r ", 3)); /* JSON whitespace, as a CR-only line's */
 	assert_false(frame_is_blank(" x ", 3));
 	assert_false(frame_is_blank("{}", 2));
 	/* only len bytes count */
