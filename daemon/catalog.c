@@ -128,9 +128,14 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 	/* The pool's session settings first, as its connections have them
 	 * before they read the catalog: the role's own can make the catalog
 	 * query crawl (enable_nestloop off disables its lateral joins, and
-	 * then JIT compiles it: ~1.8 s a table). */
+	 * then JIT compiles it: ~1.8 s a table).  But with connect_timeout as
+	 * statement_timeout, not request_timeout: each read here is a setup
+	 * step, bounded by connect_timeout (exec_bounded), and one cancelled
+	 * sooner by a shorter request_timeout (a loaded machine, a lock on a
+	 * catalog) was taken for the table failing its check: gocd refused to
+	 * start, and -t failed a good table. */
 	char session[PGPOOL_SESSION_SQL_MAX];
-	if (pgpool_session_sql(session, sizeof session, cfg->request_timeout) != 0)
+	if (pgpool_session_sql(session, sizeof session, cfg->connect_timeout) != 0)
 		abort();
 	PGresult *res = exec_bounded(pg, PGPOOL_SETUP_TIMEOUT_SQL, NULL, cfg->connect_timeout, msg, len);
 	if (res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK) {
@@ -151,6 +156,15 @@ int catalog_check_blocking(const struct config *cfg, char *msg, size_t len)
 		if (t->removed)
 			continue;
 		res = exec_bounded(pg, table_catalog_sql, t->own.name, cfg->connect_timeout, msg, len);
+		const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (state != NULL && strcmp(state, "57014") == 0) {
+			/* connect_timeout passed on the server's clock before ours:
+			 * the same timeout, not a verdict on the table */
+			snprintf(msg, len, "no answer to the catalog query within connect_timeout (%d ms)",
+				 cfg->connect_timeout);
+			PQclear(res);
+			res = NULL;
+		}
 		if (res == NULL) {
 			/* as unreachable: gocd starts and checks again on connect */
 			PQfinish(pg);

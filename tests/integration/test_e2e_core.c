@@ -30,6 +30,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "codec.h"
 #include "errors.h"
@@ -4082,6 +4083,48 @@ static void test_startup_connect_bounded_by_connect_timeout_ms(void **state)
 }
 
 /*
+ * The startup check's catalog reads are setup steps, each bounded by
+ * connect_timeout, and one that runs long says nothing about the table.
+ * They ran under the pool's session settings, statement_timeout =
+ * request_timeout among them, and a read cancelled by it was taken for the
+ * table's own failure: with request_timeout 300 and connect_timeout 10000,
+ * a catalog read held up for a second (here by a lock on pg_collation,
+ * which it reads; under load, by the machine) made gocd -t fail the table
+ * and gocd refuse to start ("catalog lookup failed: canceling statement
+ * due to statement timeout").
+ */
+static void test_startup_catalog_read_bounded_by_connect_timeout(void **state)
+{
+	(void)state;
+	assert_int_equal(tpg_exec("DROP TABLE IF EXISTS scb; CREATE TABLE scb(id bigserial primary key,"
+				  " k text not null unique)"), 0);
+	PGconn *holder = PQconnectdb(tpg_conninfo());
+	assert_int_equal(PQstatus(holder), CONNECTION_OK);
+	/* Holds the lock for 1.5 s, then lets go by itself. */
+	assert_int_equal(PQsendQuery(holder, "BEGIN; LOCK TABLE pg_catalog.pg_collation IN ACCESS "
+				     "EXCLUSIVE MODE; SELECT pg_sleep(1.5); COMMIT"), 1);
+	harness_sleep_ms(200);
+	char pg[300], listen_arg[64];
+	snprintf(pg, sizeof pg, "--postgres=%s", tpg_conninfo());
+	snprintf(listen_arg, sizeof listen_arg, "--listen=127.0.0.1:%d", harness_free_port());
+	const char *args[] = { "-t", listen_arg, pg, "--admin-listen=", "--table=scb=k",
+			       "--request-timeout=300", "--connect-timeout=10000", NULL };
+	char *out = NULL;
+	int rc = tgocd_run(&out, 30000, args);
+	PGresult *res;
+	while ((res = PQgetResult(holder)) != NULL)
+		PQclear(res);
+	PQfinish(holder);
+	if (rc != 0 || out == NULL || strstr(out, "configuration ok") == NULL)
+		print_error("gocd -t, a catalog read held up past request_timeout but within "
+			    "connect_timeout: exit %d, output:\n%s\n", rc, out ? out : "(none)");
+	assert_int_equal(rc, 0);
+	assert_non_null(strstr(out, "keyed by unique index"));
+	free(out);
+	harness_pass();
+}
+
+/*
  * A good unique index on the key beside a deferrable unique constraint on
  * the same columns: ON CONFLICT (k) takes both as arbiters and fails every
  * statement with 55000, so a table gocd (and -t) accepted answered every
@@ -4381,6 +4424,7 @@ int main(void)
 		T(test_deferrable_constraint_added_is_seen),
 		T(test_startup_check_bounded_when_postgres_never_answers),
 		T(test_startup_connect_bounded_by_connect_timeout_ms),
+		T(test_startup_catalog_read_bounded_by_connect_timeout),
 		T(test_check_mode_accepts_good_config),
 		T(test_check_mode_warns_about_missing_grants),
 		T(test_check_mode_warns_about_unlogged_tables),
