@@ -71,6 +71,8 @@ static const struct option_def options[] = {
 	 "unanswered requests per connection before gocd stops reading it"},
 	{"max_output", OPT_INT, OFF(max_output), "16777216", 4096, 1073741824, "bytes",
 	 "unsent response bytes per connection before it is dropped"},
+	{"max_client_memory", OPT_INT, OFF(max_client_memory), "268435456", 1048576, 2147483647, "bytes",
+	 "client input, waiting requests and unsent answers of all clients together before gocd stops reading"},
 	{"max_waiters", OPT_INT, OFF(max_waiters), "10000", 1, 10000000, "requests",
 	 "requests queued behind one key; more get 'overloaded'"},
 	{"request_timeout", OPT_INT, OFF(request_timeout), "5000", 10, 3600000, "ms",

@@ -32,6 +32,7 @@ struct config {
 	int max_line;
 	int max_pending;
 	int max_output;
+	int max_client_memory; /* bytes, all clients together */
 	int max_waiters;
 	int request_timeout;  /* ms */
 	int connect_timeout;  /* ms */

@@ -12,9 +12,12 @@
  *             LINGER_MS pass, then close;
  *   CLOSED    socket gone; the struct is freed at the next safe point.
  * conn_set_state() is the only place that changes state.
+ * Also owns the count of what all clients make gocd hold together, held
+ * under max_client_memory (see "The clients' memory" below).
  * Must never: buffer more than max_line bytes of an unfinished line, or
  * more than max_pending unanswered requests (it stops reading instead, so
- * TCP pushes back on the client), or free a running request.
+ * TCP pushes back on the client), read from any client while the clients'
+ * memory is over max_client_memory, or free a running request.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -93,6 +96,9 @@ struct conn {
 	uint64_t accepted_ms;
 	uint64_t linger_until_ms;
 	TAILQ_ENTRY(conn) linger_link; /* on lingering while CONN_LINGER */
+	size_t mem;             /* in + out + parked, as last counted in mem_held */
+	bool mem_waiting;       /* on mem_waitq: reading held back by max_client_memory */
+	TAILQ_ENTRY(conn) mem_link;
 	int in_callback;        /* >0 while a callback of ours is on the stack */
 	char peer[64];
 	LIST_ENTRY(conn) link;
@@ -110,6 +116,147 @@ int conn_lingering(void)
 }
 
 static void conn_reap(struct conn *c);
+static void conn_process_input(struct conn *c);
+static void conn_close(struct conn *c);
+
+/*
+ * The clients' memory (max_client_memory).  Per-connection limits bound
+ * one connection; many connections, or many clients during a PostgreSQL
+ * stall, could still take gocd's memory without bound.  So what clients
+ * make gocd hold is counted as it changes, never by walking them:
+ *   mem_held  each connection's unfinished input and unsent answers (out,
+ *             and answers parked behind a slower request): its c->mem,
+ *             brought up to date by conn_account after they move;
+ *   mem_reqs  requests read and not answered yet, whether their client is
+ *             still there or not (req.c charges each its line and a fixed
+ *             cost).
+ * Over the budget no client is read: TCP pushes back on all of them, while
+ * the requests already read go on and give their share back as they are
+ * answered.  Reading resumes below 90% of it, so that it does not flap at
+ * the edge, or once no request is left to answer: what is held then, only
+ * the clients can give back (by reading their answers, or by sending the
+ * rest of a line, which needs reading), so waiting for it would be for
+ * ever.  And while what is held alone is over the budget, no answer can
+ * bring it down: the client holding the most is dropped, as max_output
+ * drops one client (and Redis's maxmemory-clients its biggest).
+ */
+static size_t mem_held, mem_reqs;
+static bool mem_paused, mem_pause_logged;
+/* Connections whose reading waits for the budget, in the order they
+ * stopped: resumed in that order, as far as the budget goes. */
+static TAILQ_HEAD(, conn) mem_waitq = TAILQ_HEAD_INITIALIZER(mem_waitq);
+static struct event *mem_ev; /* runs on_mem at a safe point */
+static uint64_t mem_logged_ms;
+
+/* The drop and the resume run outside every connection's callbacks: the
+ * count changes deep inside them (an answer to one client can be made
+ * while another's line is read). */
+static void mem_kick(void)
+{
+	if (mem_ev)
+		event_active(mem_ev, EV_TIMEOUT, 0);
+}
+
+static void mem_changed(void)
+{
+	if (srv.cfg == NULL)
+		return;
+	size_t budget = (size_t)srv.cfg->max_client_memory;
+	size_t total = mem_held + mem_reqs;
+	if (!mem_paused) {
+		if (total > budget) {
+			mem_paused = true;
+			uint64_t now = gocd_now_ms();
+			mem_pause_logged = now - mem_logged_ms >= 1000;
+			if (mem_pause_logged) {
+				mem_logged_ms = now;
+				log_warn("clients hold %zu bytes (%zu in requests waiting for answers, %zu "
+					 "unfinished input and unsent answers), over max_client_memory (%zu): "
+					 "reading from clients paused", total, mem_reqs, mem_held, budget);
+			}
+		}
+	} else if (total <= budget - budget / 10 || mem_reqs == 0) {
+		mem_paused = false;
+		if (mem_pause_logged)
+			log_info("clients hold %zu bytes: reading from clients resumed", total);
+		mem_kick();
+	}
+	if (mem_held > budget)
+		mem_kick();
+}
+
+/* Bring c's share of mem_held up to date (after in, out or parked moved). */
+static void conn_account(struct conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	size_t now = evbuffer_get_length(c->in) + evbuffer_get_length(c->out) + c->parked;
+	if (now == c->mem)
+		return;
+	mem_held = mem_held - c->mem + now;
+	c->mem = now;
+	mem_changed();
+}
+
+void conn_mem_requests(long bytes)
+{
+	if (bytes >= 0)
+		mem_reqs += (size_t)bytes;
+	else
+		mem_reqs -= (size_t)-bytes;
+	mem_changed();
+}
+
+size_t conn_mem_total(void)
+{
+	return mem_held + mem_reqs;
+}
+
+void conn_mem_check(void)
+{
+	mem_changed();
+}
+
+static void on_mem(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	size_t budget = (size_t)srv.cfg->max_client_memory;
+	while (mem_held > budget) {
+		struct conn *c, *big = NULL;
+		LIST_FOREACH(c, &conns, link)
+			if (c->state != CONN_CLOSED && (big == NULL || c->mem > big->mem))
+				big = c;
+		if (big == NULL || big->mem == 0)
+			break;
+		log_warn("client %s: holds %zu bytes of unfinished input and unsent answers, the most "
+			 "of any client, while clients hold %zu of them (max_client_memory %zu); "
+			 "dropping the client", big->peer, big->mem, mem_held, budget);
+		stats.dropped_memory++;
+		conn_close(big);
+		conn_reap(big);
+	}
+	struct conn *c;
+	while (!mem_paused && (c = TAILQ_FIRST(&mem_waitq)) != NULL) {
+		TAILQ_REMOVE(&mem_waitq, c, mem_link);
+		c->mem_waiting = false;
+		/* A connection also at max_pending resumes with its answers. */
+		if (c->state == CONN_OPEN && c->npending < srv.cfg->max_pending) {
+			c->in_callback++;
+			conn_process_input(c);
+			c->in_callback--;
+			conn_reap(c);
+		}
+	}
+}
+
+void conn_mem_free(void)
+{
+	if (mem_ev)
+		event_free(mem_ev);
+	mem_ev = NULL;
+}
 
 int conn_count(void)
 {
@@ -163,6 +310,13 @@ static void conn_close(struct conn *c)
 	c->npending = 0;
 	c->parked = 0;
 	conn_free_io(c);
+	if (c->mem_waiting) {
+		TAILQ_REMOVE(&mem_waitq, c, mem_link);
+		c->mem_waiting = false;
+	}
+	mem_held -= c->mem;
+	c->mem = 0;
+	mem_changed();
 }
 
 static void set_reading(struct conn *c, bool on)
@@ -176,8 +330,20 @@ static void set_reading(struct conn *c, bool on)
 		event_del(c->rev);
 }
 
-/* Frame and dispatch buffered lines while under max_pending. */
-static void conn_process_input(struct conn *c)
+/* Stop reading c until the clients' memory is back under the budget. */
+static void mem_wait(struct conn *c)
+{
+	set_reading(c, false);
+	if (!c->mem_waiting) {
+		c->mem_waiting = true;
+		TAILQ_INSERT_TAIL(&mem_waitq, c, mem_link);
+	}
+}
+
+/* Frame and dispatch buffered lines while under max_pending.  Lines
+ * already read are dispatched over the budget too: they are requests
+ * read, and their bytes are counted either way. */
+static void process_lines(struct conn *c)
 {
 	const struct config *cfg = srv.cfg;
 	struct evbuffer *in = c->in;
@@ -195,7 +361,7 @@ static void conn_process_input(struct conn *c)
 		if (rc == FRAME_NEED_MORE)
 			break;
 		if (rc == FRAME_TOO_LARGE) {
-			struct req *r = req_new(c);
+			struct req *r = req_new(c, 0);
 			conn_set_state(c, CONN_DRAINING);
 			c->must_linger = true;
 			evbuffer_drain(in, evbuffer_get_length(in));
@@ -219,7 +385,16 @@ static void conn_process_input(struct conn *c)
 			conn_set_state(c, CONN_DRAINING);
 		return;
 	}
-	set_reading(c, c->state == CONN_OPEN);
+	if (mem_paused && c->state == CONN_OPEN)
+		mem_wait(c);
+	else
+		set_reading(c, c->state == CONN_OPEN);
+}
+
+static void conn_process_input(struct conn *c)
+{
+	process_lines(c);
+	conn_account(c);
 }
 
 /* n bytes just read: dispatch the whole lines, keep the rest in c->in. */
@@ -272,6 +447,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 	}
 	if (c->state != CONN_OPEN || !c->reading)
 		return;
+	if (mem_paused) {
+		mem_wait(c);
+		return;
+	}
 	c->last_active_ms = gocd_now_ms();
 	c->in_callback++;
 	ssize_t n = read(fd, rbuf, sizeof rbuf);
@@ -309,6 +488,7 @@ static int write_out(struct conn *c)
 		conn_close(c);
 		return -1;
 	}
+	conn_account(c);
 	return 0;
 }
 
@@ -403,6 +583,7 @@ void conn_answered(struct conn *c, size_t bytes)
 		conn_process_input(c);
 		c->in_callback--;
 	}
+	conn_account(c);
 	conn_reap(c);
 }
 
@@ -521,7 +702,11 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 			}
 			c->last_outq = outq;
 		}
-		if (c->state == CONN_OPEN && conn_needs_auth(c) && c->npending == 0 &&
+		/* Held back by max_client_memory, a client may have sent its
+		 * auth line, or more requests, that gocd has not read: it is
+		 * not the one idling.  (One not reading its answers is.) */
+		bool held_back = c->mem_waiting && evbuffer_get_length(c->out) == 0;
+		if (c->state == CONN_OPEN && conn_needs_auth(c) && c->npending == 0 && !c->mem_waiting &&
 		    now_ms > auth_from(c) && now_ms - auth_from(c) > (uint64_t)auth_wait) {
 			/* before the idle check: a silent unauthenticated client
 			 * is told why, and counted as an auth failure */
@@ -533,8 +718,9 @@ void conn_janitor(uint64_t now_ms, int idle_ms)
 			c->in_callback++;
 			conn_send(c);
 			c->in_callback--;
+			conn_account(c);
 			conn_reap(c);
-		} else if (c->state == CONN_OPEN && idle_ms > 0 && quiet > limit &&
+		} else if (c->state == CONN_OPEN && idle_ms > 0 && quiet > limit && !held_back &&
 			   (c->npending == 0 || evbuffer_get_length(c->out) > 0)) {
 			log_debug("client %s: idle for over client_idle_timeout; closing", c->peer);
 			stats.clients_idle_closed++;
@@ -578,8 +764,11 @@ void conn_linger_expire(uint64_t now_ms)
 
 void conn_accept(evutil_socket_t fd, const char *peer, int is_unix)
 {
+	if (mem_ev == NULL)
+		mem_ev = event_new(srv.base, -1, 0, on_mem, NULL);
 	struct conn *c = calloc(1, sizeof *c);
-	if (c == NULL) {
+	if (c == NULL || mem_ev == NULL) {
+		free(c);
 		evutil_closesocket(fd);
 		return;
 	}

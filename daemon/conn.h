@@ -11,6 +11,7 @@
 #ifndef GOCD_CONN_H
 #define GOCD_CONN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <event2/util.h>
@@ -52,6 +53,20 @@ void conn_shutdown_all(void);
 void conn_linger_expire(uint64_t now_ms);
 /* Close the oldest lingering connection to free its slot; 0 if none. */
 int conn_evict_lingering(void);
+
+/*
+ * max_client_memory, the clients' memory counted together (see conn.c):
+ * a request of `bytes` was read (+) or answered (-).  O(1); may pause or
+ * resume reading from every client, and schedule dropping one.
+ */
+void conn_mem_requests(long bytes);
+/* What is counted now: unfinished input, requests not yet answered,
+ * unsent answers (the gauge). */
+size_t conn_mem_total(void);
+/* A reload may have changed max_client_memory: apply it now. */
+void conn_mem_check(void);
+/* At exit. */
+void conn_mem_free(void);
 
 int conn_count(void);
 /* Of those, connections lingering after an error close (see conn.c). */

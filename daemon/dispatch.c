@@ -74,7 +74,7 @@ static void (*const handlers[GOC_OP__COUNT])(struct req *) = {
 
 void dispatch_line(struct conn *c, const char *line, size_t len)
 {
-	struct req *r = req_new(c);
+	struct req *r = req_new(c, len);
 	struct codec_error err;
 
 	if (conn_needs_auth(c)) {

@@ -156,6 +156,7 @@ static void reload(void)
 		conn_auth_changed(nc->auth_token[0] != '\0');
 	cfg = nc;
 	srv.cfg = nc;
+	conn_mem_check();
 	table_sync(nc);
 	/* Every table, served ones too: a reload is how an operator makes gocd
 	 * see a change in the catalog that no statement fails on (a trigger
@@ -379,6 +380,7 @@ int main(int argc, char **argv)
 	event_free(janitor);
 	locktab_free();
 	req_shutdown();
+	conn_mem_free();
 	table_free_all();
 	event_base_free(srv.base);
 	config_free(cfg);

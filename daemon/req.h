@@ -48,6 +48,7 @@ struct req {
 	enum goc_err outcome;         /* GOC_OK, or the error code answered */
 	bool answered;
 	bool busy;                    /* a pool job or the lock table refers to it */
+	size_t mem;                   /* counted in max_client_memory until answered */
 
 	/* get-or-create state, see goc.c */
 	struct table *table;
@@ -88,8 +89,10 @@ struct req {
 	struct pgjob job;             /* at most one statement in flight */
 };
 
-/* A new request, appended to conn's FIFO (conn may be NULL in tests). */
-struct req *req_new(struct conn *conn);
+/* A new request read as a line of line_len bytes, appended to conn's FIFO
+ * (conn may be NULL in tests), and counted in max_client_memory until it
+ * is answered. */
+struct req *req_new(struct conn *conn, size_t line_len);
 
 /*
  * Render nothing, but mark r answered with what is in r->out, remove it

@@ -136,13 +136,15 @@ void stats_render(struct evbuffer *out)
 	}
 	evbuffer_add_printf(out, "},\"clients\":%d,\"clients_accepted\":%llu,\"clients_rejected\":%llu,"
 			    "\"clients_idle_closed\":%llu,\"clients_dropped_slow\":%llu,"
+			    "\"clients_dropped_memory\":%llu,\"client_memory\":%zu,"
 			    "\"auth_failures\":%llu,\"backpressure\":%llu,"
 			    "\"in_flight\":%d,\"keys_locked\":%zu,\"waiters\":%zu,"
 			    "\"pool\":{\"size\":%d,\"idle\":%d,\"busy\":%d,\"connecting\":%d,\"down\":%d,"
 			    "\"queued\":%d,\"round_trips\":%llu,\"connects\":%llu,"
 			    "\"connect_failures\":%llu,\"lost\":%llu}",
 			    conn_count(), stats.clients_accepted, stats.clients_rejected,
-			    stats.clients_idle_closed, stats.dropped_slow, stats.auth_failures,
+			    stats.clients_idle_closed, stats.dropped_slow, stats.dropped_memory,
+			    conn_mem_total(), stats.auth_failures,
 			    stats.backpressure,
 			    req_inflight(), l.keys, l.waiters, p.size, p.idle, p.busy,
 			    p.connecting, p.down, p.queued, p.round_trips, p.connects,
@@ -251,6 +253,12 @@ void stats_render_prometheus(struct evbuffer *out)
 	counter(out, "gocd_clients_dropped_slow_total",
 		"Clients dropped for not reading their answers (over max_output, or stalled "
 		"while being closed).", stats.dropped_slow);
+	counter(out, "gocd_clients_dropped_memory_total",
+		"Clients dropped for holding the most unfinished input and unsent answers while "
+		"those alone were over max_client_memory.", stats.dropped_memory);
+	gauge(out, "gocd_client_memory_bytes",
+	      "What clients make gocd hold, counted against max_client_memory: unfinished input, "
+	      "requests waiting for answers, unsent answers.", (long long)conn_mem_total());
 	counter(out, "gocd_clients_idle_closed_total",
 		"Client connections closed after client_idle_timeout without activity.",
 		stats.clients_idle_closed);

@@ -36,6 +36,7 @@ struct gocd_stats {
 	unsigned long long retries;
 	unsigned long long clients_accepted, clients_closed, clients_rejected;
 	unsigned long long backpressure, dropped_slow, clients_idle_closed, auth_failures;
+	unsigned long long dropped_memory; /* the biggest client, over max_client_memory */
 
 	/* Answered requests by op (STATS_OP_INVALID included) and outcome. */
 	unsigned long long answered[STATS_NOPS][GOC_E__COUNT];

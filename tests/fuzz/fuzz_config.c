@@ -58,6 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(cfg.pool_size >= 1 && cfg.pool_size <= 256, "pool_size out of bounds");
 	CHECK(cfg.max_line >= 64 && cfg.max_line <= 16777216, "max_line out of bounds");
 	CHECK(cfg.max_output >= 4096, "max_output out of bounds");
+	CHECK(cfg.max_client_memory >= 1048576, "max_client_memory out of bounds");
 	CHECK(cfg.request_timeout >= 10, "request_timeout out of bounds");
 	CHECK(cfg.unix_mode >= 0 && cfg.unix_mode <= 0777, "unix_mode out of bounds");
 	CHECK(cfg.listen && cfg.postgres && cfg.log_level && cfg.auth_token, "string option NULL");

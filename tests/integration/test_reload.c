@@ -6,8 +6,9 @@
  * connections opened before the reload still served after it, a token
  * rotated through auth_token_file, a lowered request_timeout applying
  * to requests in flight and to PostgreSQL sessions' statement_timeout, a
- * new connect_timeout applying to the pool's next connection attempts, and
- * a raised max_clients raising the open files limit as a start does.
+ * new connect_timeout applying to the pool's next connection attempts, a
+ * raised max_client_memory resuming reading at once, and a raised
+ * max_clients raising the open files limit as a start does.
  * Must never: depend on timing beyond bounded polling.
  */
 #include <setjmp.h>
@@ -346,6 +347,86 @@ static void test_reload_lowering_max_pending_keeps_the_last_line(void **state)
 	harness_pass();
 }
 
+#define RL_MEM_LINES 100
+#define RL_MEM_PAD 20000
+
+/*
+ * max_client_memory is live.  Raised by a reload while gocd reads from no
+ * client for it, reading resumes at once: a bystander's ping is answered
+ * while the requests that took the memory still wait on a lock, and those
+ * are all answered, in order, once it goes.
+ */
+static void test_reload_raising_max_client_memory_resumes_reading(void **state)
+{
+	(void)state;
+	write_conf("table = rl_a=k\nrequest_timeout = 60000\nmax_line = 1048576\n"
+		   "max_client_memory = 1048576\n");
+	struct tclient *c;
+	struct tpg_session *s;
+	struct tgocd *g = start_with_rl_a_locked(&c, &s);
+	/* 2 MB of requests, padded with JSON whitespace: counted by their lines */
+	size_t len = 0, cap = (size_t)RL_MEM_LINES * (RL_MEM_PAD + 128);
+	char *data = malloc(cap);
+	assert_non_null(data);
+	for (int i = 0; i < RL_MEM_LINES; i++) {
+		len += (size_t)snprintf(data + len, cap - len, "{\"op\":\"get_or_create\",\"id\":%d,"
+					"\"table\":\"rl_a\",\"key\":{\"k\":\"mem-%d\"}", i, i);
+		memset(data + len, ' ', RL_MEM_PAD);
+		len += RL_MEM_PAD;
+		len += (size_t)snprintf(data + len, cap - len, "}\n");
+	}
+	size_t off = 0;
+	for (int i = 0; i < 100 && off < len; i++) {
+		ssize_t n = send(tclient_fd(c), data + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			off += (size_t)n;
+		else
+			harness_sleep_ms(20);
+	}
+	char *log = tgocd_wait_log(g, "reading from clients paused", 10000);
+	bool paused = strstr(log, "reading from clients paused") != NULL;
+	free(log);
+	assert_true(paused);
+	struct tclient *by = tclient_tcp(g->port);
+	assert_non_null(by);
+	assert_int_equal(tclient_sendf(by, "{\"op\":\"ping\"}\n"), 0);
+	const char *line;
+	size_t ll;
+	assert_int_equal(tclient_line(by, &line, &ll, 500), -1); /* not read: over the budget */
+
+	write_conf("table = rl_a=k\nrequest_timeout = 60000\nmax_line = 1048576\n"
+		   "max_client_memory = 268435456\n");
+	tgocd_signal(g, SIGHUP);
+	struct goc_response r;
+	if (tclient_recv(by, &r, 10000) != 0) {
+		tgocd_print_log(g);
+		fail_msg("the ping was not answered after max_client_memory was raised");
+	}
+	assert_true(r.ok);
+	codec_response_free(&r);
+
+	assert_int_equal(tpg_session_exec(s, "COMMIT"), 0);
+	tpg_session_close(s);
+	char **lines;
+	size_t got = tclient_exchange(c, data + off, len - off, RL_MEM_LINES, &lines, 30000);
+	assert_int_equal(got, RL_MEM_LINES);
+	for (int i = 0; i < RL_MEM_LINES; i++) {
+		struct goc_response a;
+		assert_int_equal(codec_parse_response(lines[i], strlen(lines[i]), &a), 0);
+		if (!a.ok || json_integer_value(a.id) != i)
+			print_error("answer %d: %.200s\n", i, lines[i]);
+		assert_true(a.ok);
+		assert_int_equal(json_integer_value(a.id), i);
+		codec_response_free(&a);
+	}
+	harness_free_lines(lines, got);
+	free(data);
+	tclient_close(by);
+	tclient_close(c);
+	assert_int_equal(tgocd_stop(g), 0);
+	harness_pass();
+}
+
 /*
  * statement_timeout follows request_timeout on reload.  Before, sessions
  * kept the value they were opened with: a statement blocked by someone
@@ -621,6 +702,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reload_lowers_request_timeout_in_flight,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_lowering_max_pending_keeps_the_last_line,
+						harness_test_setup, harness_test_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_raising_max_client_memory_resumes_reading,
 						harness_test_setup, harness_test_teardown),
 		cmocka_unit_test_setup_teardown(test_reload_renews_statement_timeout,
 						harness_test_setup, harness_test_teardown),
