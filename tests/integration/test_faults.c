@@ -1988,6 +1988,24 @@ static void test_columns_move_under_a_request(void **state)
 	assert_non_null(a);
 	assert_non_null(b);
 	struct goc_response r;
+	/* Every pool connection through its setup first.  A setup's catalog
+	 * read that took its snapshot before the DDL below and finished after
+	 * b's re-read put the old columns back, which moved them as far as
+	 * gocd knew: a's request was answered unavailable (1 run in 18 on a
+	 * loaded machine).  That ordering is a limit of its own (noted in the
+	 * issue), not what this test is about. */
+	for (int i = 0;; i++) {
+		assert_int_equal(tclient_call(b, "{\"op\":\"stats\"}", &r), 0);
+		json_t *pool = json_object_get(json_object_get(r.root, "stats"), "pool");
+		bool settled = json_integer_value(json_object_get(pool, "idle")) +
+			       json_integer_value(json_object_get(pool, "busy")) ==
+			       json_integer_value(json_object_get(pool, "size"));
+		codec_response_free(&r);
+		if (settled)
+			break;
+		assert_true(i < 500);
+		harness_sleep_ms(10);
+	}
 
 	/* 0. A column added at the end moves nothing: a request held across
 	 *    that re-read goes on (it failed 'unavailable' too at first).
