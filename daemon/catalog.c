@@ -189,10 +189,21 @@ static struct table *table_of(const struct pgjob *job)
 	return NULL;
 }
 
-static void apply(struct table *t, const PGresult *res)
+static void apply(struct table *t, const PGresult *res, uint64_t seq)
 {
 	if (t == NULL || t->removed)
 		return;
+	/* Reads of one table run on several connections (each connection's
+	 * setup, re-checks) and their answers can come back out of order.
+	 * One sent before the last applied has an older snapshot: applied,
+	 * it took the table back to columns or an index it no longer has (a
+	 * column added since vanished, and the columns "moved" under the
+	 * requests in flight, answered unavailable). */
+	if (seq < t->catalog_seq) {
+		log_debug("table \"%s\": a catalog read older than the last one applied came back "
+			  "late; ignored", t->own.name);
+		return;
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		/* The lookup failed, not the table (a statement timeout, a lost
 		 * connection, PostgreSQL out of resources): nothing was learned,
@@ -217,6 +228,7 @@ static void apply(struct table *t, const PGresult *res)
 	/* Logged when the table leaves service, and when a re-check finds a
 	 * new reason; the same reason at every 5 s re-check is not news (it
 	 * is what clients are answered, and every reload logs it afresh). */
+	t->catalog_seq = seq;
 	bool was = t->ready;
 	char before[sizeof t->error];
 	snprintf(before, sizeof before, "%s", t->error);
@@ -232,7 +244,7 @@ static void on_setup_catalog(struct pgjob *job, const PGresult *res,
 {
 	(void)outcome;
 	(void)msg;
-	apply(table_of(job), res);
+	apply(table_of(job), res, job->sent_seq);
 }
 
 bool catalog_setup_step(int step, struct pgjob *job)
@@ -255,7 +267,7 @@ static void on_recheck(struct pgjob *job, const PGresult *res,
 	if (t == NULL)
 		return;
 	if (outcome == PGJOB_OK || outcome == PGJOB_SQL_ERROR)
-		apply(t, res);
+		apply(t, res, job->sent_seq);
 	else
 		log_debug("table \"%s\": catalog re-check deferred to the next connection: %s",
 			  t->own.name, msg);

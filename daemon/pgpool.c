@@ -93,6 +93,7 @@ static struct {
 	struct event pump_ev;  /* pump() at the end of this loop turn */
 	bool pump_pending;
 	unsigned long long round_trips, connects, connect_failures, lost;
+	uint64_t sent_seq;     /* jobs sent so far (pgjob.sent_seq) */
 } pool;
 
 #define BACKOFF_MIN_MS 50
@@ -368,6 +369,7 @@ static void pgc_send(struct pgconn *c, struct pgjob *job)
 
 	c->job = job;
 	job->life = c->life;
+	job->sent_seq = ++pool.sent_seq;
 	c->res = NULL;
 	c->expect = 0;
 	c->nulls = 0;

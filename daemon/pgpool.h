@@ -13,6 +13,7 @@
 #define GOCD_PGPOOL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/queue.h>
 
 #include <libpq-fe.h>
@@ -58,6 +59,12 @@ struct pgjob {
 	 * (PGPOOL_LIFE_SQL), "" if the server did not say.  Valid until the
 	 * job's last callback has returned. */
 	const char *life;
+	/* Set when the job is sent: one more than the job sent before it, on
+	 * any connection.  A statement's snapshot is taken as it starts, and
+	 * a job goes to an idle connection (or right behind a commit), so
+	 * this orders snapshots but for that commit's time: catalog.c keeps
+	 * a table's catalog from going back to one read before. */
+	uint64_t sent_seq;
 };
 
 /*

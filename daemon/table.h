@@ -60,6 +60,7 @@ struct table {
 	bool relog;                    /* a reload asked: log the refusal even if unchanged */
 	uint64_t hinted_ms;            /* last re-check asked for by an unknown column */
 	float miss_rate;               /* recent lookups that found no row (batch.c) */
+	uint64_t catalog_seq;          /* sent_seq of the catalog read last applied (catalog.c) */
 	uint64_t error_logged_ms;      /* last 'internal' error logged (goc.c) */
 	unsigned errors_unlogged;      /* and those not logged since */
 };
