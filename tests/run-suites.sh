@@ -34,6 +34,7 @@ for bin in "$@"; do
 	label=$bin
 	[ -n "${GOCD_BUILD:-}" ] && label="$bin (gocd from ${GOCD_BUILD})"
 	echo "=== $label"
+	t0=$(date +%s)
 	out="$tmp/out"
 	rcf="$tmp/rc"
 	: >"$out"
@@ -59,7 +60,8 @@ for bin in "$@"; do
 		echo "=== $label: $why without a FAILED line; counted as 1 failed"
 		f=$((f + 1))
 	fi
-	echo "=== $label: $p passed, $f failed (exit $rc)"
+	# the time too: CI has 15 minutes for all of it
+	echo "=== $label: $p passed, $f failed (exit $rc, $(($(date +%s) - t0)) s)"
 	passed=$((passed + p))
 	failed=$((failed + f))
 done
