@@ -118,6 +118,23 @@ char *harness_read_file(const char *path)
 	return s;
 }
 
+double harness_cpu_seconds(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	char *st = harness_read_file(path);
+	if (st == NULL)
+		return -1;
+	unsigned long ut = 0, stime = 0;
+	char *p = strrchr(st, ')'); /* the command name may hold spaces */
+	int ok = p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			     &stime) == 2;
+	free(st);
+	if (!ok)
+		return -1;
+	return (double)(ut + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void print_file(const char *title, const char *path)
 {
 	char *s = harness_read_file(path);

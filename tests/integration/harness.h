@@ -110,6 +110,8 @@ int harness_tcp_fd(int port, int rcvbuf);
 int harness_listen_loopback(int backlog, int *port);
 /* Whole file as a malloc'd string ("" when missing). */
 char *harness_read_file(const char *path);
+/* CPU seconds (user + system) process pid has used, from /proc; -1 if unreadable. */
+double harness_cpu_seconds(pid_t pid);
 
 /*
  * Start $GOCD_BUILD/gocd (default build/gocd) with

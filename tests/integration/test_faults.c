@@ -1977,6 +1977,31 @@ static void answer_across(struct tclient *a, const char *req, const char *ddl, s
 	assert_int_equal(tclient_recv(a, r, HARNESS_IO_TIMEOUT_MS), 0);
 }
 
+/* gocd's pool by the stats op: idle and busy connections. */
+static void pool_counts(struct tclient *c, long long *idle, long long *busy)
+{
+	struct goc_response r;
+	assert_int_equal(tclient_call(c, "{\"op\":\"stats\"}", &r), 0);
+	json_t *pool = json_object_get(json_object_get(r.root, "stats"), "pool");
+	*idle = json_integer_value(json_object_get(pool, "idle"));
+	*busy = json_integer_value(json_object_get(pool, "busy"));
+	codec_response_free(&r);
+}
+
+static void wait_pool(struct tclient *c, long long want_idle, long long want_busy)
+{
+	long long idle = -1, busy = -1;
+	for (int i = 0; i < 1000; i++) {
+		pool_counts(c, &idle, &busy);
+		if (idle == want_idle && busy == want_busy)
+			return;
+		harness_sleep_ms(10);
+	}
+	print_error("pool: %lld idle, %lld busy; waited for %lld and %lld\n", idle, busy, want_idle,
+		    want_busy);
+	fail();
+}
+
 /*
  * The catalog is re-read while a request sits between its statements, and
  * the table's columns moved (a column dropped): the request holds column
@@ -1997,18 +2022,7 @@ static void test_columns_move_under_a_request(void **state)
 	/* Every pool connection through its setup first: a setup's catalog
 	 * read racing b's re-read is not what this test is about (that race
 	 * has its own, test_older_catalog_read_coming_back_late_is_ignored). */
-	for (int i = 0;; i++) {
-		assert_int_equal(tclient_call(b, "{\"op\":\"stats\"}", &r), 0);
-		json_t *pool = json_object_get(json_object_get(r.root, "stats"), "pool");
-		bool settled = json_integer_value(json_object_get(pool, "idle")) +
-			       json_integer_value(json_object_get(pool, "busy")) ==
-			       json_integer_value(json_object_get(pool, "size"));
-		codec_response_free(&r);
-		if (settled)
-			break;
-		assert_true(i < 500);
-		harness_sleep_ms(10);
-	}
+	wait_pool(b, 4, 0);
 
 	/* 0. A column added at the end moves nothing: a request held across
 	 *    that re-read goes on (it failed 'unavailable' too at first).
@@ -2064,31 +2078,6 @@ static void test_columns_move_under_a_request(void **state)
 	assert_int_equal(tpg_count("SELECT count(*) FROM f_moved WHERE k = 'mykey2'"), 0);
 	assert_int_equal(tgocd_stop(g), 0);
 	harness_pass();
-}
-
-/* gocd's pool by the stats op: idle and busy connections. */
-static void pool_counts(struct tclient *c, long long *idle, long long *busy)
-{
-	struct goc_response r;
-	assert_int_equal(tclient_call(c, "{\"op\":\"stats\"}", &r), 0);
-	json_t *pool = json_object_get(json_object_get(r.root, "stats"), "pool");
-	*idle = json_integer_value(json_object_get(pool, "idle"));
-	*busy = json_integer_value(json_object_get(pool, "busy"));
-	codec_response_free(&r);
-}
-
-static void wait_pool(struct tclient *c, long long want_idle, long long want_busy)
-{
-	long long idle = -1, busy = -1;
-	for (int i = 0; i < 1000; i++) {
-		pool_counts(c, &idle, &busy);
-		if (idle == want_idle && busy == want_busy)
-			return;
-		harness_sleep_ms(10);
-	}
-	print_error("pool: %lld idle, %lld busy; waited for %lld and %lld\n", idle, busy, want_idle,
-		    want_busy);
-	fail();
 }
 
 /*
